@@ -1,0 +1,20 @@
+# Shared set-up for scripts/run and scripts/test: create .venv if needed and
+# (re)install the project when pyproject.toml is newer than the last install.
+# Sourced, not executed.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${STREAMER_VENV:-$ROOT/.venv}"
+PY="${PYTHON:-python3}"
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PY" -m venv "$VENV"
+fi
+STAMP="$VENV/.streamer-installed-$1"
+if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; then
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip >/dev/null
+    if [ "$1" = test ]; then
+        "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test]"
+    else
+        "$VENV/bin/python" -m pip install --quiet -e "$ROOT"
+    fi
+    touch "$STAMP"
+fi

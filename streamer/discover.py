@@ -1,0 +1,265 @@
+"""`streamer discover`: one-shot discovery over files, the engine's batch mode.
+
+Two passes over the input: the first counts n-grams, the second cuts every clause
+with the final counts and counts pieces and neighbours. Standard input is spooled
+to a temporary file during the first pass so it can be read twice. Memory is the
+engine's budget plus one block of text (reader.BLOCK) in flight.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from streamer.cli import UsageError
+from streamer.engine import Engine, EngineConfig
+from streamer.lexicon import Lexicon
+from streamer.reader import ReadStats, iter_text_blocks
+from streamer.results import Word
+
+FORMATS = ("tsv", "jsonl", "csv", "jieba")
+BATCH_FIELDS = ("word", "count", "score", "pmi", "left_entropy", "right_entropy", "known")
+DEFAULTS = EngineConfig()
+
+_UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "M": 10**6, "MB": 10**6, "G": 10**9,
+          "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def parse_size(text: str) -> int:
+    """'256MB' -> bytes. Units: B, K/KB (1000), M/MB, G/GB, KiB/MiB/GiB (1024)."""
+    s = text.strip().upper().replace(" ", "")
+    num = s.rstrip("KMGIB")
+    unit = s[len(num):]
+    if not num or unit not in _UNITS:
+        raise ValueError(f"not a size: {text!r} (use e.g. 256MB, 1GiB or bytes)")
+    value = float(num) * _UNITS[unit]
+    if value <= 0:
+        raise ValueError(f"size must be positive: {text!r}")
+    return int(value)
+
+
+def parse_pmi(text: str) -> tuple[float, ...]:
+    """'2,4,6' -> (2.0, 4.0, 6.0): thresholds for orders 2, 3, 4 (nats)."""
+    try:
+        vals = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"--min-pmi takes comma-separated numbers, not {text!r}") from None
+    if not vals:
+        raise ValueError("--min-pmi needs at least one number")
+    return vals
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "discover", help="discover words in files (batch)",
+        description="Discover new words in text files. Prints word<TAB>count, best first.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("files", nargs="+", metavar="FILE", help="input files; - for stdin")
+    p.add_argument("-o", "--output", metavar="PATH", help="write here instead of stdout")
+    p.add_argument("--format", choices=FORMATS, default="tsv",
+                   help="tsv: word<TAB>count; jsonl/csv: all score fields; "
+                        "jieba: 'word count' lines for jieba.load_userdict")
+    p.add_argument("--order", type=int, default=DEFAULTS.order, help="longest n-gram, units")
+    p.add_argument("--min-count", type=int, default=DEFAULTS.min_count,
+                   help="minimum count of a word and of a cohesive n-gram")
+    p.add_argument("--min-pmi", default=",".join(f"{x:g}" for x in DEFAULTS.min_pmi),
+                   help="pmi thresholds for orders 2,3,4,... in nats (+2 per further order)")
+    p.add_argument("--min-entropy", type=float, default=DEFAULTS.min_entropy,
+                   help="minimum left and right neighbour entropy, nats")
+    p.add_argument("--known", action="append", default=[], metavar="PATH",
+                   help="known lexicon, one word per line (repeatable)")
+    p.add_argument("--new-only", action="store_true", help="omit words in the known lexicons")
+    p.add_argument("--top", type=int, metavar="K", help="only the best K words")
+    p.add_argument("--exact", action="store_true",
+                   help="exact n-gram counts (memory grows with the input)")
+    p.add_argument("--memory", default="256MB",
+                   help="memory budget for counting state (sketch and tables)")
+    p.add_argument("--units", choices=("han", "mixed"), default=DEFAULTS.units,
+                   help="mixed: Han characters and ASCII letter/digit runs; han: Han only")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--save-state", metavar="PATH",
+                   help="also write the engine state as a snapshot (seeds `streamer run`)")
+    p.set_defaults(func=run)
+
+
+def _config(args: argparse.Namespace) -> EngineConfig:
+    try:
+        memory = parse_size(args.memory)
+        min_pmi = parse_pmi(args.min_pmi)
+        if args.top is not None and args.top < 1:
+            raise ValueError("--top must be at least 1")
+        if args.min_entropy < 0:
+            raise ValueError("--min-entropy must be >= 0")
+        return EngineConfig(order=args.order, min_count=args.min_count, min_pmi=min_pmi,
+                            min_entropy=args.min_entropy, units=args.units, memory=memory,
+                            exact=args.exact)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _check_inputs(files: list[str]) -> None:
+    if files.count("-") > 1:
+        raise UsageError("standard input (-) can be given only once")
+    for f in files:
+        if f == "-":
+            continue
+        path = Path(f)
+        if not path.exists():
+            raise UsageError(f"{f}: no such file")
+        if path.is_dir():
+            raise UsageError(f"{f}: is a directory")
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            raise UsageError(f"{f}: cannot read: {exc.strerror}") from None
+
+
+class _Progress:
+    """tqdm over bytes of both passes, only when stderr is a terminal."""
+
+    def __init__(self, total: int | None, enabled: bool) -> None:
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="B", unit_scale=True, desc="discover",
+                            file=sys.stderr, dynamic_ncols=True)
+
+    def update(self, n: int, desc: str) -> None:
+        if self.bar is not None:
+            self.bar.set_description(desc, refresh=False)
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _passes(files: list[str], spool_dir: str) -> tuple[list[str], Iterator[BinaryIO]]:
+    """Paths for the second pass, and the binary streams of the first pass."""
+    paths: list[str] = []
+
+    def first() -> Iterator[BinaryIO]:
+        for f in files:
+            if f == "-":
+                spool = os.path.join(spool_dir, "stdin")
+                paths.append(spool)
+                with open(spool, "wb") as out:
+                    yield _Tee(sys.stdin.buffer, out)  # type: ignore[misc]
+            else:
+                paths.append(f)
+                with open(f, "rb") as fh:
+                    yield fh
+
+    return paths, first()
+
+
+class _Tee:
+    """A read-only stream that copies what it reads to another file (stdin spool)."""
+
+    def __init__(self, src: BinaryIO, copy: IO[bytes]) -> None:
+        self.src, self.copy = src, copy
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.src.read(n)
+        self.copy.write(data)
+        return data
+
+
+def discover(files: list[str], config: EngineConfig, known: Lexicon | None = None,
+             progress: bool = False) -> tuple[Engine, ReadStats]:
+    """Run both passes over the files; returns the engine (rescored) and reader stats."""
+    total = None
+    if "-" not in files:
+        total = 2 * sum(os.path.getsize(f) for f in files)
+    bar = _Progress(total, progress)
+    engine = Engine(config, known)
+    stats = ReadStats()
+    with tempfile.TemporaryDirectory(prefix="streamer-") as tmp:
+        paths, streams = _passes(files, tmp)
+        for stream in streams:
+            for text in iter_text_blocks(stream, stats):
+                engine.count([text])
+                bar.update(len(text.encode("utf-8", "surrogatepass")) if bar.bar else 0,
+                           "counting")
+        second = ReadStats()
+        for path in paths:
+            with open(path, "rb") as fh:
+                for text in iter_text_blocks(fh, second):
+                    engine.cut([text])
+                    bar.update(len(text.encode("utf-8", "surrogatepass")) if bar.bar else 0,
+                               "cutting")
+    bar.close()
+    engine.lines_ingested = stats.lines
+    engine.rescore(0.0)
+    return engine, stats
+
+
+def run(args: argparse.Namespace) -> int:
+    config = _config(args)
+    _check_inputs(args.files)
+    try:
+        known = Lexicon.load(args.known) if args.known else None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--known: {exc}") from None
+    if args.output:
+        out_dir = Path(args.output).resolve().parent
+        if not out_dir.is_dir():
+            raise UsageError(f"{args.output}: directory {out_dir} does not exist")
+    engine, stats = discover(args.files, config, known, progress=not args.no_progress)
+    words = list(engine.published.words)
+    if args.new_only:
+        words = [w for w in words if not w.known]
+    if args.top is not None:
+        words = words[: args.top]
+    if args.output:
+        _write_atomic(Path(args.output), words, args.format)
+    else:
+        write_words(sys.stdout, words, args.format)
+        sys.stdout.flush()
+    if args.save_state:
+        from streamer import snapshot
+
+        snapshot.write_file(Path(args.save_state), engine.state_dict(),
+                            fingerprint=engine.fingerprint(),
+                            metadata={"source": "discover", "files": args.files})
+    msg = (f"streamer discover: {stats.lines} lines, {engine.chars_ingested} characters, "
+           f"{len(words)} words")
+    if stats.replaced:
+        msg += f"; {stats.replaced} undecodable bytes replaced with U+FFFD"
+    if stats.nul:
+        msg += f"; {stats.nul} NUL bytes treated as breaks"
+    if stats.long_lines_cut:
+        msg += f"; {stats.long_lines_cut} over-long lines cut"
+    print(msg, file=sys.stderr)
+    return 0
+
+
+def write_words(stream: IO[str], words: list[Word], fmt: str) -> None:
+    """Render words in one of FORMATS (batch fields)."""
+    from streamer.exports import render
+
+    if fmt == "tsv":
+        for w in words:
+            stream.write(f"{w.word}\t{w.total_count}\n")
+        return
+    render(words, fmt, BATCH_FIELDS, stream, header=True)
+
+
+def _write_atomic(path: Path, words: list[Word], fmt: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.resolve().parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            write_words(fh, words, fmt)
+        shutil.move(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)

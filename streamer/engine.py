@@ -1,0 +1,499 @@
+"""The discovery engine: synchronous, single writer, no asyncio.
+
+Where a line of text goes::
+
+    lines ──units.encode──> unit ids + clause starts
+          ──ngrams.ngram_keys──> keys of n-grams, orders 1..N
+          ──count phase──> n-gram counter (count-min sketch or exact) + unigram table
+          ──cut phase──> segmentation.cohesive_masks (pmi from current counts)
+                         segmentation.cut -> pieces
+                         candidates.CandidateTable (multi-unit pieces, counted)
+                         neighbours.NeighbourTable (left/right units of each piece)
+    rescore ──> back-check, neighbour entropy, known lexicon, scoring.rank
+            ──> results.Published (immutable)
+
+A batch run (``discover``) does the count phase over all input, then the cut
+phase over all input again, so every piece is cut with the final counts. The
+daemon does both phases on each batch (cutting with the counts so far) and
+rescores periodically; counts decay with a half-life in stream time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from streamer import scoring
+from streamer.candidates import CandidateTable
+from streamer.lexicon import Lexicon
+from streamer.neighbours import NeighbourTable
+from streamer.ngrams import mix, ngram_keys, span_keys
+from streamer.results import Published, Word
+from streamer.segmentation import cohesive_masks, cut, min_pmi_for, pmi_at
+from streamer.sketch import CountMinSketch, Counter, ExactCounter, counter_from_state
+from streamer.units import DENSE_SIZE, HAN_LIMIT, Encoded, dense_index, encode, encode_words
+
+#: bytes a candidate slot costs: arrays, sorted index, 2 x 32 uint16 neighbour
+#: buckets, and the Python string and example list (measured, rounded up)
+SLOT_BYTES = 400
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Engine parameters. Fields marked (shape) change the state's layout.
+
+    order        longest n-gram counted, units (shape)
+    min_count    minimum count of a cohesive n-gram and of a listed word
+    min_pmi      pmi thresholds for orders 2, 3, ...; nats; continued +2 per order
+    min_entropy  minimum of left and right neighbour entropy, nats
+    units        "mixed" (Han characters and ASCII runs) or "han" (shape)
+    memory       bytes for the counting state: sketch, candidates, neighbours (shape)
+    exact        exact n-gram counts instead of a sketch (unbounded memory) (shape)
+    depth        count-min rows (shape)
+    seed         hash seed (shape)
+    half_life    seconds of stream time for decay; inf = no decay
+    capacity     candidate slots; None = derived from memory (shape)
+    max_words    most words published by a rescore (daemon)
+    """
+
+    order: int = 4
+    min_count: int = 8
+    min_pmi: tuple[float, ...] = (2.0, 4.0, 6.0)
+    min_entropy: float = 1.0
+    units: str = "mixed"
+    memory: int = 256 * 2**20
+    exact: bool = False
+    depth: int = 3
+    seed: int = 0
+    half_life: float = math.inf
+    capacity: int | None = None
+    max_words: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.order < 2:
+            raise ValueError("order must be at least 2")
+        if self.min_count < 1:
+            raise ValueError("min_count must be at least 1")
+        if self.units not in ("han", "mixed"):
+            raise ValueError("units must be 'han' or 'mixed'")
+        if self.memory < 4 * 2**20:
+            raise ValueError("memory must be at least 4MB")
+        if not self.half_life > 0:
+            raise ValueError("half_life must be positive")
+        if self.depth < 1:
+            raise ValueError("depth must be at least 1")
+
+    def thresholds(self) -> list[float]:
+        return min_pmi_for(self.order, self.min_pmi)
+
+    def layout(self) -> tuple[int, int]:
+        """(sketch width, candidate capacity) from the memory budget.
+
+        Half the budget goes to the sketch (the widest power of two that fits,
+        depth rows of uint32), the rest to candidate slots of SLOT_BYTES each.
+        """
+        sketch_bytes = self.memory // 2
+        width = 1 << int(math.log2(max(sketch_bytes // (4 * self.depth), 2)))
+        rest = self.memory - (0 if self.exact else width * 4 * self.depth)
+        capacity = self.capacity or max(1024, rest // SLOT_BYTES)
+        return width, capacity
+
+    def fingerprint(self) -> str:
+        """Hex digest of the fields that shape the state (snapshots must match)."""
+        width, capacity = self.layout()
+        shape = {"order": self.order, "units": self.units, "exact": self.exact,
+                 "depth": self.depth, "seed": self.seed, "width": width,
+                 "capacity": capacity, "version": STATE_VERSION}
+        return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class _Scored:
+    slots: np.ndarray
+    pmi: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    words: list[str] = field(default_factory=list)
+
+
+class Engine:
+    """Incremental new-word discovery over batches of lines (see module docstring)."""
+
+    def __init__(self, config: EngineConfig | None = None, known: Lexicon | None = None) -> None:
+        self.config = config or EngineConfig()
+        cfg = self.config
+        width, capacity = cfg.layout()
+        self.counter: Counter = ExactCounter() if cfg.exact else \
+            CountMinSketch(width, cfg.depth, cfg.seed)
+        # per-unit tables (units.dense_index): occurrences (exact for Han units, the
+        # unigram counts), and how often the unit was cut out as a 1-unit piece
+        self.unigrams = np.zeros(DENSE_SIZE, dtype=np.int64)
+        self.alone = np.zeros(DENSE_SIZE, dtype=np.int64)
+        self.total_units = 0          # N, decayed with the counts
+        self.units_ingested = 0       # all-time, never decayed
+        self.lines_ingested = 0
+        self.chars_ingested = 0
+        self.candidates = CandidateTable(capacity)
+        self.neighbours = NeighbourTable(capacity)
+        self.candidates._on_remove = self.neighbours.clear  # type: ignore[method-assign]
+        self.known = known or Lexicon()
+        self.discovered: dict[str, float] = {}   # word -> first_seen when first listed
+        self.last_decay: float | None = None
+        self.rng = np.random.default_rng(cfg.seed)
+        self.history: dict[str, list[tuple[float, float]]] = {}
+        self.published = Published()
+
+    # ------------------------------------------------------------------ counting
+
+    def _count_keys(self, n: int, keys: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
+        """Counts of n-gram keys; unigrams of Han units come from the exact table."""
+        if n == 1 and ids is not None:
+            out = np.zeros(len(ids), dtype=np.int64)
+            han = ids < HAN_LIMIT
+            out[han] = self.unigrams[ids[han]]
+            if not han.all():
+                out[~han] = self.counter.query(keys[~han])
+            return out
+        return self.counter.query(keys)
+
+    def _encode(self, lines: Sequence[str]) -> tuple[Encoded, np.ndarray, list]:
+        enc = encode("\n".join(lines), self.config.units)
+        mixed = mix(enc.ids)
+        keys = ngram_keys(mixed, enc.first, self.config.order)
+        return enc, mixed, keys
+
+    def _count_phase(self, enc: Encoded, keys: list) -> None:
+        ids = enc.ids
+        han = ids < HAN_LIMIT
+        self.unigrams += np.bincount(dense_index(ids), minlength=DENSE_SIZE)
+        if not han.all():
+            self.counter.add(keys[0][0][~han])
+        for k, valid in keys[1:]:
+            if len(k):
+                self.counter.add(k[valid])
+        self.total_units += len(ids)
+        self.units_ingested += len(ids)
+
+    def _cut_phase(self, enc: Encoded, mixed: np.ndarray, keys: list, now: float) -> None:
+        cfg = self.config
+        counts = [self._count_keys(n, k, enc.ids if n == 1 else None)
+                  for n, (k, _) in enumerate(keys, start=1)]
+        masks = cohesive_masks(keys, counts, self.total_units, cfg.min_count, cfg.thresholds())
+        pieces = cut(enc.ids, enc.first, masks)
+        single = enc.ids[pieces.starts[pieces.ends - pieces.starts == 1]]
+        self.alone += np.bincount(dense_index(single), minlength=DENSE_SIZE)
+        multi = np.flatnonzero(pieces.ends - pieces.starts >= 2)
+        if len(multi) == 0:
+            return
+        s, e = pieces.starts[multi], pieces.ends[multi]
+        pkeys = span_keys(mixed, s, e)
+        order = np.argsort(pkeys, kind="stable")
+        sk = pkeys[order]
+        edge = np.empty(len(sk), dtype=bool)
+        edge[0] = True
+        np.not_equal(sk[1:], sk[:-1], out=edge[1:])
+        group_start = np.flatnonzero(edge)
+        uniq = sk[group_start]
+        counts_u = np.diff(np.append(group_start, len(sk)))
+        first_occ = order[group_start]
+        inverse = np.empty(len(sk), dtype=np.int64)
+        inverse[order] = np.cumsum(edge) - 1
+
+        table = self.candidates
+        slots = table.lookup(uniq)
+        missing = np.flatnonzero(slots < 0)
+        if len(missing):
+            texts = [enc.span_text(int(s[i]), int(e[i])) for i in first_occ[missing].tolist()]
+            new = table.admit(uniq[missing], texts, now, protect=slots[slots >= 0])
+            slots[missing] = new
+            for j, i in zip(new.tolist(), first_occ[missing].tolist(), strict=True):
+                if j >= 0:
+                    table.add_example(j, enc.context(int(s[i]), int(e[i])))
+        ok = slots >= 0
+        us, uc = slots[ok], counts_u[ok]
+        table.total[us] += uc
+        table.recent[us] += uc
+        table.slow[us] += uc
+        table.last_seen[us] = now
+        occ_slots = slots[inverse]
+        tracked = occ_slots >= 0
+        self.neighbours.add(occ_slots[tracked], pieces.left[multi][tracked],
+                            pieces.right[multi][tracked], s[tracked])
+        # refresh examples of listed words, one context per batch
+        listed = self._listed_slots
+        if len(listed):
+            hit = np.flatnonzero(np.isin(slots, listed))
+            for i in hit.tolist():
+                occ = int(first_occ[i])
+                table.add_example(int(slots[i]), enc.context(int(s[occ]), int(e[occ])))
+
+    _listed_slots: np.ndarray = np.empty(0, np.int64)
+
+    def count(self, lines: Sequence[str]) -> None:
+        """Count phase only (first pass of a batch run)."""
+        enc, _, keys = self._encode(lines)
+        self._count_phase(enc, keys)
+        self.lines_ingested += len(lines)
+        self.chars_ingested += sum(len(x) for x in lines)
+
+    def cut(self, lines: Sequence[str], now: float = 0.0) -> None:
+        """Cut phase only (second pass of a batch run): pieces, candidates, neighbours."""
+        enc, mixed, keys = self._encode(lines)
+        self._cut_phase(enc, mixed, keys, now)
+
+    def ingest(self, lines: Sequence[str], now: float) -> None:
+        """Count and cut one batch (the daemon's step)."""
+        enc, mixed, keys = self._encode(lines)
+        self._count_phase(enc, keys)
+        self._cut_phase(enc, mixed, keys, now)
+        self.lines_ingested += len(lines)
+        self.chars_ingested += sum(len(x) for x in lines)
+
+    # ------------------------------------------------------------------ decay
+
+    def decay_to(self, now: float) -> None:
+        """Apply the half-life decay up to stream time ``now``.
+
+        Candidate counts decay at every call; the n-gram counter and the unigram
+        table only once the accumulated factor drops below 0.95, because scaling
+        a large sketch costs ~0.1 s per 100 MB.
+        """
+        hl = self.config.half_life
+        if self.last_decay is None or math.isinf(hl):
+            self.last_decay = now
+            return
+        dt = now - self.last_decay
+        if dt <= 0:
+            return
+        self.candidates.decay(0.5 ** (dt / hl), 0.5 ** (dt / (16 * hl)))
+        self._pending_decay = getattr(self, "_pending_decay", 1.0) * 0.5 ** (dt / hl)
+        self.last_decay = now
+        if self._pending_decay < 0.95:
+            f = self._pending_decay
+            self.counter.scale(f, self.rng)
+            for name in ("unigrams", "alone"):
+                u = getattr(self, name) * f + self.rng.random(DENSE_SIZE)
+                setattr(self, name, np.floor(u).astype(np.int64))
+            self.total_units = int(self.total_units * f)
+            self._pending_decay = 1.0
+
+    # ------------------------------------------------------------------ scoring
+
+    def _score_candidates(self, slots: np.ndarray) -> _Scored:
+        """Back-check and neighbour entropies for candidate slots.
+
+        Returns the slots that pass the back-check, with pmi (min split, or for
+        pieces longer than the order the minimum over its order-N windows).
+        """
+        cfg = self.config
+        words = [self.candidates.text[s] for s in slots.tolist()]
+        if not words:
+            empty = np.empty(0)
+            return _Scored(slots[:0], empty, empty, empty, [])
+        enc, offsets = encode_words(words, cfg.units)
+        lengths = np.diff(offsets)
+        if len(lengths) != len(words):  # a word that no longer encodes to units
+            keep = np.array([len(encode(w, cfg.units)) >= 2 for w in words])
+            slots = slots[keep]
+            words = [w for w, k in zip(words, keep, strict=True) if k]
+            enc, offsets = encode_words(words, cfg.units)
+            lengths = np.diff(offsets)
+        mixed = mix(enc.ids)
+        keys = ngram_keys(mixed, enc.first, cfg.order)
+        counts = [self._count_keys(n, k, enc.ids if n == 1 else None)
+                  for n, (k, _) in enumerate(keys, start=1)]
+        masks = cohesive_masks(keys, counts, self.total_units, cfg.min_count, cfg.thresholds())
+        log_total = float(np.log(max(self.total_units, 1)))
+        starts = offsets[:-1]
+        pmi = np.full(len(words), np.inf)
+        passed = np.ones(len(words), dtype=bool)
+        for n in range(2, cfg.order + 1):
+            sel = lengths == n
+            if sel.any():
+                p = pmi_at(counts, n, log_total)
+                pmi[sel] = p[starts[sel]]
+                if n >= 3:
+                    passed[sel] = masks[n - 2][starts[sel]]
+        long = np.flatnonzero(lengths > cfg.order)
+        if len(long):
+            n = cfg.order
+            p = pmi_at(counts, n, log_total)
+            m = masks[n - 2]
+            for i in long.tolist():
+                a, b = int(starts[i]), int(starts[i] + lengths[i] - n + 1)
+                pmi[i] = float(p[a:b].min())
+                passed[i] = bool(m[a:b].all())
+        slots, pmi = slots[passed], pmi[passed]
+        words = [w for w, ok in zip(words, passed.tolist(), strict=True) if ok]
+        left, right = self.neighbours.entropies(slots)
+        return _Scored(slots, pmi, left, right, words)
+
+    def rescore(self, now: float | None = None) -> Published:
+        """Score all candidates and publish an immutable ranked list."""
+        t0 = time.perf_counter()
+        cfg = self.config
+        now = time.time() if now is None else now
+        self.decay_to(now)
+        table = self.candidates
+        counts = table.recent if not math.isinf(cfg.half_life) else table.total
+        slots = np.flatnonzero(table.used & (counts >= cfg.min_count))
+        sc = self._score_candidates(slots)
+        keep = np.minimum(sc.left, sc.right) >= cfg.min_entropy
+        slots = sc.slots[keep]
+        words = [w for w, k in zip(sc.words, keep.tolist(), strict=True) if k]
+        pmi, left, right = sc.pmi[keep], sc.left[keep], sc.right[keep]
+        known = np.array([w in self.known for w in words], dtype=bool)
+        recent = counts[slots].astype(np.float64)
+        emergence = self._emergence(slots, now)
+        score = scoring.score(recent, pmi, left, right, known,
+                              parts=self._part_features(words))
+        order = np.lexsort((np.array(words, dtype=object) if words else np.empty(0),
+                            -score))
+        if cfg.max_words is not None:
+            order = order[: cfg.max_words]
+        out = []
+        for i in order.tolist():
+            w = words[i]
+            slot = int(slots[i])
+            first = self.discovered.get(w)
+            is_new = not known[i] and (first is None or first >= table.first_seen[slot])
+            if first is None:
+                first = float(table.first_seen[slot])
+                self.discovered[w] = first
+            ex = table.examples[slot]
+            out.append(Word(
+                word=w, count=float(recent[i]), total_count=int(table.total[slot]),
+                score=float(score[i]), emergence=float(emergence[i]), pmi=float(pmi[i]),
+                left_entropy=float(left[i]), right_entropy=float(right[i]),
+                known=bool(known[i]), new=bool(is_new) and not known[i],
+                first_seen=first, last_seen=float(table.last_seen[slot]),
+                example=ex[-1] if ex else "",
+            ))
+        self._listed_slots = np.sort(slots[order])
+        pub = Published(words=tuple(out), rescored_at=time.time(), stream_time=now,
+                        rescore_seconds=time.perf_counter() - t0, stats=self.stats())
+        self.published = pub
+        return pub
+
+    def _part_features(self, words: list[str]) -> scoring.PartFeatures:
+        return scoring.part_features(self, words)
+
+    def _emergence(self, slots: np.ndarray, now: float) -> np.ndarray:
+        """Recent rate over baseline rate, each bias-corrected for the word's age.
+
+        fast = count decayed with half-life h, slow = with 16 h; for a word seen
+        for age a at a steady rate both corrected rates are equal, so
+
+            emergence = [fast / (1 - 2^(-a/h))] / [slow / (1 - 2^(-a/16h))] * (1/16)
+
+        is 1 for a steady word, > 1 for a rising one, < 1 for a fading one.
+        """
+        hl = self.config.half_life
+        if math.isinf(hl) or len(slots) == 0:
+            return np.zeros(len(slots))
+        t = self.candidates
+        age = np.maximum(now - t.first_seen[slots], 1e-3)
+        fast = t.recent[slots] / (1 - 0.5 ** (age / hl)) * (math.log(2) / hl)
+        slow = t.slow[slots] / (1 - 0.5 ** (age / (16 * hl))) * (math.log(2) / (16 * hl))
+        return np.where(slow > 0, fast / np.maximum(slow, 1e-12), 0.0)
+
+    # ------------------------------------------------------------------ known, state
+
+    def set_known(self, known: Lexicon | None) -> None:
+        self.known = known or Lexicon()
+
+    def fingerprint(self) -> str:
+        return self.config.fingerprint()
+
+    def stats(self) -> dict[str, Any]:
+        width, capacity = self.config.layout()
+        return {
+            "lines_ingested": self.lines_ingested,
+            "chars_ingested": self.chars_ingested,
+            "units_ingested": self.units_ingested,
+            "total_units_decayed": self.total_units,
+            "candidates": len(self.candidates),
+            "candidate_capacity": self.candidates.capacity,
+            "candidates_evicted": self.candidates.evicted,
+            "counter": self.counter.kind,
+            "sketch_width": width if not self.config.exact else None,
+            "sketch_depth": self.config.depth,
+            "sketch_error_bound": self.counter.error_bound(),
+            "memory_bytes": {
+                "counter": self.counter.nbytes,
+                "unigrams": int(self.unigrams.nbytes),
+                "candidates": self.candidates.nbytes,
+                "neighbours": self.neighbours.nbytes,
+            },
+            "known_words": len(self.known),
+            "discovered_words": len(self.discovered),
+        }
+
+    def examples(self, word: str) -> list[str]:
+        slot = self.candidates.lookup(self._word_key(word))[0]
+        return list(self.candidates.examples[slot]) if slot >= 0 else []
+
+    def _word_key(self, word: str) -> np.ndarray:
+        enc = encode(word, self.config.units)
+        m = mix(enc.ids)
+        return span_keys(m, np.array([0]), np.array([len(enc)]))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly (msgpack-able; arrays as arrays)."""
+        return {
+            "version": STATE_VERSION,
+            "config": {**asdict(self.config), "min_pmi": list(self.config.min_pmi),
+                       "half_life": None if math.isinf(self.config.half_life)
+                       else self.config.half_life},
+            "counter": self.counter.state(),
+            "unigrams": self.unigrams,
+            "alone": self.alone,
+            "total_units": self.total_units,
+            "units_ingested": self.units_ingested,
+            "lines_ingested": self.lines_ingested,
+            "chars_ingested": self.chars_ingested,
+            "candidates": self.candidates.state(),
+            "neighbours": self.neighbours.state(),
+            "discovered": self.discovered,
+            "last_decay": self.last_decay,
+            "pending_decay": getattr(self, "_pending_decay", 1.0),
+            "rng": self.rng.bit_generator.state,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], known: Lexicon | None = None,
+                   config: EngineConfig | None = None) -> Engine:
+        """Rebuild an engine; ``config`` may change non-shape fields (thresholds)."""
+        saved = dict(state["config"])
+        saved["min_pmi"] = tuple(saved["min_pmi"])
+        saved["half_life"] = math.inf if saved["half_life"] is None else saved["half_life"]
+        cfg = config or EngineConfig(**saved)
+        eng = cls.__new__(cls)
+        eng.config = cfg
+        eng.counter = counter_from_state(state["counter"])
+        eng.unigrams = np.array(state["unigrams"], dtype=np.int64)
+        eng.alone = np.array(state["alone"], dtype=np.int64)
+        eng.total_units = int(state["total_units"])
+        eng.units_ingested = int(state["units_ingested"])
+        eng.lines_ingested = int(state["lines_ingested"])
+        eng.chars_ingested = int(state["chars_ingested"])
+        eng.candidates = CandidateTable.from_state(state["candidates"])
+        eng.neighbours = NeighbourTable.from_state(state["neighbours"])
+        eng.candidates._on_remove = eng.neighbours.clear  # type: ignore[method-assign]
+        eng.known = known or Lexicon()
+        eng.discovered = dict(state["discovered"])
+        eng.last_decay = state["last_decay"]
+        eng._pending_decay = float(state.get("pending_decay", 1.0))
+        eng.rng = np.random.default_rng()
+        eng.rng.bit_generator.state = state["rng"]
+        eng.history = {}
+        eng.published = Published()
+        return eng
