@@ -38,11 +38,13 @@ class CandidateTable:
         self.first_seen = np.zeros(capacity, dtype=np.float64)
         self.last_seen = np.zeros(capacity, dtype=np.float64)
         self.used = np.zeros(capacity, dtype=bool)
+        self.has_example = np.zeros(capacity, dtype=bool)
         self.text: list[str] = [""] * capacity
-        self.examples: list[list[str]] = [[] for _ in range(capacity)]
+        self.examples: list[list[str] | None] = [None] * capacity
         self._sorted_keys = np.empty(0, np.uint64)
         self._sorted_slots = np.empty(0, np.int64)
-        self._free = list(range(capacity - 1, -1, -1))
+        self._free = np.arange(capacity - 1, -1, -1, dtype=np.int64)  # a stack: pop the end
+        self._n_free = capacity
         self.evicted = 0
 
     def __len__(self) -> int:
@@ -72,12 +74,13 @@ class CandidateTable:
         (slot -1).
         """
         m = len(keys)
-        if m > len(self._free):
-            self._evict(m - len(self._free), protect)
-        take = min(m, len(self._free))
+        if m > self._n_free:
+            self._evict(m - self._n_free, protect)
+        take = min(m, self._n_free)
         slots = np.full(m, -1, dtype=np.int64)
         if take:
-            slots[:take] = [self._free.pop() for _ in range(take)]
+            slots[:take] = self._free[self._n_free - take:self._n_free][::-1]
+            self._n_free -= take
             s = slots[:take]
             self.keys[s] = keys[:take]
             self.total[s] = 0
@@ -86,9 +89,10 @@ class CandidateTable:
             self.first_seen[s] = now
             self.last_seen[s] = now
             self.used[s] = True
+            self.has_example[s] = False
             for slot, t in zip(s.tolist(), texts[:take], strict=True):
                 self.text[slot] = t
-                self.examples[slot] = []
+                self.examples[slot] = None
             self._index_insert(keys[:take], s)
         return slots
 
@@ -119,10 +123,12 @@ class CandidateTable:
         self._sorted_keys = self._sorted_keys[~gone]
         self._sorted_slots = self._sorted_slots[~gone]
         self.used[slots] = False
+        self.has_example[slots] = False
         for s in slots.tolist():
             self.text[s] = ""
-            self.examples[s] = []
-            self._free.append(s)
+            self.examples[s] = None
+        self._free[self._n_free:self._n_free + len(slots)] = slots
+        self._n_free += len(slots)
         self._on_remove(slots)
 
     def _on_remove(self, slots: np.ndarray) -> None:
@@ -130,9 +136,12 @@ class CandidateTable:
 
     def add_example(self, slot: int, context: str) -> None:
         ex = self.examples[slot]
+        if ex is None:
+            ex = self.examples[slot] = []
         if context and context not in ex:
             ex.append(context)
             del ex[:-EXAMPLES]
+            self.has_example[slot] = True
 
     def decay(self, fast: float, slow: float) -> None:
         """Multiply recent counts by ``fast`` and baseline counts by ``slow``."""
@@ -154,10 +163,13 @@ class CandidateTable:
             arr = getattr(t, name)
             arr[:] = np.asarray(st[name], dtype=arr.dtype)
         t.text = list(st["text"])
-        t.examples = [list(e) for e in st["examples"]]
+        t.examples = [list(e) if e else None for e in st["examples"]]
+        t.has_example = np.array([bool(e) for e in t.examples], dtype=bool)
         t.evicted = int(st.get("evicted", 0))
         slots = np.flatnonzero(t.used)
-        t._free = sorted(set(range(t.capacity)) - set(slots.tolist()), reverse=True)
+        free = np.flatnonzero(~t.used)[::-1]
+        t._free[:len(free)] = free
+        t._n_free = len(free)
         t._sorted_keys = np.empty(0, np.uint64)
         t._sorted_slots = np.empty(0, np.int64)
         t._index_insert(t.keys[slots], slots)

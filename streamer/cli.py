@@ -13,22 +13,26 @@ import sys
 
 from streamer import __version__
 
-#: module that owns each subcommand, in help order
-SUBCOMMANDS = ("discover", "daemon", "snapshot_cli", "top")
+#: subcommand -> module that owns it, in help order
+SUBCOMMANDS = {"discover": "discover", "run": "daemon", "snapshot": "snapshot_cli",
+               "top": "top"}
 
 
 class UsageError(Exception):
     """A bad option value or input path: exit status 2, one line on stderr."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``only``, import just that subcommand's module (fast start:
+    `discover` need not import the HTTP server)."""
     parser = argparse.ArgumentParser(
         prog="streamer",
         description="Discover new words in text, in batch or as a live service.",
     )
     parser.add_argument("--version", action="version", version=f"streamer {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMANDS:
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    names = [SUBCOMMANDS[only]] if only in SUBCOMMANDS else list(SUBCOMMANDS.values())
+    for name in names:
         try:
             module = importlib.import_module(f"streamer.{name}")
         except ModuleNotFoundError as exc:
@@ -40,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    first = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(first)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)

@@ -14,9 +14,11 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, TypeVar
 
 from streamer.cli import UsageError
 from streamer.engine import Engine, EngineConfig
@@ -24,6 +26,7 @@ from streamer.lexicon import Lexicon
 from streamer.reader import ReadStats, iter_text_blocks
 from streamer.results import Word
 
+T = TypeVar("T")
 FORMATS = ("tsv", "jsonl", "csv", "jieba")
 BATCH_FIELDS = ("word", "count", "score", "pmi", "left_entropy", "right_entropy", "known")
 DEFAULTS = EngineConfig()
@@ -183,24 +186,50 @@ def discover(files: list[str], config: EngineConfig, known: Lexicon | None = Non
     bar = _Progress(total, progress)
     engine = Engine(config, known)
     stats = ReadStats()
-    with tempfile.TemporaryDirectory(prefix="streamer-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="streamer-") as tmp, \
+            ThreadPoolExecutor(max_workers=THREADS) as pool:
         paths, streams = _passes(files, tmp)
-        for stream in streams:
-            for text in iter_text_blocks(stream, stats):
-                engine.count([text])
-                bar.update(len(text.encode("utf-8", "surrogatepass")) if bar.bar else 0,
-                           "counting")
+        first = ([text] for stream in streams for text in iter_text_blocks(stream, stats))
+        # pass 1: blocks are encoded ahead in worker threads; counting stays in this
+        # thread, in input order (the counters have a single writer)
+        for p in _ahead(pool, engine.prepare, first):
+            engine.count_prepared(p)
+            engine.lines_ingested += p.n_lines
+            engine.chars_ingested += p.n_chars
+            bar.update(p.n_bytes if bar.bar else 0, "counting")
         second = ReadStats()
-        for path in paths:
-            with open(path, "rb") as fh:
-                for text in iter_text_blocks(fh, second):
-                    engine.cut([text])
-                    bar.update(len(text.encode("utf-8", "surrogatepass")) if bar.bar else 0,
-                               "cutting")
+        blocks = (text for path in paths for text in _read_path(path, second))
+        # pass 2: the counters are now read-only, so whole blocks are cut in worker
+        # threads; recording pieces stays in this thread, in input order
+        for c in _ahead(pool, lambda t: engine.cut_prepared(engine.prepare(t)), blocks):
+            engine.apply_cut(c, 0.0)
+            bar.update(c.prepared.n_bytes if bar.bar else 0, "cutting")
     bar.close()
     engine.lines_ingested = stats.lines
     engine.rescore(0.0)
     return engine, stats
+
+
+THREADS = 2  # the target machine has 2 cores; numpy releases the GIL in the heavy steps
+
+
+def _read_path(path: str, stats: ReadStats) -> Iterator[list[str]]:
+    with open(path, "rb") as fh:
+        for text in iter_text_blocks(fh, stats):
+            yield [text]
+
+
+def _ahead(pool: ThreadPoolExecutor, fn: Callable[[Any], T], items: Iterable[Any],
+           depth: int = THREADS + 1) -> Iterator[T]:
+    """fn over items in the pool, results in input order, at most ``depth`` in flight
+    (so memory stays at a few blocks whatever the input size)."""
+    pending: deque[Future[T]] = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= depth:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -36,8 +36,8 @@ from streamer.lexicon import Lexicon
 from streamer.neighbours import NeighbourTable
 from streamer.ngrams import mix, ngram_keys, span_keys
 from streamer.results import Published, Word
-from streamer.segmentation import cohesive_masks, cut, min_pmi_for, pmi_at
-from streamer.sketch import CountMinSketch, Counter, ExactCounter, counter_from_state
+from streamer.segmentation import cohesive_masks, cut, log_counts, min_pmi_for, pmi_at
+from streamer.sketch import Counter, CountMinSketch, ExactCounter, counter_from_state
 from streamer.units import DENSE_SIZE, HAN_LIMIT, Encoded, dense_index, encode, encode_words
 
 #: bytes a candidate slot costs: arrays, sorted index, 2 x 32 uint16 neighbour
@@ -67,7 +67,7 @@ class EngineConfig:
     order: int = 4
     min_count: int = 8
     min_pmi: tuple[float, ...] = (2.0, 4.0, 6.0)
-    min_entropy: float = 1.0
+    min_entropy: float = 0.6
     units: str = "mixed"
     memory: int = 256 * 2**20
     exact: bool = False
@@ -113,6 +113,39 @@ class EngineConfig:
                  "depth": self.depth, "seed": self.seed, "width": width,
                  "capacity": capacity, "version": STATE_VERSION}
         return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A batch encoded and keyed (Engine.prepare)."""
+
+    enc: Encoded
+    mixed: np.ndarray
+    keys: list[tuple[np.ndarray, np.ndarray]]
+    n_lines: int
+    n_chars: int
+    n_bytes: int  # approximate (characters), for progress only
+
+
+@dataclass(slots=True)
+class CutBatch:
+    """A batch cut into pieces, not yet recorded (Engine.cut_prepared).
+
+    starts/ends/left/right describe each multi-unit piece occurrence; uniq/counts
+    the distinct piece keys; first_occ the first occurrence of each distinct key;
+    inverse maps each occurrence to its distinct key.
+    """
+
+    prepared: Prepared
+    alone: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    uniq: np.ndarray
+    counts: np.ndarray
+    first_occ: np.ndarray
+    inverse: np.ndarray
 
 
 @dataclass
@@ -164,98 +197,106 @@ class Engine:
             return out
         return self.counter.query(keys)
 
-    def _encode(self, lines: Sequence[str]) -> tuple[Encoded, np.ndarray, list]:
+    def prepare(self, lines: Sequence[str]) -> Prepared:
+        """Encode a batch and key its n-grams. Reads no state: safe in any thread."""
         enc = encode("\n".join(lines), self.config.units)
         mixed = mix(enc.ids)
         keys = ngram_keys(mixed, enc.first, self.config.order)
-        return enc, mixed, keys
+        n_chars = sum(len(x) for x in lines)
+        return Prepared(enc, mixed, keys, len(lines), n_chars, n_chars)
 
-    def _count_phase(self, enc: Encoded, keys: list) -> None:
-        ids = enc.ids
+    def count_prepared(self, p: Prepared) -> None:
+        """Count phase: add the batch's n-grams to the counters (writes state)."""
+        ids = p.enc.ids
         han = ids < HAN_LIMIT
         self.unigrams += np.bincount(dense_index(ids), minlength=DENSE_SIZE)
         if not han.all():
-            self.counter.add(keys[0][0][~han])
-        for k, valid in keys[1:]:
+            self.counter.add(p.keys[0][0][~han])
+        for k, valid in p.keys[1:]:
             if len(k):
                 self.counter.add(k[valid])
         self.total_units += len(ids)
         self.units_ingested += len(ids)
 
-    def _cut_phase(self, enc: Encoded, mixed: np.ndarray, keys: list, now: float) -> None:
+    def cut_prepared(self, p: Prepared) -> CutBatch:
+        """Cut a batch with the current counts. Reads state, writes none: several
+        batches may be cut concurrently while no thread counts."""
         cfg = self.config
+        enc, keys = p.enc, p.keys
         counts = [self._count_keys(n, k, enc.ids if n == 1 else None)
                   for n, (k, _) in enumerate(keys, start=1)]
         masks = cohesive_masks(keys, counts, self.total_units, cfg.min_count, cfg.thresholds())
         pieces = cut(enc.ids, enc.first, masks)
-        single = enc.ids[pieces.starts[pieces.ends - pieces.starts == 1]]
-        self.alone += np.bincount(dense_index(single), minlength=DENSE_SIZE)
-        multi = np.flatnonzero(pieces.ends - pieces.starts >= 2)
-        if len(multi) == 0:
-            return
+        lengths = pieces.ends - pieces.starts
+        alone = np.bincount(dense_index(enc.ids[pieces.starts[lengths == 1]]),
+                            minlength=DENSE_SIZE)
+        multi = np.flatnonzero(lengths >= 2)
         s, e = pieces.starts[multi], pieces.ends[multi]
-        pkeys = span_keys(mixed, s, e)
+        pkeys = span_keys(p.mixed, s, e)
         order = np.argsort(pkeys, kind="stable")
         sk = pkeys[order]
-        edge = np.empty(len(sk), dtype=bool)
-        edge[0] = True
+        edge = np.ones(len(sk), dtype=bool)
         np.not_equal(sk[1:], sk[:-1], out=edge[1:])
         group_start = np.flatnonzero(edge)
-        uniq = sk[group_start]
-        counts_u = np.diff(np.append(group_start, len(sk)))
-        first_occ = order[group_start]
         inverse = np.empty(len(sk), dtype=np.int64)
         inverse[order] = np.cumsum(edge) - 1
+        return CutBatch(p, alone, s, e, pieces.left[multi], pieces.right[multi],
+                        uniq=sk[group_start], counts=np.diff(np.append(group_start, len(sk))),
+                        first_occ=order[group_start], inverse=inverse)
 
+    def apply_cut(self, c: CutBatch, now: float) -> None:
+        """Record a cut batch: candidate counts, neighbours, examples (writes state)."""
+        cfg = self.config
+        self.alone += c.alone
+        if len(c.uniq) == 0:
+            return
+        enc, s, e, first_occ = c.prepared.enc, c.starts, c.ends, c.first_occ
         table = self.candidates
-        slots = table.lookup(uniq)
+        slots = table.lookup(c.uniq)
         missing = np.flatnonzero(slots < 0)
         if len(missing):
             texts = [enc.span_text(int(s[i]), int(e[i])) for i in first_occ[missing].tolist()]
-            new = table.admit(uniq[missing], texts, now, protect=slots[slots >= 0])
-            slots[missing] = new
-            for j, i in zip(new.tolist(), first_occ[missing].tolist(), strict=True):
-                if j >= 0:
-                    table.add_example(j, enc.context(int(s[i]), int(e[i])))
+            slots[missing] = table.admit(c.uniq[missing], texts, now,
+                                         protect=slots[slots >= 0])
         ok = slots >= 0
-        us, uc = slots[ok], counts_u[ok]
+        us, uc = slots[ok], c.counts[ok]
         table.total[us] += uc
         table.recent[us] += uc
         table.slow[us] += uc
         table.last_seen[us] = now
-        occ_slots = slots[inverse]
+        occ_slots = slots[c.inverse]
         tracked = occ_slots >= 0
-        self.neighbours.add(occ_slots[tracked], pieces.left[multi][tracked],
-                            pieces.right[multi][tracked], s[tracked])
-        # refresh examples of listed words, one context per batch
-        listed = self._listed_slots
-        if len(listed):
-            hit = np.flatnonzero(np.isin(slots, listed))
-            for i in hit.tolist():
-                occ = int(first_occ[i])
-                table.add_example(int(slots[i]), enc.context(int(s[occ]), int(e[occ])))
+        self.neighbours.add(occ_slots[tracked], c.left[tracked], c.right[tracked], s[tracked])
+        # examples: one context per batch for listed words, and a first one for each
+        # piece once it reaches min_count (contexts of every piece would cost more
+        # than the counting)
+        safe = np.maximum(slots, 0)
+        want = ok & (table.total[safe] >= cfg.min_count)
+        want &= np.isin(slots, self._listed_slots) | ~table.has_example[safe]
+        for i in np.flatnonzero(want).tolist():
+            occ = int(first_occ[i])
+            table.add_example(int(slots[i]), enc.context(int(s[occ]), int(e[occ])))
 
     _listed_slots: np.ndarray = np.empty(0, np.int64)
 
     def count(self, lines: Sequence[str]) -> None:
         """Count phase only (first pass of a batch run)."""
-        enc, _, keys = self._encode(lines)
-        self._count_phase(enc, keys)
-        self.lines_ingested += len(lines)
-        self.chars_ingested += sum(len(x) for x in lines)
+        p = self.prepare(lines)
+        self.count_prepared(p)
+        self.lines_ingested += p.n_lines
+        self.chars_ingested += p.n_chars
 
     def cut(self, lines: Sequence[str], now: float = 0.0) -> None:
         """Cut phase only (second pass of a batch run): pieces, candidates, neighbours."""
-        enc, mixed, keys = self._encode(lines)
-        self._cut_phase(enc, mixed, keys, now)
+        self.apply_cut(self.cut_prepared(self.prepare(lines)), now)
 
     def ingest(self, lines: Sequence[str], now: float) -> None:
         """Count and cut one batch (the daemon's step)."""
-        enc, mixed, keys = self._encode(lines)
-        self._count_phase(enc, keys)
-        self._cut_phase(enc, mixed, keys, now)
-        self.lines_ingested += len(lines)
-        self.chars_ingested += sum(len(x) for x in lines)
+        p = self.prepare(lines)
+        self.count_prepared(p)
+        self.apply_cut(self.cut_prepared(p), now)
+        self.lines_ingested += p.n_lines
+        self.chars_ingested += p.n_chars
 
     # ------------------------------------------------------------------ decay
 
@@ -313,19 +354,20 @@ class Engine:
         masks = cohesive_masks(keys, counts, self.total_units, cfg.min_count, cfg.thresholds())
         log_total = float(np.log(max(self.total_units, 1)))
         starts = offsets[:-1]
+        logs = log_counts(counts)
         pmi = np.full(len(words), np.inf)
         passed = np.ones(len(words), dtype=bool)
         for n in range(2, cfg.order + 1):
             sel = lengths == n
             if sel.any():
-                p = pmi_at(counts, n, log_total)
+                p = pmi_at(logs, n, log_total)
                 pmi[sel] = p[starts[sel]]
                 if n >= 3:
                     passed[sel] = masks[n - 2][starts[sel]]
         long = np.flatnonzero(lengths > cfg.order)
         if len(long):
             n = cfg.order
-            p = pmi_at(counts, n, log_total)
+            p = pmi_at(logs, n, log_total)
             m = masks[n - 2]
             for i in long.tolist():
                 a, b = int(starts[i]), int(starts[i] + lengths[i] - n + 1)
@@ -439,7 +481,7 @@ class Engine:
 
     def examples(self, word: str) -> list[str]:
         slot = self.candidates.lookup(self._word_key(word))[0]
-        return list(self.candidates.examples[slot]) if slot >= 0 else []
+        return list(self.candidates.examples[slot] or []) if slot >= 0 else []
 
     def _word_key(self, word: str) -> np.ndarray:
         enc = encode(word, self.config.units)

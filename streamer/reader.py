@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-BLOCK = 1 << 22  # bytes read at a time; also the longest piece a long line is cut into
+BLOCK = 1 << 20  # bytes read at a time; also the longest piece a long line is cut into
 
 
 @dataclass

@@ -41,34 +41,41 @@ def position_counts(keys: list[tuple[np.ndarray, np.ndarray]],
     return [count(n, k) for n, (k, _) in enumerate(keys, start=1)]
 
 
-def pmi_at(counts: list[np.ndarray], n: int, log_total: float) -> np.ndarray:
-    """pmi of the n-gram at every position (length len(counts[n-1])), nats.
+def log_counts(counts: list[np.ndarray]) -> list[np.ndarray]:
+    """ln of each order's position counts (float32; -inf for 0), computed once per chunk."""
+    with np.errstate(divide="ignore"):
+        return [np.log(c.astype(np.float32)) for c in counts]
 
-    Zero counts give -inf (never cohesive).
+
+def pmi_at(logs: list[np.ndarray], n: int, log_total: float) -> np.ndarray:
+    """pmi of the n-gram at every position (length len(logs[n-1])), nats.
+
+    ``logs`` comes from log_counts. Zero counts give -inf (never cohesive).
     """
-    with np.errstate(divide="ignore", invalid="ignore"):
-        logs = [np.log(c.astype(np.float64)) for c in counts[:n]]
-        m = len(counts[n - 1])
-        best = np.full(m, np.inf)
+    with np.errstate(invalid="ignore"):
+        m = len(logs[n - 1])
+        best = np.full(m, np.inf, dtype=np.float32)
         for k in range(1, n):
-            v = logs[n - 1] - logs[k - 1][:m] - logs[n - k - 1][k:k + m]
+            v = logs[n - 1] - logs[k - 1][:m]
+            v -= logs[n - k - 1][k:k + m]
             np.minimum(best, v, out=best)
-        out = best + log_total
-        out[~np.isfinite(out)] = -np.inf
-    return out
+        best += np.float32(log_total)
+        best[np.isnan(best)] = -np.inf
+    return best
 
 
 def cohesive_masks(keys: list[tuple[np.ndarray, np.ndarray]], counts: list[np.ndarray],
                    total: int, min_count: int, thresholds: Sequence[float]) -> list[np.ndarray]:
     """cohesive[n-2][i]: the n-gram at i (n = 2..N) is cohesive."""
     log_total = float(np.log(max(total, 1)))
+    logs = log_counts(counts)
     out = []
     for n in range(2, len(keys) + 1):
         _, valid = keys[n - 1]
         if len(valid) == 0:
             out.append(np.zeros(0, bool))
             continue
-        pmi = pmi_at(counts, n, log_total)
+        pmi = pmi_at(logs, n, log_total)
         out.append(valid & (counts[n - 1] >= min_count) & (pmi >= thresholds[n - 2]))
     return out
 

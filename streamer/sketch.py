@@ -89,8 +89,13 @@ class CountMinSketch:
         return math.e / self.width * self.total
 
     def _columns(self, keys: np.ndarray) -> np.ndarray:
+        """Column of each key in each row, int64[depth, n] (multiply-shift)."""
+        cols = np.empty((self.depth, len(keys)), dtype=np.uint64)
         with np.errstate(over="ignore"):
-            return ((keys[None, :] * self._mult[:, None]) >> self._shift).astype(np.intp)
+            for r in range(self.depth):
+                np.multiply(keys, self._mult[r], out=cols[r])
+                np.right_shift(cols[r], self._shift, out=cols[r])
+        return cols.view(np.int64)
 
     def add(self, keys: np.ndarray, counts: np.ndarray | None = None) -> None:
         """Add each key once (or ``counts[i]`` times)."""
@@ -99,9 +104,9 @@ class CountMinSketch:
         uniq, c = aggregate(keys, counts)
         cols = self._columns(uniq)
         rows = self.table
-        est = rows[0][cols[0]].astype(np.int64)
+        est = rows[0].take(cols[0]).astype(np.int64)
         for r in range(1, self.depth):
-            np.minimum(est, rows[r][cols[r]], out=est)
+            np.minimum(est, rows[r].take(cols[r]), out=est)
         new = np.minimum(est + c, _U32_MAX).astype(np.uint32)
         for r in range(self.depth):
             np.maximum.at(rows[r], cols[r], new)
@@ -113,9 +118,9 @@ class CountMinSketch:
             return np.empty(0, np.int64)
         cols = self._columns(keys)
         rows = self.table
-        est = rows[0][cols[0]]
+        est = rows[0].take(cols[0])
         for r in range(1, self.depth):
-            est = np.minimum(est, rows[r][cols[r]])
+            np.minimum(est, rows[r].take(cols[r]), out=est)
         return est.astype(np.int64)
 
     def scale(self, factor: float, rng: np.random.Generator) -> None:

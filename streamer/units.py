@@ -20,6 +20,7 @@ Unit ids (int64): a Han character's code point (< 0x40000), or for an ASCII run
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
@@ -30,9 +31,11 @@ HAN_LIMIT = 0x40000
 ASCII_TAG = np.int64(1 << 62)
 DIGITS_TAG = np.int64(1 << 61)  # set on ASCII runs made only of digits (numbers)
 _SLOW = np.uint32(0xFFFFFFFF)  # table marker: this code point needs the real NFKC
+_EXPAND = np.uint32(0xFFFFFFFE)  # table marker: NFKC gives several characters (… -> ...)
 
 # classes
 BREAK, HAN, ALNUM = 0, 1, 2
+_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
 
 
 def _is_han(cp: int) -> bool:
@@ -44,9 +47,25 @@ def _is_han(cp: int) -> bool:
     )
 
 
+_EXPANSIONS: dict[str, str] = {}
+
+
+@lru_cache(maxsize=1)
+def _expand_re() -> re.Pattern[str]:
+    _tables()
+    return re.compile("[" + "".join(re.escape(c) for c in sorted(_EXPANSIONS)) + "]")
+
+
 @lru_cache(maxsize=1)
 def _tables() -> tuple[np.ndarray, np.ndarray]:
-    """(nfkc_map, cls) over the BMP: nfkc_map[cp] is the folded code point or _SLOW."""
+    """(nfkc_map, cls) over the BMP: nfkc_map[cp] is the folded code point, or a marker.
+
+    _EXPAND marks a character whose NFKC form is several characters that do not
+    depend on its neighbours (… -> ..., ℃ -> °c): those are substituted with a
+    regular expression. _SLOW marks characters that compose with a neighbour
+    (combining marks, Hangul jamo and syllables): a chunk holding one goes through
+    unicodedata.normalize whole.
+    """
     nfkc = np.arange(0x10000, dtype=np.uint32)
     for cp in range(0x10000):
         if 0xD800 <= cp <= 0xDFFF:
@@ -60,7 +79,11 @@ def _tables() -> tuple[np.ndarray, np.ndarray]:
             continue
         norm = unicodedata.normalize("NFKC", ch)
         if len(norm) != 1:
-            nfkc[cp] = _SLOW
+            if any(unicodedata.combining(c) for c in norm):
+                nfkc[cp] = _SLOW
+            else:
+                nfkc[cp] = _EXPAND
+                _EXPANSIONS[ch] = norm.translate(_LOWER)
         else:
             low = norm.lower() if ord(norm) < 0x80 else norm
             nfkc[cp] = ord(low)
@@ -78,8 +101,6 @@ def normalise(text: str) -> str:
     """NFKC plus ASCII lower-casing, the folding applied to every input line."""
     return unicodedata.normalize("NFKC", text).translate(_LOWER)
 
-
-_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
 
 
 @dataclass(slots=True)
@@ -136,6 +157,10 @@ def _code_points(text: str) -> tuple[str, np.ndarray]:
     nfkc, _ = _tables()
     cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     bmp = cps < 0x10000
+    if (nfkc[cps[bmp]] == _EXPAND).any():
+        text = _expand_re().sub(lambda m: _EXPANSIONS[m.group()], text)
+        cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        bmp = cps < 0x10000
     if bmp.all():
         mapped = nfkc[cps]
         if not (mapped == _SLOW).any():
