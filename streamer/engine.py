@@ -244,8 +244,16 @@ class Engine:
                         uniq=sk[group_start], counts=np.diff(np.append(group_start, len(sk))),
                         first_occ=order[group_start], inverse=inverse)
 
-    def apply_cut(self, c: CutBatch, now: float) -> None:
-        """Record a cut batch: candidate counts, neighbours, examples (writes state)."""
+    def apply_cut(self, c: CutBatch, now: float, seed: bool = False) -> None:
+        """Record a cut batch: candidate counts, neighbours, examples (writes state).
+
+        With ``seed`` (incremental use), a newly admitted piece of at most ``order``
+        units starts from its n-gram count so far instead of 0: before its n-grams
+        became cohesive its earlier occurrences could not be cut out as a piece,
+        but they were occurrences of the same string. So a word is listed as soon
+        as the string has been seen min_count times and has become cohesive,
+        instead of min_count occurrences after that.
+        """
         cfg = self.config
         self.alone += c.alone
         if len(c.uniq) == 0:
@@ -256,8 +264,11 @@ class Engine:
         missing = np.flatnonzero(slots < 0)
         if len(missing):
             texts = [enc.span_text(int(s[i]), int(e[i])) for i in first_occ[missing].tolist()]
-            slots[missing] = table.admit(c.uniq[missing], texts, now,
-                                         protect=slots[slots >= 0])
+            new = table.admit(c.uniq[missing], texts, now, protect=slots[slots >= 0])
+            slots[missing] = new
+            if seed:
+                self._seed_counts(new, c.uniq[missing], c.counts[missing],
+                                  (e - s)[first_occ[missing]])
         ok = slots >= 0
         us, uc = slots[ok], c.counts[ok]
         table.total[us] += uc
@@ -279,6 +290,17 @@ class Engine:
 
     _listed_slots: np.ndarray = np.empty(0, np.int64)
 
+    def _seed_counts(self, slots: np.ndarray, keys: np.ndarray, batch: np.ndarray,
+                     lengths: np.ndarray) -> None:
+        ok = (slots >= 0) & (lengths <= self.config.order)
+        if not ok.any():
+            return
+        prior = np.maximum(self.counter.query(keys[ok]) - batch[ok], 0)
+        t = self.candidates
+        t.total[slots[ok]] += prior
+        t.recent[slots[ok]] += prior
+        t.slow[slots[ok]] += prior
+
     def count(self, lines: Sequence[str]) -> None:
         """Count phase only (first pass of a batch run)."""
         p = self.prepare(lines)
@@ -294,7 +316,7 @@ class Engine:
         """Count and cut one batch (the daemon's step)."""
         p = self.prepare(lines)
         self.count_prepared(p)
-        self.apply_cut(self.cut_prepared(p), now)
+        self.apply_cut(self.cut_prepared(p), now, seed=True)
         self.lines_ingested += p.n_lines
         self.chars_ingested += p.n_chars
 
