@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO, TypeVar
 
 from streamer.cli import UsageError
+from streamer.config import parse_size
 from streamer.engine import Engine, EngineConfig
 from streamer.lexicon import Lexicon
 from streamer.reader import ReadStats, iter_text_blocks
@@ -30,23 +31,6 @@ T = TypeVar("T")
 FORMATS = ("tsv", "jsonl", "csv", "jieba")
 BATCH_FIELDS = ("word", "count", "score", "pmi", "left_entropy", "right_entropy", "known")
 DEFAULTS = EngineConfig()
-
-_UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "M": 10**6, "MB": 10**6, "G": 10**9,
-          "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
-
-
-def parse_size(text: str) -> int:
-    """'256MB' -> bytes. Units: B, K/KB (1000), M/MB, G/GB, KiB/MiB/GiB (1024)."""
-    s = text.strip().upper().replace(" ", "")
-    num = s.rstrip("KMGIB")
-    unit = s[len(num):]
-    if not num or unit not in _UNITS:
-        raise ValueError(f"not a size: {text!r} (use e.g. 256MB, 1GiB or bytes)")
-    value = float(num) * _UNITS[unit]
-    if value <= 0:
-        raise ValueError(f"size must be positive: {text!r}")
-    return int(value)
-
 
 def parse_pmi(text: str) -> tuple[float, ...]:
     """'2,4,6' -> (2.0, 4.0, 6.0): thresholds for orders 2, 3, 4 (nats)."""
@@ -94,7 +78,10 @@ def register(sub: Any) -> None:
 
 def _config(args: argparse.Namespace) -> EngineConfig:
     try:
-        memory = parse_size(args.memory)
+        try:
+            memory = parse_size(args.memory)
+        except ValueError as exc:
+            raise ValueError(f"--memory {exc}") from None
         min_pmi = parse_pmi(args.min_pmi)
         if args.top is not None and args.top < 1:
             raise ValueError("--top must be at least 1")

@@ -510,6 +510,54 @@ class Engine:
         m = mix(enc.ids)
         return span_keys(m, np.array([0]), np.array([len(enc)]))
 
+    def merge(self, other: Engine) -> None:
+        """Add another shard's state (same fingerprint) into this one.
+
+        Counters add (for count-min sketches the sum of two conservative-update
+        tables is an overestimate of the union, equal to one run's table where no
+        two keys share a counter); per-unit tables add; candidates are matched by
+        key: counts add, first_seen is the earlier, last_seen the later, neighbour
+        buckets add. Candidates beyond the capacity evict the lowest-count ones.
+        """
+        if other.fingerprint() != self.fingerprint():
+            raise ValueError("engines differ in configuration (fingerprint)")
+        self.counter.merge(other.counter)  # type: ignore[arg-type]
+        self.unigrams += other.unigrams
+        self.alone += other.alone
+        for name in ("total_units", "units_ingested", "lines_ingested", "chars_ingested"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        src, dst = other.candidates, self.candidates
+        theirs = np.flatnonzero(src.used)
+        slots = dst.lookup(src.keys[theirs])
+        missing = slots < 0
+        if missing.any():
+            new_slots = dst.admit(src.keys[theirs[missing]],
+                                  [src.text[i] for i in theirs[missing].tolist()],
+                                  0.0, protect=slots[~missing])
+            slots[missing] = new_slots
+            ok_new = new_slots >= 0
+            dst.first_seen[new_slots[ok_new]] = src.first_seen[theirs[missing][ok_new]]
+            dst.last_seen[new_slots[ok_new]] = src.last_seen[theirs[missing][ok_new]]
+        ok = slots >= 0
+        mine, theirs = slots[ok], theirs[ok]
+        dst.total[mine] += src.total[theirs]
+        dst.recent[mine] += src.recent[theirs]
+        dst.slow[mine] += src.slow[theirs]
+        dst.first_seen[mine] = np.minimum(dst.first_seen[mine], src.first_seen[theirs])
+        dst.last_seen[mine] = np.maximum(dst.last_seen[mine], src.last_seen[theirs])
+        for m, t in zip(mine.tolist(), theirs.tolist(), strict=True):
+            for ex in src.examples[t] or []:
+                dst.add_example(m, ex)
+        for side in ("left", "right"):
+            a = getattr(self.neighbours, side)
+            b = getattr(other.neighbours, side)
+            total = a[mine].astype(np.int64) + b[theirs]
+            peak = total.max(axis=1, keepdims=True)
+            shift = np.maximum(np.ceil(np.log2(np.maximum(peak, 1) / 65535.0)), 0)
+            a[mine] = (total // (2 ** shift).astype(np.int64)).astype(np.uint16)
+        for w, t in other.discovered.items():
+            self.discovered[w] = min(t, self.discovered.get(w, t))
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly (msgpack-able; arrays as arrays)."""
         return {

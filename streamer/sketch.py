@@ -24,6 +24,7 @@ ExactCounter
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import numpy as np
@@ -169,6 +170,9 @@ class ExactCounter:
         self.total = 0
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []
         self._pending_n = 0
+        # query() may run in several threads at once (batch cutting): the first one
+        # folds the pending additions in, under this lock
+        self._lock = threading.Lock()
 
     @property
     def nbytes(self) -> int:
@@ -190,20 +194,25 @@ class ExactCounter:
     def _flush(self) -> None:
         if not self._pending:
             return
-        ks = np.concatenate([self.keys] + [k for k, _ in self._pending])
-        cs = np.concatenate([self.counts] + [c for _, c in self._pending])
-        self._pending = []
-        self._pending_n = 0
-        self.keys, self.counts = aggregate(ks, cs)
+        with self._lock:
+            if not self._pending:
+                return
+            ks = np.concatenate([self.keys] + [k for k, _ in self._pending])
+            cs = np.concatenate([self.counts] + [c for _, c in self._pending])
+            keys, counts = aggregate(ks, cs)
+            self.keys, self.counts = keys, counts
+            self._pending = []
+            self._pending_n = 0
 
     def query(self, keys: np.ndarray) -> np.ndarray:
         self._flush()
-        if len(self.keys) == 0:
+        table_keys, table_counts = self.keys, self.counts
+        if len(table_keys) == 0:
             return np.zeros(len(keys), np.int64)
-        pos = np.searchsorted(self.keys, keys)
-        pos = np.minimum(pos, len(self.keys) - 1)
-        hit = self.keys[pos] == keys
-        return np.where(hit, self.counts[pos], 0)
+        pos = np.searchsorted(table_keys, keys)
+        pos = np.minimum(pos, len(table_keys) - 1)
+        hit = table_keys[pos] == keys
+        return np.where(hit, table_counts[pos], 0)
 
     def scale(self, factor: float, rng: np.random.Generator) -> None:
         self._flush()
