@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-BLOCK = 1 << 20  # bytes read at a time; also the longest piece a long line is cut into
+BLOCK = 1 << 19  # bytes read at a time (and the longest piece a long line is cut into):
+# small enough that a few blocks in flight stay well under the memory budget
 
 
 @dataclass
