@@ -37,7 +37,13 @@ from streamer.neighbours import NeighbourTable
 from streamer.ngrams import mix, ngram_keys, span_keys
 from streamer.results import Published, Word
 from streamer.segmentation import cohesive_masks, cut, log_counts, min_pmi_for, pmi_at
-from streamer.sketch import Counter, CountMinSketch, ExactCounter, counter_from_state
+from streamer.sketch import (
+    Counter,
+    CountMinSketch,
+    ExactCounter,
+    blocks_for_bytes,
+    counter_from_state,
+)
 from streamer.units import DENSE_SIZE, HAN_LIMIT, Encoded, dense_index, encode, encode_words
 
 #: bytes a candidate slot costs: arrays, sorted index, 2 x 32 uint16 neighbour
@@ -57,7 +63,7 @@ class EngineConfig:
     units        "mixed" (Han characters and ASCII runs) or "han" (shape)
     memory       bytes for the counting state: sketch, candidates, neighbours (shape)
     exact        exact n-gram counts instead of a sketch (unbounded memory) (shape)
-    depth        count-min rows (shape)
+    depth        count-min rows: counters per key in its block, 1, 2, 4, 8 or 16 (shape)
     seed         hash seed (shape)
     half_life    seconds of stream time for decay; inf = no decay
     capacity     candidate slots; None = derived from memory (shape)
@@ -71,7 +77,7 @@ class EngineConfig:
     units: str = "mixed"
     memory: int = 256 * 2**20
     exact: bool = False
-    depth: int = 3
+    depth: int = 4
     seed: int = 0
     half_life: float = math.inf
     capacity: int | None = None
@@ -88,29 +94,28 @@ class EngineConfig:
             raise ValueError("memory must be at least 4MB")
         if not self.half_life > 0:
             raise ValueError("half_life must be positive")
-        if self.depth < 1:
-            raise ValueError("depth must be at least 1")
+        if self.depth not in (1, 2, 4, 8, 16):
+            raise ValueError("depth must be 1, 2, 4, 8 or 16")
 
     def thresholds(self) -> list[float]:
         return min_pmi_for(self.order, self.min_pmi)
 
     def layout(self) -> tuple[int, int]:
-        """(sketch width, candidate capacity) from the memory budget.
+        """(sketch blocks, candidate capacity) from the memory budget.
 
-        Half the budget goes to the sketch (the widest power of two that fits,
-        depth rows of uint32), the rest to candidate slots of SLOT_BYTES each.
+        Half the budget goes to the sketch (the largest power of two of 64-byte
+        blocks that fits), the rest to candidate slots of SLOT_BYTES each.
         """
-        sketch_bytes = self.memory // 2
-        width = 1 << int(math.log2(max(sketch_bytes // (4 * self.depth), 2)))
-        rest = self.memory - (0 if self.exact else width * 4 * self.depth)
+        blocks = blocks_for_bytes(self.memory // 2)
+        rest = self.memory - (0 if self.exact else blocks * 64)
         capacity = self.capacity or max(1024, rest // SLOT_BYTES)
-        return width, capacity
+        return blocks, capacity
 
     def fingerprint(self) -> str:
         """Hex digest of the fields that shape the state (snapshots must match)."""
-        width, capacity = self.layout()
+        blocks, capacity = self.layout()
         shape = {"order": self.order, "units": self.units, "exact": self.exact,
-                 "depth": self.depth, "seed": self.seed, "width": width,
+                 "depth": self.depth, "seed": self.seed, "blocks": blocks,
                  "capacity": capacity, "version": STATE_VERSION}
         return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -163,9 +168,9 @@ class Engine:
     def __init__(self, config: EngineConfig | None = None, known: Lexicon | None = None) -> None:
         self.config = config or EngineConfig()
         cfg = self.config
-        width, capacity = cfg.layout()
+        blocks, capacity = cfg.layout()
         self.counter: Counter = ExactCounter() if cfg.exact else \
-            CountMinSketch(width, cfg.depth, cfg.seed)
+            CountMinSketch(blocks, cfg.depth, cfg.seed)
         # per-unit tables (units.dense_index): occurrences (exact for Han units, the
         # unigram counts), and how often the unit was cut out as a 1-unit piece
         self.unigrams = np.zeros(DENSE_SIZE, dtype=np.int64)
@@ -478,7 +483,7 @@ class Engine:
         return self.config.fingerprint()
 
     def stats(self) -> dict[str, Any]:
-        width, capacity = self.config.layout()
+        blocks, capacity = self.config.layout()
         return {
             "lines_ingested": self.lines_ingested,
             "chars_ingested": self.chars_ingested,
@@ -488,7 +493,8 @@ class Engine:
             "candidate_capacity": self.candidates.capacity,
             "candidates_evicted": self.candidates.evicted,
             "counter": self.counter.kind,
-            "sketch_width": width if not self.config.exact else None,
+            "sketch_blocks": blocks if not self.config.exact else None,
+            "sketch_width": getattr(self.counter, "width", None),
             "sketch_depth": self.config.depth,
             "sketch_error_bound": self.counter.error_bound(),
             "memory_bytes": {
