@@ -22,15 +22,23 @@ class UsageError(Exception):
     """A bad option value or input path: exit status 2, one line on stderr."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (and status 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser; with ``only``, import just that subcommand's module (fast start:
     `discover` need not import the HTTP server)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="streamer",
         description="Discover new words in text, in batch or as a live service.",
     )
     parser.add_argument("--version", action="version", version=f"streamer {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands",
+                                parser_class=_Parser)
     names = [SUBCOMMANDS[only]] if only in SUBCOMMANDS else list(SUBCOMMANDS.values())
     for name in names:
         try:

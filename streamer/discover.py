@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
+import stat
 import sys
 import tempfile
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -105,11 +106,20 @@ def _check_inputs(files: list[str]) -> None:
             raise UsageError(f"{f}: no such file")
         if path.is_dir():
             raise UsageError(f"{f}: is a directory")
+        if not path.is_file():
+            continue  # a pipe or device: opening it here could block or consume it
         try:
             with path.open("rb"):
                 pass
         except OSError as exc:
             raise UsageError(f"{f}: cannot read: {exc.strerror}") from None
+
+
+def _regular(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 class _Progress:
@@ -138,12 +148,17 @@ def _passes(files: list[str], spool_dir: str) -> tuple[list[str], Iterator[Binar
     paths: list[str] = []
 
     def first() -> Iterator[BinaryIO]:
-        for f in files:
-            if f == "-":
-                spool = os.path.join(spool_dir, "stdin")
+        for i, f in enumerate(files):
+            if f == "-" or not _regular(f):
+                # stdin, pipes, FIFOs, devices: read once, so spool for the second pass
+                spool = os.path.join(spool_dir, f"spool-{i}")
                 paths.append(spool)
                 with open(spool, "wb") as out:
-                    yield _Tee(sys.stdin.buffer, out)  # type: ignore[misc]
+                    if f == "-":
+                        yield _Tee(sys.stdin.buffer, out)  # type: ignore[misc]
+                    else:
+                        with open(f, "rb") as src:
+                            yield _Tee(src, out)  # type: ignore[misc]
             else:
                 paths.append(f)
                 with open(f, "rb") as fh:
@@ -168,15 +183,17 @@ def discover(files: list[str], config: EngineConfig, known: Lexicon | None = Non
              progress: bool = False) -> tuple[Engine, ReadStats]:
     """Run both passes over the files; returns the engine (rescored) and reader stats."""
     total = None
-    if "-" not in files:
+    if all(_regular(f) for f in files if f != "-") and "-" not in files:
         total = 2 * sum(os.path.getsize(f) for f in files)
     bar = _Progress(total, progress)
+    started = time.time()  # first_seen/last_seen of a batch run: when it ran
     engine = Engine(config, known)
     stats = ReadStats()
     with tempfile.TemporaryDirectory(prefix="streamer-") as tmp, \
             ThreadPoolExecutor(max_workers=THREADS) as pool:
         paths, streams = _passes(files, tmp)
-        first = ([text] for stream in streams for text in iter_text_blocks(stream, stats))
+        first = ([text] for name, stream in zip(files, streams, strict=False)
+                 for text in _blocks_named(name, stream, stats))
         # pass 1: blocks are encoded ahead in worker threads; counting stays in this
         # thread, in input order (the counters have a single writer)
         for p in _ahead(pool, engine.prepare, first):
@@ -189,21 +206,37 @@ def discover(files: list[str], config: EngineConfig, known: Lexicon | None = Non
         # pass 2: the counters are now read-only, so whole blocks are cut in worker
         # threads; recording pieces stays in this thread, in input order
         for c in _ahead(pool, lambda t: engine.cut_prepared(engine.prepare(t)), blocks):
-            engine.apply_cut(c, 0.0)
+            engine.apply_cut(c, started)
             bar.update(c.prepared.n_bytes if bar.bar else 0, "cutting")
     bar.close()
     engine.lines_ingested = stats.lines
-    engine.rescore(0.0)
+    engine.rescore(started)
     return engine, stats
 
 
 THREADS = 2  # the target machine has 2 cores; numpy releases the GIL in the heavy steps
 
 
+def _blocks_named(name: str, stream: BinaryIO, stats: ReadStats) -> Iterator[str]:
+    with _naming("<stdin>" if name == "-" else name):
+        yield from iter_text_blocks(stream, stats)
+
+
 def _read_path(path: str, stats: ReadStats) -> Iterator[list[str]]:
-    with open(path, "rb") as fh:
+    with _naming(path), open(path, "rb") as fh:
         for text in iter_text_blocks(fh, stats):
             yield [text]
+
+
+@contextlib.contextmanager
+def _naming(path: str) -> Iterator[None]:
+    """Give a read error the name of the file it happened in."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, path) from exc
+        raise
 
 
 def _ahead(pool: ThreadPoolExecutor, fn: Callable[[Any], T], items: Iterable[Any],
@@ -230,7 +263,15 @@ def run(args: argparse.Namespace) -> int:
         out_dir = Path(args.output).resolve().parent
         if not out_dir.is_dir():
             raise UsageError(f"{args.output}: directory {out_dir} does not exist")
-    engine, stats = discover(args.files, config, known, progress=not args.no_progress)
+        if Path(args.output).is_dir():
+            raise UsageError(f"-o {args.output}: is a directory")
+    try:
+        engine, stats = discover(args.files, config, known, progress=not args.no_progress)
+    except MemoryError:
+        raise UsageError(f"--memory {args.memory}: cannot allocate that much memory") from None
+    except OSError as exc:
+        name = exc.filename or "input"
+        raise UsageError(f"{name}: cannot read: {exc.strerror or exc}") from None
     words = list(engine.published.words)
     if args.new_only:
         words = [w for w in words if not w.known]
@@ -271,11 +312,21 @@ def write_words(stream: IO[str], words: list[Word], fmt: str) -> None:
 
 
 def _write_atomic(path: Path, words: list[Word], fmt: str) -> None:
+    """Temp file + rename for a regular file (never a half-written word list);
+    in place for anything else (-o /dev/null, a pipe): renaming over a device
+    node would replace the device."""
+    if path.exists() and not path.is_file():
+        with open(path, "w", encoding="utf-8", newline="") as fh:
+            write_words(fh, words, fmt)
+        return
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.resolve().parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             write_words(fh, words, fmt)
-        shutil.move(tmp, path)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a normal file follows umask
+        os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

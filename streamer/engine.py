@@ -177,6 +177,7 @@ class Engine:
         self.alone = np.zeros(DENSE_SIZE, dtype=np.int64)
         self.total_units = 0          # N, decayed with the counts
         self.units_ingested = 0       # all-time, never decayed
+        self.units_cut = 0            # units through the cut phase (stream position)
         self.lines_ingested = 0
         self.chars_ingested = 0
         self.candidates = CandidateTable(capacity)
@@ -262,6 +263,7 @@ class Engine:
         cfg = self.config
         self.alone += c.alone
         if len(c.uniq) == 0:
+            self.units_cut += len(c.prepared.enc)
             return
         enc, s, e, first_occ = c.prepared.enc, c.starts, c.ends, c.first_occ
         table = self.candidates
@@ -282,7 +284,11 @@ class Engine:
         table.last_seen[us] = now
         occ_slots = slots[c.inverse]
         tracked = occ_slots >= 0
-        self.neighbours.add(occ_slots[tracked], c.left[tracked], c.right[tracked], s[tracked])
+        # edges are spread over buckets by stream position, not batch position, so a
+        # word that starts every line gets the same entropy however lines are batched
+        self.neighbours.add(occ_slots[tracked], c.left[tracked], c.right[tracked],
+                            s[tracked] + self.units_cut)
+        self.units_cut += len(enc)
         # examples: one context per batch for listed words, and a first one for each
         # piece once it reaches min_count (contexts of every piece would cost more
         # than the counting)
@@ -447,10 +453,19 @@ class Engine:
                 example=ex[-1] if ex else "",
             ))
         self._listed_slots = np.sort(slots[order])
+        self._bound_discovered()
         pub = Published(words=tuple(out), rescored_at=time.time(), stream_time=now,
                         rescore_seconds=time.perf_counter() - t0, stats=self.stats())
         self.published = pub
         return pub
+
+    def _bound_discovered(self) -> None:
+        """Keep the registry of once-listed words (for `new`) within the candidate
+        capacity: past it, forget the half first seen longest ago."""
+        cap = self.candidates.capacity
+        if len(self.discovered) > cap:
+            keep = sorted(self.discovered.items(), key=lambda kv: kv[1])[-(cap // 2):]
+            self.discovered = dict(keep)
 
     def _part_features(self, words: list[str]) -> scoring.PartFeatures:
         return scoring.part_features(self, words)
@@ -530,7 +545,8 @@ class Engine:
         self.counter.merge(other.counter)  # type: ignore[arg-type]
         self.unigrams += other.unigrams
         self.alone += other.alone
-        for name in ("total_units", "units_ingested", "lines_ingested", "chars_ingested"):
+        for name in ("total_units", "units_ingested", "units_cut", "lines_ingested",
+                     "chars_ingested"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         src, dst = other.candidates, self.candidates
         theirs = np.flatnonzero(src.used)
@@ -576,6 +592,7 @@ class Engine:
             "alone": self.alone,
             "total_units": self.total_units,
             "units_ingested": self.units_ingested,
+            "units_cut": self.units_cut,
             "lines_ingested": self.lines_ingested,
             "chars_ingested": self.chars_ingested,
             "candidates": self.candidates.state(),
@@ -601,6 +618,7 @@ class Engine:
         eng.alone = np.array(state["alone"], dtype=np.int64)
         eng.total_units = int(state["total_units"])
         eng.units_ingested = int(state["units_ingested"])
+        eng.units_cut = int(state.get("units_cut", 0))
         eng.lines_ingested = int(state["lines_ingested"])
         eng.chars_ingested = int(state["chars_ingested"])
         eng.candidates = CandidateTable.from_state(state["candidates"])

@@ -30,8 +30,7 @@ def min_pmi_for(order: int, min_pmi: Sequence[float]) -> list[float]:
     """Threshold per order 2..order; missing orders continue the pattern (+2 each)."""
     th = list(min_pmi)
     while len(th) < order - 1:
-        step = th[-1] - th[-2] if len(th) >= 2 else 2.0
-        th.append(th[-1] + step)
+        th.append(th[-1] + 2.0)
     return th[: order - 1]
 
 
@@ -96,7 +95,10 @@ class Pieces:
 def cut(ids: np.ndarray, first: np.ndarray, cohesive: list[np.ndarray]) -> Pieces:
     """Cut units into pieces: keep a boundary unless a cohesive n-gram covers it."""
     n_units = len(ids)
-    joined = np.zeros(max(n_units - 1, 0), dtype=bool)
+    if n_units == 0:
+        empty = np.empty(0, np.int64)
+        return Pieces(empty, empty, empty, empty)
+    joined = np.zeros(n_units - 1, dtype=bool)
     for n_minus_2, coh in enumerate(cohesive):
         n = n_minus_2 + 2
         m = len(coh)

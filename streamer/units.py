@@ -56,37 +56,56 @@ def _expand_re() -> re.Pattern[str]:
     return re.compile("[" + "".join(re.escape(c) for c in sorted(_EXPANSIONS)) + "]")
 
 
-@lru_cache(maxsize=1)
-def _tables() -> tuple[np.ndarray, np.ndarray]:
-    """(nfkc_map, cls) over the BMP: nfkc_map[cp] is the folded code point, or a marker.
+TABLE_LIMIT = 0x20000  # the table covers planes 0 and 1; planes 2-3 are Han
 
-    _EXPAND marks a character whose NFKC form is several characters that do not
-    depend on its neighbours (… -> ..., ℃ -> °c): those are substituted with a
-    regular expression. _SLOW marks characters that compose with a neighbour
-    (combining marks, Hangul jamo and syllables): a chunk holding one goes through
-    unicodedata.normalize whole.
-    """
-    nfkc = np.arange(0x10000, dtype=np.uint32)
-    for cp in range(0x10000):
+
+@lru_cache(maxsize=1)
+def _composing() -> frozenset[str]:
+    """Characters that can merge with a neighbour under NFKC: combining marks, Hangul
+    jamo and syllables, and the second element of every canonical pair (U+0B3E...)."""
+    out = set()
+    for cp in range(TABLE_LIMIT):
         if 0xD800 <= cp <= 0xDFFF:
             continue
         ch = chr(cp)
-        if cp < 0x80:
-            nfkc[cp] = ord(ch.lower())
-            continue
         if unicodedata.combining(ch) or 0x1100 <= cp <= 0x11FF or 0xAC00 <= cp <= 0xD7A3:
-            nfkc[cp] = _SLOW
+            out.add(ch)
+        d = unicodedata.decomposition(ch)
+        if d and not d.startswith("<"):
+            parts = d.split()
+            if len(parts) == 2:
+                out.add(chr(int(parts[1], 16)))
+    return frozenset(out)
+
+
+@lru_cache(maxsize=1)
+def _tables() -> tuple[np.ndarray, np.ndarray]:
+    """(nfkc_map, cls): nfkc_map[cp] for cp < TABLE_LIMIT is the folded code point,
+    or a marker.
+
+    _EXPAND marks a character whose NFKC form is several characters that do not
+    interact with neighbours (… -> ..., ℃ -> °c): those are substituted with a
+    regular expression. _SLOW marks characters that may compose with a neighbour,
+    or whose NFKC form may (ﾞ -> U+3099, ㄱ -> U+1100): a chunk holding one goes
+    through unicodedata.normalize whole, which is then exact.
+    """
+    composing = _composing()
+    nfkc = np.arange(TABLE_LIMIT, dtype=np.uint32)
+    for cp in range(0x80, TABLE_LIMIT):
+        if 0xD800 <= cp <= 0xDFFF:
             continue
+        ch = chr(cp)
         norm = unicodedata.normalize("NFKC", ch)
-        if len(norm) != 1:
-            if any(unicodedata.combining(c) for c in norm):
-                nfkc[cp] = _SLOW
-            else:
-                nfkc[cp] = _EXPAND
-                _EXPANSIONS[ch] = norm.translate(_LOWER)
+        if ch in composing or any(c in composing for c in norm):
+            nfkc[cp] = _SLOW
+        elif len(norm) != 1:
+            nfkc[cp] = _EXPAND
+            _EXPANSIONS[ch] = norm.translate(_LOWER)
         else:
             low = norm.lower() if ord(norm) < 0x80 else norm
             nfkc[cp] = ord(low)
+    for cp in range(ord("A"), ord("Z") + 1):
+        nfkc[cp] = cp + 32
     cls = np.zeros(HAN_LIMIT, dtype=np.uint8)
     cls[0x4E00:0xA000] = HAN
     cls[0x3400:0x4DC0] = HAN
@@ -156,26 +175,21 @@ def _code_points(text: str) -> tuple[str, np.ndarray]:
     """Normalised text and its code points (uint32)."""
     nfkc, _ = _tables()
     cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    bmp = cps < 0x10000
-    if (nfkc[cps[bmp]] == _EXPAND).any():
+    in_table = cps < TABLE_LIMIT
+    mapped = cps.copy()
+    mapped[in_table] = nfkc[cps[in_table]]
+    # planes 2-3 are identity but for the compatibility ideographs; planes >= 4 hold no
+    # character that NFKC changes (tags and variation selectors are stable)
+    slow = (mapped == _SLOW).any() or ((cps >= 0x2F800) & (cps < 0x2FA20)).any()
+    if slow:
+        text = normalise(text)
+        return text, np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    if (mapped == _EXPAND).any():
         text = _expand_re().sub(lambda m: _EXPANSIONS[m.group()], text)
-        cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-        bmp = cps < 0x10000
-    if bmp.all():
-        mapped = nfkc[cps]
-        if not (mapped == _SLOW).any():
-            if (mapped != cps).any():
-                text = mapped.tobytes().decode("utf-32-le", "replace")
-            return text, mapped
-    elif not ((cps >= 0x2F800) & (cps < 0x2FA20)).any():
-        mapped = cps.copy()
-        mapped[bmp] = nfkc[cps[bmp]]
-        if not (mapped == _SLOW).any():
-            if (mapped != cps).any():
-                text = mapped.tobytes().decode("utf-32-le", "replace")
-            return text, mapped
-    text = normalise(text)
-    return text, np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        return _code_points(text)
+    if (mapped != cps).any():
+        text = mapped.tobytes().decode("utf-32-le", "surrogatepass")
+    return text, mapped
 
 
 def encode(text: str, mode: str = "mixed") -> Encoded:
@@ -216,7 +230,8 @@ def encode(text: str, mode: str = "mixed") -> Encoded:
             acc = np.zeros(n + 1, dtype=np.uint64)
             np.cumsum(np.where(alnum, cps.astype(np.uint64), 0) * qp[:n], out=acc[1:])
             h = (acc[run_end] - acc[rs]) * qi[rs]
-        run_ids = (h >> np.uint64(3)).astype(np.int64) | ASCII_TAG
+        # the low bits hold the first character: keep them (mask, not shift)
+        run_ids = (h & np.uint64(2**61 - 1)).astype(np.int64) | ASCII_TAG
         digit = (cps >= 0x30) & (cps <= 0x39)
         digits_before = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(digit, out=digits_before[1:])
