@@ -88,9 +88,11 @@ def _config(args: argparse.Namespace) -> EngineConfig:
             raise ValueError("--top must be at least 1")
         if args.min_entropy < 0:
             raise ValueError("--min-entropy must be >= 0")
+        # no example contexts: the batch formats do not carry them, and a context
+        # for each of hundreds of thousands of candidates is memory for nothing
         return EngineConfig(order=args.order, min_count=args.min_count, min_pmi=min_pmi,
                             min_entropy=args.min_entropy, units=args.units, memory=memory,
-                            exact=args.exact)
+                            exact=args.exact, examples=0)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -207,7 +209,7 @@ def discover(files: list[str], config: EngineConfig, known: Lexicon | None = Non
         # threads; recording pieces stays in this thread, in input order
         for c in _ahead(pool, lambda t: engine.cut_prepared(engine.prepare(t)), blocks):
             engine.apply_cut(c, started)
-            bar.update(c.prepared.n_bytes if bar.bar else 0, "cutting")
+            bar.update(c.n_bytes if bar.bar else 0, "cutting")
     bar.close()
     engine.lines_ingested = stats.lines
     engine.rescore(started)
@@ -240,7 +242,7 @@ def _naming(path: str) -> Iterator[None]:
 
 
 def _ahead(pool: ThreadPoolExecutor, fn: Callable[[Any], T], items: Iterable[Any],
-           depth: int = THREADS + 1) -> Iterator[T]:
+           depth: int = THREADS) -> Iterator[T]:
     """fn over items in the pool, results in input order, at most ``depth`` in flight
     (so memory stays at a few blocks whatever the input size)."""
     pending: deque[Future[T]] = deque()

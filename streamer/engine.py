@@ -46,9 +46,11 @@ from streamer.sketch import (
 )
 from streamer.units import DENSE_SIZE, HAN_LIMIT, Encoded, dense_index, encode, encode_words
 
-#: bytes a candidate slot costs: arrays, sorted index, 2 x 32 uint16 neighbour
-#: buckets, and the Python string and example list (measured, rounded up)
-SLOT_BYTES = 400
+#: bytes a candidate slot costs: ~57 in arrays and the sorted index, 128 in 2 x 32
+#: uint16 neighbour buckets, ~75 for the word's Python string, and up to 3 example
+#: contexts (~120 bytes each) for the slots that reach min_count (measured on the
+#: benchmark corpora, rounded up)
+SLOT_BYTES = 560
 STATE_VERSION = 1
 
 
@@ -68,6 +70,7 @@ class EngineConfig:
     half_life    seconds of stream time for decay; inf = no decay
     capacity     candidate slots; None = derived from memory (shape)
     max_words    most words published by a rescore (daemon)
+    examples     example contexts kept per listed word (0: none, as in discover)
     """
 
     order: int = 4
@@ -82,6 +85,7 @@ class EngineConfig:
     half_life: float = math.inf
     capacity: int | None = None
     max_words: int | None = None
+    examples: int = 3
 
     def __post_init__(self) -> None:
         if self.order < 2:
@@ -141,7 +145,8 @@ class CutBatch:
     inverse maps each occurrence to its distinct key.
     """
 
-    prepared: Prepared
+    enc: Encoded  # the batch's text and units (its n-gram keys are dropped: not needed)
+    n_bytes: int
     alone: np.ndarray
     starts: np.ndarray
     ends: np.ndarray
@@ -246,7 +251,7 @@ class Engine:
         group_start = np.flatnonzero(edge)
         inverse = np.empty(len(sk), dtype=np.int64)
         inverse[order] = np.cumsum(edge) - 1
-        return CutBatch(p, alone, s, e, pieces.left[multi], pieces.right[multi],
+        return CutBatch(p.enc, p.n_bytes, alone, s, e, pieces.left[multi], pieces.right[multi],
                         uniq=sk[group_start], counts=np.diff(np.append(group_start, len(sk))),
                         first_occ=order[group_start], inverse=inverse)
 
@@ -263,9 +268,9 @@ class Engine:
         cfg = self.config
         self.alone += c.alone
         if len(c.uniq) == 0:
-            self.units_cut += len(c.prepared.enc)
+            self.units_cut += len(c.enc)
             return
-        enc, s, e, first_occ = c.prepared.enc, c.starts, c.ends, c.first_occ
+        enc, s, e, first_occ = c.enc, c.starts, c.ends, c.first_occ
         table = self.candidates
         slots = table.lookup(c.uniq)
         missing = np.flatnonzero(slots < 0)
@@ -292,6 +297,8 @@ class Engine:
         # examples: one context per batch for listed words, and a first one for each
         # piece once it reaches min_count (contexts of every piece would cost more
         # than the counting)
+        if cfg.examples == 0:
+            return
         safe = np.maximum(slots, 0)
         want = ok & (table.total[safe] >= cfg.min_count)
         want &= np.isin(slots, self._listed_slots) | ~table.has_example[safe]
@@ -361,7 +368,19 @@ class Engine:
 
     # ------------------------------------------------------------------ scoring
 
-    def _score_candidates(self, slots: np.ndarray) -> _Scored:
+    def _score_candidates(self, slots: np.ndarray, chunk: int = 1 << 14) -> _Scored:
+        """_score_chunk over ``chunk`` candidates at a time: the temporaries (n-gram
+        keys and counts of every candidate's units) stay a few MB however many
+        candidates there are."""
+        parts = [self._score_chunk(slots[a:a + chunk])
+                 for a in range(0, max(len(slots), 1), chunk)]
+        return _Scored(np.concatenate([p.slots for p in parts]),
+                       np.concatenate([p.pmi for p in parts]),
+                       np.concatenate([p.left for p in parts]),
+                       np.concatenate([p.right for p in parts]),
+                       [w for p in parts for w in p.words])
+
+    def _score_chunk(self, slots: np.ndarray) -> _Scored:
         """Back-check and neighbour entropies for candidate slots.
 
         Returns the slots that pass the back-check, with pmi (min split, or for

@@ -27,14 +27,20 @@ BUCKETS = 32
 _MAX = 65535
 
 
-def entropy(rows: np.ndarray) -> np.ndarray:
-    """Entropy (nats) of each row of counts; 0 for an empty row."""
-    r = rows.astype(np.float64)
-    tot = r.sum(axis=1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = np.where(tot > 0, r / tot, 0.0)
-        h = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1)
-    return h
+def entropy(rows: np.ndarray, chunk: int = 1 << 14) -> np.ndarray:
+    """Entropy (nats) of each row of counts; 0 for an empty row.
+
+    Computed ``chunk`` rows at a time so the float temporaries stay a few MB
+    whatever the number of candidates.
+    """
+    out = np.zeros(len(rows))
+    for a in range(0, len(rows), chunk):
+        r = rows[a:a + chunk].astype(np.float64)
+        tot = r.sum(axis=1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p = np.where(tot > 0, r / tot, 0.0)
+            out[a:a + chunk] = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1)
+    return out
 
 
 class NeighbourTable:

@@ -13,7 +13,8 @@ GET  /words               ranked words; query: limit (1..10000, default 100),
                           new (true|false|1|0), min_count (number >= 0),
                           sort (score|count|emergence|first_seen|word), history (true|false)
 GET  /words/{word}        one word: fields + rank + history + examples; 404 if unknown
-GET  /stats               view.stats() plus server_time and a summary of the published list
+GET  /stats               view.stats() plus server_time, a summary of the published list
+                          and ingest_rate (chars/s, lines/s and their recent history)
 GET  /metrics             Prometheus text format 0.0.4
 POST /ingest              lines of text (text/plain, or JSON lines {"text": ...});
                           404 unless enabled; Bearer token; 413 over max_body
@@ -29,11 +30,17 @@ Design choices worth knowing:
 * Any exception in a handler or in the view becomes a logged 500 JSON answer;
   the server keeps serving.
 * JSON never contains NaN/Infinity (they become null): browsers reject them.
+* The ingest rate is measured here, not in each browser: the server samples the
+  view's cumulative counters every RATE_PERIOD seconds, so every client sees the
+  same rate (averaged over RATE_WINDOW) and the last minutes of it as soon as it
+  opens the page, instead of a noisy difference between its own two last polls.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import hmac
 import ipaddress
 import json
@@ -60,6 +67,12 @@ MAX_LIMIT = 10_000
 #: history points per word returned by /words?history=true (sparklines).
 SPARK_POINTS = 48
 SORTS = ("score", "count", "emergence", "first_seen", "word")
+#: seconds between samples of the ingest counters (GET /stats "ingest_rate").
+RATE_PERIOD = 2.0
+#: samples kept: the dashboard's rate sparkline covers RATE_POINTS * RATE_PERIOD seconds.
+RATE_POINTS = 90
+#: the current rate is averaged over about this many seconds.
+RATE_WINDOW = 10.0
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -298,6 +311,98 @@ def _load_static() -> dict[str, tuple[bytes, str]]:
     return files
 
 
+# =========================================================================== ingest rate
+
+
+class RateMeter:
+    """Recent ingest rates from samples of cumulative (chars, lines) counters.
+
+    Bounded (RATE_POINTS samples). A counter that goes backwards (a service that
+    restarted with an empty state behind the same view) starts the series over.
+    """
+
+    def __init__(self, points: int = RATE_POINTS, window: float = RATE_WINDOW) -> None:
+        self.samples: collections.deque[tuple[float, float, float]] = \
+            collections.deque(maxlen=points + 1)
+        self.window = window
+
+    @staticmethod
+    def _counters(stats: Mapping[str, Any]) -> tuple[float, float] | None:
+        try:
+            chars, lines = float(stats["chars_ingested"]), float(stats["lines_ingested"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        if not (math.isfinite(chars) and math.isfinite(lines)):
+            return None
+        return chars, lines
+
+    def add(self, t: float, stats: Mapping[str, Any]) -> None:
+        counters = self._counters(stats)
+        if counters is None:
+            return
+        if self.samples:
+            last = self.samples[-1]
+            if counters[0] < last[1] or counters[1] < last[2]:
+                self.samples.clear()
+            elif t <= last[0]:
+                return
+        self.samples.append((t, *counters))
+
+    def summary(self, t: float, stats: Mapping[str, Any]) -> dict[str, Any]:
+        """{chars_per_s, lines_per_s, window_s, period_s, history}: the rate over the
+        last ~window seconds up to the counters in *stats* at time *t* (None until
+        there is a sample at least half a second old), and chars/s between
+        consecutive samples, oldest first (for a sparkline)."""
+        counters = self._counters(stats)
+        samples = list(self.samples)
+        history = [round((b[1] - a[1]) / (b[0] - a[0]), 3)
+                   for a, b in zip(samples, samples[1:], strict=False)]
+        out: dict[str, Any] = {"chars_per_s": None, "lines_per_s": None, "window_s": None,
+                               "period_s": RATE_PERIOD, "history": history}
+        if counters is None:
+            return out
+        start = None
+        for sample in samples:  # the newest sample at least `window` old, else the oldest
+            if sample[0] <= t - self.window or start is None:
+                start = sample
+        if start is None or t - start[0] < 0.5 or counters[0] < start[1] \
+                or counters[1] < start[2]:
+            return out
+        dt = t - start[0]
+        out.update(chars_per_s=round((counters[0] - start[1]) / dt, 3),
+                   lines_per_s=round((counters[1] - start[2]) / dt, 3),
+                   window_s=round(dt, 3))
+        return out
+
+
+_RATES = web.AppKey("rates", RateMeter)
+
+
+async def _sample_rates(app: web.Application) -> None:
+    """Background task: feed the app's RateMeter every RATE_PERIOD seconds."""
+    meter, view = app[_RATES], app[_VIEW]
+    failing = False
+    while True:
+        try:
+            meter.add(time.monotonic(), view.stats() or {})
+            failing = False
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            if not failing:  # once per failure streak, not every period
+                log.exception("sampling the ingest counters for the ingest rate")
+            failing = True
+        await asyncio.sleep(RATE_PERIOD)
+
+
+async def _rates_context(app: web.Application) -> Any:
+    task = asyncio.get_running_loop().create_task(_sample_rates(app), name="http-rates")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 # =========================================================================== middleware
 
 
@@ -491,6 +596,7 @@ async def _word(request: web.Request) -> web.Response:
 
 async def _stats(request: web.Request) -> web.Response:
     stats = dict(request.app[_VIEW].stats() or {})
+    stats.setdefault("ingest_rate", request.app[_RATES].summary(time.monotonic(), stats))
     pub = _published(request)
     stats.setdefault("server_time", time.time())
     stats.setdefault("published", {
@@ -618,6 +724,8 @@ def make_app(view: ServiceView, *, ingest_token: str | None = None, max_body: in
     app[_HTTP_COUNTS] = {}
     app[_STATIC] = _load_static()
     app[_WORD_INDEX] = []
+    app[_RATES] = RateMeter()
+    app.cleanup_ctx.append(_rates_context)
     app.router.add_get("/", _static)
     app.router.add_get("/static/{name}", _static)
     app.router.add_get("/healthz", _healthz)

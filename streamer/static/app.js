@@ -14,11 +14,12 @@ const state = {
   newOnly: true,
   sort: "score",
   rows: new Map(),        // word -> <tr>, reused so that fresh-row animations play once
-  ranks: new Map(),       // word -> rank at the previous refresh
+  ranks: new Map(),       // word -> place in the table at the previous refresh
   seen: null,             // words shown before (null until the first load: no highlights)
   lastStats: null,        // {t, chars, lines} of the previous /stats sample
   rates: [],              // recent chars/s samples for the rate sparkline
   serverOffset: 0,        // server_time - Date.now()/1000
+  stream: null,           // {t, at, replay}: the service's stream time t, sampled at `at`
 };
 
 const $ = (id) => document.getElementById(id);
@@ -85,6 +86,15 @@ function nowServer() {
   return Date.now() / 1000 + state.serverOffset;
 }
 
+// "Now" on the stream's clock, which first_seen/last_seen are measured on. It is the
+// wall clock for a live feed, but a replayed archive (time.mode = "replay") runs on
+// the archive's own time, which only moves as text is read.
+function nowStream() {
+  const s = state.stream;
+  if (!s) return nowServer();
+  return s.replay ? s.t : s.t + (Date.now() / 1000 - s.at);
+}
+
 function fmtAge(seconds) {
   if (seconds === null || !Number.isFinite(seconds)) return "—";
   seconds = Math.max(0, seconds);
@@ -97,7 +107,7 @@ function fmtAge(seconds) {
 function fmtSeen(iso) {
   const t = toSeconds(iso);
   if (t === null) return "—";
-  const age = nowServer() - t;
+  const age = nowStream() - t;
   if (age >= -60 && age < 86400) return fmtAge(age) + " ago";
   return iso.slice(0, 10);
 }
@@ -176,12 +186,15 @@ function exampleNode(example, word) {
   return td;
 }
 
-function fillRow(tr, w, prevRank) {
-  const rank = el("td", "rank", w.rank ?? "");
-  if (prevRank !== undefined && w.rank && prevRank !== w.rank) {
-    const up = prevRank > w.rank;
+// "#" is the row's place in this table (the new-words view skips the known words the
+// service also ranks); the rank among all published words is in the tooltip.
+function fillRow(tr, w, place, prevPlace) {
+  const rank = el("td", "rank", place);
+  if (w.rank) rank.title = `rank ${w.rank} among all published words`;
+  if (prevPlace !== undefined && prevPlace !== place) {
+    const up = prevPlace > place;
     rank.appendChild(el("span", "delta " + (up ? "up" : "down"),
-      (up ? "▲" : "▼") + Math.abs(prevRank - w.rank)));
+      (up ? "▲" : "▼") + Math.abs(prevPlace - place)));
   }
   const word = el("td", "word");
   word.appendChild(el("span", "w", w.word));
@@ -237,11 +250,11 @@ function renderWords(data) {
         tr.addEventListener("animationend", () => tr.classList.remove("fresh"), { once: true });
       }
     }
-    fillRow(tr, w, state.ranks.get(w.word));
+    fillRow(tr, w, i + 1, state.ranks.get(w.word));
     // Move a row only when it is out of place: moving restarts its animations.
     if (tbody.children[i] !== tr) tbody.insertBefore(tr, tbody.children[i] || null);
   });
-  state.ranks = new Map(words.map((w) => [w.word, w.rank]));
+  state.ranks = new Map(words.map((w, i) => [w.word, i + 1]));
   if (state.seen === null) state.seen = new Set();
   for (const w of words) state.seen.add(w.word);
   $("shown").textContent = words.length
@@ -253,10 +266,25 @@ function renderWords(data) {
 function renderStats(s) {
   const t = Number(s.server_time);
   if (Number.isFinite(t)) state.serverOffset = t - Date.now() / 1000;
+  const st = Number(s.stream_time);
+  state.stream = s.stream_time !== null && s.stream_time !== undefined && Number.isFinite(st)
+    ? { t: st, at: Date.now() / 1000, replay: s.time_mode === "replay" } : null;
   const chars = Number(s.chars_ingested);
   const lines = Number(s.lines_ingested);
+  const measured = s.ingest_rate || {};
+  const finite = (v) => v !== null && v !== undefined && Number.isFinite(Number(v));
   const prev = state.lastStats;
-  if (prev && Number.isFinite(t) && t > prev.t) {
+  if (finite(measured.chars_per_s)) {
+    // measured by the server over its last ~10 s; its history covers the last minutes,
+    // so the card is right from the first load and the same in every browser
+    $("rate-chars").textContent = fmtCompact(measured.chars_per_s);
+    $("rate-lines").textContent = finite(measured.lines_per_s)
+      ? fmtCompact(measured.lines_per_s) : "—";
+    const history = Array.isArray(measured.history) ? measured.history : [];
+    state.rates = history.filter(finite).map(Number).slice(-RATE_POINTS);
+    drawRateSpark();
+  } else if (prev && Number.isFinite(t) && t > prev.t) {
+    // an older service without ingest_rate: the difference between our own polls
     const dt = t - prev.t;
     const rc = Number.isFinite(chars) && Number.isFinite(prev.chars) && chars >= prev.chars
       ? (chars - prev.chars) / dt : null;
@@ -368,11 +396,13 @@ function setupControls() {
         b.setAttribute("aria-pressed", String(b === button));
       }
       state.seen = null;   // a different list: do not flash every row
+      state.ranks = new Map();
       refresh();
     });
   }
   $("sort").addEventListener("change", (e) => {
     state.sort = e.target.value;
+    state.ranks = new Map();  // a different order: no movement arrows
     refresh();
   });
 }
