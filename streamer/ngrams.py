@@ -21,7 +21,6 @@ import numpy as np
 
 P = np.uint64(0x9E3779B97F4A7C15)
 L = np.uint64(0xC2B2AE3D27D4EB4F)
-_PINV = np.uint64(pow(int(P), -1, 2**64))
 
 
 def mix(x: np.ndarray) -> np.ndarray:
@@ -33,20 +32,26 @@ def mix(x: np.ndarray) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
-@lru_cache(maxsize=4)
-def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+@lru_cache(maxsize=8)
+def _power_table(base: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    inverse = pow(base, -1, 2**64)
     with np.errstate(over="ignore"):
-        p = np.full(n, P, dtype=np.uint64)
+        p = np.full(size, base, dtype=np.uint64)
         p[0] = 1
-        q = np.full(n, _PINV, dtype=np.uint64)
+        q = np.full(size, inverse, dtype=np.uint64)
         q[0] = 1
         return np.cumprod(p, dtype=np.uint64), np.cumprod(q, dtype=np.uint64)
 
 
+def power_table(base: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """base**i and base**-i mod 2**64 for i < n (base odd; cached by size class, so
+    a few tables serve every chunk size)."""
+    return _power_table(base, 1 << max(16, int(n - 1).bit_length()))
+
+
 def powers(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """P**i and P**-i mod 2**64 for i < n (cached by size class)."""
-    size = 1 << max(16, int(n - 1).bit_length())
-    return _powers(size)
+    """P**i and P**-i mod 2**64 for i < n."""
+    return power_table(int(P), n)
 
 
 def ngram_keys(mixed: np.ndarray, first: np.ndarray, order: int) -> list[tuple[np.ndarray,

@@ -37,8 +37,6 @@ import numpy as np
 from streamer import _sketch  # C kernels: streamer/_sketch.c
 
 BLOCK = 16  # counters per block: 64 bytes, one cache line
-_M0 = np.uint64(0x9E3779B97F4A7C15)
-_M1 = np.uint64(0xD6E8FEB86659FD93)
 
 
 _U32_MAX = np.iinfo(np.uint32).max
@@ -46,25 +44,17 @@ _U32_MAX = np.iinfo(np.uint32).max
 
 def aggregate(keys: np.ndarray, counts: np.ndarray | None = None) -> tuple[np.ndarray,
                                                                              np.ndarray]:
-    """Distinct keys (sorted) and their summed counts."""
-    if counts is None:
-        s = np.sort(keys)
-        if len(s) == 0:
-            return s, np.empty(0, np.int64)
-        edge = np.empty(len(s), dtype=bool)
-        edge[0] = True
-        np.not_equal(s[1:], s[:-1], out=edge[1:])
-        starts = np.flatnonzero(edge)
-        c = np.diff(np.append(starts, len(s)))
-        return s[starts], c.astype(np.int64)
-    order = np.argsort(keys, kind="stable")
-    s = keys[order]
-    if len(s) == 0:
-        return s, np.empty(0, np.int64)
+    """Distinct keys (sorted) and their summed counts. O(n log n)."""
+    if len(keys) == 0:
+        return np.sort(keys), np.empty(0, np.int64)
+    order = None if counts is None else np.argsort(keys, kind="stable")
+    s = np.sort(keys) if order is None else keys[order]
     edge = np.empty(len(s), dtype=bool)
     edge[0] = True
     np.not_equal(s[1:], s[:-1], out=edge[1:])
     starts = np.flatnonzero(edge)
+    if order is None:
+        return s[starts], np.diff(np.append(starts, len(s))).astype(np.int64)
     return s[starts], np.add.reduceat(counts[order].astype(np.int64), starts)
 
 

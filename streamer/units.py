@@ -27,6 +27,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from streamer.ngrams import power_table
+
 HAN_LIMIT = 0x40000
 ASCII_TAG = np.int64(1 << 62)
 DIGITS_TAG = np.int64(1 << 61)  # set on ASCII runs made only of digits (numbers)
@@ -156,19 +158,7 @@ class Encoded:
         return s[lo + 1:hi if hi >= 0 else len(s)].strip()
 
 
-_Q = np.uint64(0x100000001B3)  # FNV prime: odd, so invertible mod 2**64
-_QINV = np.uint64(pow(int(_Q), -1, 2**64))
-
-
-@lru_cache(maxsize=4)
-def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Q**i and Q**-i mod 2**64 for i < n."""
-    with np.errstate(over="ignore"):
-        p = np.full(n, _Q, dtype=np.uint64)
-        p[0] = 1
-        q = np.full(n, _QINV, dtype=np.uint64)
-        q[0] = 1
-        return np.cumprod(p, dtype=np.uint64), np.cumprod(q, dtype=np.uint64)
+_Q = 0x100000001B3  # FNV prime: odd, so invertible mod 2**64 (hash of ASCII runs)
 
 
 def _code_points(text: str) -> tuple[str, np.ndarray]:
@@ -225,7 +215,7 @@ def encode(text: str, mode: str = "mixed") -> Encoded:
         run_end = np.flatnonzero(alnum & (nxt != ALNUM)) + 1
         rs = np.flatnonzero(run_start)
         # polynomial hash of each run via prefix sums: sum(c_j Q^j) over the run, / Q^start
-        qp, qi = _powers(max(n + 1, 1 << 16))
+        qp, qi = power_table(_Q, n + 1)
         with np.errstate(over="ignore"):
             acc = np.zeros(n + 1, dtype=np.uint64)
             np.cumsum(np.where(alnum, cps.astype(np.uint64), 0) * qp[:n], out=acc[1:])
