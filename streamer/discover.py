@@ -125,20 +125,27 @@ def _regular(path: str) -> bool:
 
 
 class _Progress:
-    """tqdm over bytes of both passes, only when stderr is a terminal."""
+    """tqdm over the bytes of both passes, with characters/s; only when stderr is a
+    terminal (and not with --no-progress)."""
 
     def __init__(self, total: int | None, enabled: bool) -> None:
         self.bar = None
+        self.chars = 0
+        self.started = time.perf_counter()
         if enabled and sys.stderr.isatty():
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, unit="B", unit_scale=True, desc="discover",
                             file=sys.stderr, dynamic_ncols=True)
 
-    def update(self, n: int, desc: str) -> None:
+    def update(self, done_bytes: int, chars: int, desc: str) -> None:
+        """``done_bytes``: bytes read so far over both passes; ``chars``: this block's."""
         if self.bar is not None:
+            self.chars += chars
+            rate = self.chars / max(time.perf_counter() - self.started, 1e-9)
             self.bar.set_description(desc, refresh=False)
-            self.bar.update(n)
+            self.bar.set_postfix_str(f"{rate / 1e6:.2f}M chars/s", refresh=False)
+            self.bar.update(done_bytes - self.bar.n)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -202,14 +209,14 @@ def discover(files: list[str], config: EngineConfig, known: Lexicon | None = Non
             engine.count_prepared(p)
             engine.lines_ingested += p.n_lines
             engine.chars_ingested += p.n_chars
-            bar.update(p.n_bytes if bar.bar else 0, "counting")
+            bar.update(stats.bytes, p.n_chars, "counting")
         second = ReadStats()
         blocks = (text for path in paths for text in _read_path(path, second))
         # pass 2: the counters are now read-only, so whole blocks are cut in worker
         # threads; recording pieces stays in this thread, in input order
         for c in _ahead(pool, lambda t: engine.cut_prepared(engine.prepare(t)), blocks):
             engine.apply_cut(c, started)
-            bar.update(c.n_bytes if bar.bar else 0, "cutting")
+            bar.update(stats.bytes + second.bytes, c.n_chars, "cutting")
     bar.close()
     engine.lines_ingested = stats.lines
     engine.rescore(started)

@@ -133,7 +133,6 @@ class Prepared:
     keys: list[tuple[np.ndarray, np.ndarray]]
     n_lines: int
     n_chars: int
-    n_bytes: int  # approximate (characters), for progress only
 
 
 @dataclass(slots=True)
@@ -146,7 +145,7 @@ class CutBatch:
     """
 
     enc: Encoded  # the batch's text and units (its n-gram keys are dropped: not needed)
-    n_bytes: int
+    n_chars: int
     alone: np.ndarray
     starts: np.ndarray
     ends: np.ndarray
@@ -213,8 +212,7 @@ class Engine:
         enc = encode("\n".join(lines), self.config.units)
         mixed = mix(enc.ids)
         keys = ngram_keys(mixed, enc.first, self.config.order)
-        n_chars = sum(len(x) for x in lines)
-        return Prepared(enc, mixed, keys, len(lines), n_chars, n_chars)
+        return Prepared(enc, mixed, keys, len(lines), sum(len(x) for x in lines))
 
     def count_prepared(self, p: Prepared) -> None:
         """Count phase: add the batch's n-grams to the counters (writes state)."""
@@ -251,7 +249,7 @@ class Engine:
         group_start = np.flatnonzero(edge)
         inverse = np.empty(len(sk), dtype=np.int64)
         inverse[order] = np.cumsum(edge) - 1
-        return CutBatch(p.enc, p.n_bytes, alone, s, e, pieces.left[multi], pieces.right[multi],
+        return CutBatch(p.enc, p.n_chars, alone, s, e, pieces.left[multi], pieces.right[multi],
                         uniq=sk[group_start], counts=np.diff(np.append(group_start, len(sk))),
                         first_occ=order[group_start], inverse=inverse)
 
