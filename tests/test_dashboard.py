@@ -4,14 +4,17 @@ Chromium's ``--virtual-time-budget`` runs the page's timers (the 2 s refresh)
 in virtual time and waits for network fetches, so a single ``--dump-dom``
 returns the page after several refresh cycles without any sleeping here.
 Screenshots go to test-artifacts/ (git-ignored) for people to look at.
+
+Two kinds of server: the real app over a DemoView (fixed data, for exact
+assertions on rendering, escaping and highlighting), and a real
+``python -m streamer run`` daemon fed with text (the injected words must show up).
 """
 
 from __future__ import annotations
 
 import shutil
-import struct
-import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
@@ -19,14 +22,20 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from helpers import (
+    ARTIFACTS,
+    CHROMIUM,
+    INJECTED,
+    VOCAB,
+    LiveService,
+    chromium,
+    png_size,
+    start_fed_service,
+)
 from test_server import DEMO, LATE, DemoView, demo_words, serve_in_thread
 
 from streamer.results import Word
 from streamer.server import make_app
-
-CHROMIUM = Path("/usr/bin/chromium")
-ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "test-artifacts"
 
 pytestmark = [
     pytest.mark.browser,
@@ -37,19 +46,6 @@ pytestmark = [
 
 HOSTILE = Word("注入", 20.0, 20, 3.0, 1.1, new=True, first_seen=None,
                example='<img src=x onerror="document.title=\'pwned\'"><b>粗体</b>注入')
-
-
-def chromium(url: str, profile: Path, *extra: str) -> str:
-    """Run headless Chromium on *url* and return its stdout (the DOM with --dump-dom)."""
-    cmd = [
-        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--hide-scrollbars", f"--user-data-dir={profile}",
-        "--virtual-time-budget=5000", *extra, url,
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout
 
 
 def app_for(view: DemoView) -> web.Application:
@@ -86,12 +82,13 @@ class Rows(HTMLParser):
         if tag == "tbody" and a.get("id") == "rows":
             self._in_body = True
         elif self._in_body and tag == "tr":
-            self.rows.append({"attrs": a, "cells": [], "tags": []})
+            self.rows.append({"attrs": a, "cells": [], "tags": [], "td_attrs": []})
         elif self._in_body and self.rows:
             self.rows[-1]["tags"].append(tag)
             if tag == "td":
                 self._cell = []
                 self.rows[-1]["cells"].append(self._cell)
+                self.rows[-1]["td_attrs"].append(a)
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "tbody":
@@ -154,12 +151,6 @@ def test_dashboard_when_service_is_unhealthy(tmp_path: Path) -> None:
     assert [r["attrs"].get("class") for r in page.rows] == ["empty"]
 
 
-def png_size(path: Path) -> tuple[int, int]:
-    data = path.read_bytes()[:24]
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    return struct.unpack(">II", data[16:24])
-
-
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_dashboard_screenshot(tmp_path: Path, scheme: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
@@ -175,3 +166,61 @@ def test_dashboard_screenshot(tmp_path: Path, scheme: str) -> None:
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
     if scheme == "light":
         shutil.copyfile(shot, ARTIFACTS / "dashboard.png")
+
+
+# =========================================================================== real daemon
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
+    """A real `python -m streamer run` fed with background text and the injected words."""
+    svc = start_fed_service(tmp_path_factory.mktemp("live"))
+    yield svc
+    svc.cleanup()
+
+
+def fmt_num(x: float, digits: int) -> str:
+    """The page's fmtNum: integers as they are, others with *digits* decimals."""
+    return str(int(x)) if float(x).is_integer() else f"{x:.{digits}f}"
+
+
+def test_dashboard_shows_the_injected_words_of_a_real_daemon(live: LiveService,
+                                                              tmp_path: Path) -> None:
+    stats = live.rescored()  # idle from here on: the page and /words see the same list
+    listed = {w["word"]: w for w in live.words(new="true", limit=50)}
+    dom = chromium(live.url + "/", tmp_path / "profile", "--dump-dom")
+    page = parse(dom)
+    rows = {r["attrs"]["data-word"]: r for r in page.rows if "data-word" in r["attrs"]}
+    # default view: the new words, which are the injected ones and no known vocabulary
+    assert set(INJECTED) <= set(rows), sorted(rows)
+    assert not set(rows) & set(VOCAB)
+    assert list(rows) == list(listed)
+    places = {word: i for i, word in enumerate(listed, 1)}
+    for word in INJECTED:
+        w = listed[word]
+        cells = ["".join(c).strip() for c in rows[word]["cells"]]
+        # "#" is the place in this table; the rank among all words is in the tooltip
+        assert cells[0] == str(places[word])
+        assert rows[word]["td_attrs"][0]["title"] == f"rank {w['rank']} among all published words"
+        assert cells[1] == word + "NEW"
+        assert "svg" in rows[word]["tags"]  # the sparkline of its recent counts
+        assert cells[3] == fmt_num(w["score"], 2)
+        # first seen on the stream's clock (replay time here), not as a 2024 date
+        assert cells[6].endswith(" ago"), cells
+        assert word in cells[7] and "mark" in rows[word]["tags"]
+    assert page.ids["health-text"] == "healthy"
+    assert page.ids["n-words"] == f"{stats['published']['words']:,}"
+    assert page.ids["n-new"] == str(stats["published"]["new_words"])
+    assert page.ids["total-lines"] not in ("", "—")
+    assert page.ids["rate-chars"] not in ("", "—")  # measured by the server
+    assert "files:inbox/feed.txt" in dom  # the source, in the sources panel
+
+
+def test_dashboard_screenshot_of_a_real_daemon(live: LiveService, tmp_path: Path) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "dashboard-live.png"
+    shot.unlink(missing_ok=True)
+    chromium(live.url + "/", tmp_path / "profile", f"--screenshot={shot}",
+             "--window-size=1280,800")
+    assert png_size(shot) == (1280, 800)
+    assert shot.stat().st_size > 20_000

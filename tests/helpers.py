@@ -1,0 +1,324 @@
+"""Shared helpers for tests that run the real service: `python -m streamer run` as a
+subprocess on a temporary directory, fed with text files, reached over real sockets.
+
+Conventions (as in test_daemon.py): replay time so that runs are reproducible, small
+memory, sub-second intervals, a free localhost port; waiting is always "poll until a
+condition holds, or fail at a generous deadline with the service log", never a fixed
+sleep for correctness and never an assertion on timing.
+
+Also the headless-Chromium runner shared by the dashboard tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+DEADLINE = 90.0  # seconds; generous, CI machines can be slow
+
+#: Common words for background text; none shares a character with the injected words.
+VOCAB = tuple("""
+我们 你们 他们 今天 明天 昨天 天气 非常 一个 朋友 工作 学习 中国 城市 晚上 早上 喜欢
+吃饭 电影 音乐 时间 问题 孩子 老师 学生 公司 我 你 他 她 的 了 是 在 有 和 也 就 都 很
+还 说 去 来 看 想 要 会 能 这个 那个 什么 怎么 因为 所以 但是 如果 已经 现在 觉得 知道
+东西 地方 事情 大家 自己 一起 可以 没有 时候 开始 发现 生活 世界 国家 经济 社会 发展
+市场 企业 技术 政府 历史 文化 新闻 手机 网络 电脑 汽车 医院 学校 银行 超级 商店 价格
+""".split())
+#: Made-up words injected into the background text (one line in `every`): they become
+#: cohesive, free-standing pieces the service must discover as new.
+INJECTED = ("蓝鲸币", "绿萝熊")
+assert not set("".join(INJECTED)) & set("".join(VOCAB))
+
+
+# =========================================================================== text
+
+
+def sentence(rng: random.Random, inject: str | None = None) -> str:
+    words = [rng.choice(VOCAB) for _ in range(rng.randint(5, 12))]
+    if inject is not None:
+        words.insert(rng.randrange(len(words) + 1), inject)
+    return "".join(words) + rng.choice("，。！？")
+
+
+def background(rng: random.Random, n: int, inject: Sequence[str] = (),
+               every: int = 6) -> list[str]:
+    """n lines of random sentences; every `every`-th line carries one injected word
+    (taking turns when several are given)."""
+    out = []
+    for i in range(n):
+        word = inject[(i // every) % len(inject)] if inject and i % every == 0 else None
+        out.append(sentence(rng, word) + sentence(rng))
+    return out
+
+
+def append_lines(path: Path, lines: Sequence[str]) -> None:
+    """Append whole lines in one write, as a producer flushing a buffer does."""
+    with open(path, "ab") as f:
+        f.write("".join(line + "\n" for line in lines).encode("utf-8"))
+        f.flush()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# =========================================================================== config
+
+#: The test configuration: everything fast and small. Sections are merged key by key
+#: with the overrides a test passes.
+BASE_CONFIG: dict[str, dict[str, Any]] = {
+    "sources": {"globs": ["inbox/*.txt"], "scan_interval": "100ms",
+                "poll_interval": "50ms", "rotate_wait": "500ms"},
+    "engine": {"memory": "8MB", "min_count": 5},
+    "time": {"mode": "replay", "chars_per_second": 1000},
+    "intervals": {"rescore": "300ms", "snapshot": "2s", "export": "500ms"},
+    "state": {"dir": "state"},
+    "export": {"dir": "exports"},
+    "log": {"level": "info"},
+}
+
+
+def toml_text(config: Mapping[str, Mapping[str, Any]]) -> str:
+    """A TOML document for a two-level {section: {key: value}} mapping.
+
+    JSON scalars and arrays are valid TOML for the values used here (strings,
+    numbers, booleans, lists of strings)."""
+    out = []
+    for section, values in config.items():
+        out.append(f"[{section}]")
+        for key, value in values.items():
+            out.append(f"{key} = {json.dumps(value, ensure_ascii=False)}")
+    return "\n".join(out) + "\n"
+
+
+def merged(base: Mapping[str, Mapping[str, Any]],
+           extra: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    out = {k: dict(v) for k, v in base.items()}
+    for section, values in (extra or {}).items():
+        out.setdefault(section, {}).update(values)
+    return out
+
+
+# =========================================================================== the service
+
+
+class LiveService:
+    """One real `python -m streamer run` process: its directory, config and HTTP client."""
+
+    def __init__(self, root: Path, config: Mapping[str, Mapping[str, Any]] | None = None,
+                 *, known: Sequence[str] | None = None) -> None:
+        self.root = root
+        self.inbox = root / "inbox"
+        self.inbox.mkdir(parents=True, exist_ok=True)
+        self.exports = root / "exports"
+        self.port = free_port()
+        cfg = merged(BASE_CONFIG, config)
+        if known is not None:
+            lexicon = root / "known.txt"
+            lexicon.write_text("".join(w + "\n" for w in known), encoding="utf-8")
+            cfg["engine"]["known"] = [str(lexicon)]
+        cfg.setdefault("http", {})["listen"] = f"127.0.0.1:{self.port}"
+        self.config = root / "streamer.toml"
+        self.config.write_text(toml_text(cfg), encoding="utf-8")
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = root / "daemon.log"
+        self.written = 0  # lines appended through feed()
+
+    # ---------------------------------------------------------------- process
+
+    def start(self, *args: str) -> LiveService:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        cmd = [sys.executable, "-m", "streamer", "run", "--config", str(self.config), *args]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, cwd=self.root, stdout=log,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=env)
+        self.wait_for(lambda: self.health_status() == 200, "the service to become healthy")
+        return self
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"no exit {timeout}s after signal {sig}\n{self.log()}") from None
+
+    def cleanup(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    # ---------------------------------------------------------------- HTTP
+
+    def http(self, method: str, path: str, data: bytes | None = None,
+             headers: Mapping[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        """(status, headers, body) of one request; HTTP errors are answers, not exceptions."""
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers=dict(headers or {}))
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, dict(r.headers.items()), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers.items()), e.read()
+
+    def get(self, path: str) -> tuple[int, Any]:
+        """(status, JSON body) of a GET; the body must be strict JSON (no NaN)."""
+        status, headers, body = self.http("GET", path)
+        assert headers.get("Content-Type", "").startswith("application/json"), (path, headers)
+        return status, strict_json(body.decode("utf-8"))
+
+    def post(self, path: str, data: bytes, headers: Mapping[str, str]) -> tuple[int, Any]:
+        status, _, body = self.http("POST", path, data, headers)
+        return status, strict_json(body.decode("utf-8"))
+
+    def health_status(self) -> int:
+        try:
+            return self.http("GET", "/healthz")[0]
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return 0
+
+    def stats(self) -> dict[str, Any]:
+        status, body = self.get("/stats")
+        assert status == 200, body
+        return body
+
+    def words(self, **query: Any) -> list[dict[str, Any]]:
+        status, body = self.get("/words?" + urllib.parse.urlencode(query))
+        assert status == 200, body
+        return body["words"]
+
+    # ---------------------------------------------------------------- waiting
+
+    def wait_for(self, check: Callable[[], T], what: str, timeout: float = DEADLINE) -> T:
+        """Poll `check` until it returns a truthy value; fail with the log at the deadline."""
+        end = time.monotonic() + timeout
+        last_exc: BaseException | None = None
+        while True:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"the service exited ({self.proc.returncode}) while "
+                                     f"waiting for {what}\n{self.log()[-5000:]}")
+            try:
+                value = check()
+                if value:
+                    return value
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
+                last_exc = exc
+            if time.monotonic() > end:
+                raise AssertionError(f"timed out waiting for {what} (last error: {last_exc})"
+                                     f"\n{self.log()[-5000:]}")
+            time.sleep(0.05)
+
+    def feed(self, lines: Sequence[str], name: str = "feed.txt") -> int:
+        """Append *lines* to inbox/<name> and wait until the engine has counted them all
+        (lines reach the engine only through the files this object wrote, plus whatever
+        a test posts to /ingest, so ">=" is the right check). Returns lines_ingested."""
+        append_lines(self.inbox / name, lines)
+        self.written += len(lines)
+        target = self.written
+        return self.wait_for(lambda: (n := self.stats()["lines_ingested"]) >= target and n,
+                             f"{target} lines ingested")
+
+    def rescored(self) -> dict[str, Any]:
+        """Wait until the published list covers every line counted so far; returns /stats.
+
+        /stats "engine" holds the engine's statistics as of the last rescore, so its
+        lines_ingested equals the service's once a rescore has seen every counted line.
+        (An idle service does not rescore again for a minute, so waiting for "one more
+        rescore" would be wrong.) In replay mode stream time stands still without text,
+        so the list then stays as it is until more text arrives."""
+        def done() -> dict[str, Any] | None:
+            s = self.stats()
+            return s if (s.get("engine") or {}).get("lines_ingested") == \
+                s["lines_ingested"] else None
+
+        return self.wait_for(done, "a rescore of everything ingested")
+
+
+def strict_json(text: str) -> Any:
+    """json.loads that rejects NaN/Infinity like browsers do."""
+    def bad(name: str) -> None:
+        raise ValueError(f"non-standard JSON constant {name}")
+    return json.loads(text, parse_constant=bad)
+
+
+def start_fed_service(root: Path, config: Mapping[str, Mapping[str, Any]] | None = None,
+                      *, chunks: int = 4, lines_per_chunk: int = 500,
+                      seed: int = 20240101) -> LiveService:
+    """A started service, its background vocabulary in a known lexicon, fed in a few
+    chunks (a steady stream, not one file read at start) with the INJECTED words, and
+    waited on until both injected words are published and the list covers everything
+    fed. Kill it with cleanup()."""
+    svc = LiveService(root, config, known=VOCAB)
+    try:
+        svc.start()
+        rng = random.Random(seed)
+        for _ in range(chunks):
+            svc.feed(background(rng, lines_per_chunk, INJECTED))
+
+        def published() -> bool:
+            listed = {w["word"] for w in svc.words(limit=10_000)}
+            return all(w in listed for w in INJECTED)
+
+        svc.wait_for(published, f"{', '.join(INJECTED)} published")
+        svc.rescored()
+    except BaseException:
+        svc.cleanup()
+        raise
+    return svc
+
+
+# =========================================================================== browser
+
+
+def chromium(url: str, profile: Path, *extra: str, budget_ms: int = 5000) -> str:
+    """Run headless Chromium on *url* and return its stdout (the DOM with --dump-dom).
+
+    ``--virtual-time-budget`` runs the page's timers (its 2 s refresh) in virtual time
+    and waits for network fetches, so one run shows the page after several refreshes
+    without any sleeping here."""
+    cmd = [
+        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--hide-scrollbars", f"--user-data-dir={profile}",
+        f"--virtual-time-budget={budget_ms}", *extra, url,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()[:24]
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
