@@ -133,6 +133,8 @@ class Encoded:
     starts   int64[n] character offset of each unit in ``text``
     ends     int64[n] character offset one past each unit
     first    bool[n]  unit i begins a clause (a break lies between unit i-1 and i)
+    source   the text as given, when normalising kept every offset (so example
+             contexts show the writer's punctuation and case); else None
     """
 
     text: str
@@ -140,6 +142,7 @@ class Encoded:
     starts: np.ndarray
     ends: np.ndarray
     first: np.ndarray
+    source: str | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -149,10 +152,11 @@ class Encoded:
         return self.text[int(self.starts[i]):int(self.ends[j - 1])]
 
     def context(self, i: int, j: int, width: int = 12) -> str:
-        """Up to ``width`` characters each side of units i..j-1, on one line."""
+        """Up to ``width`` characters each side of units i..j-1, on one line, as
+        written (before normalisation) where the offsets allow."""
         a = max(0, int(self.starts[i]) - width)
         b = int(self.ends[j - 1]) + width
-        s = self.text[a:b]
+        s = (self.text if self.source is None else self.source)[a:b]
         lo = s.rfind("\n", 0, int(self.starts[i]) - a)
         hi = s.find("\n", int(self.ends[j - 1]) - a)
         return s[lo + 1:hi if hi >= 0 else len(s)].strip()
@@ -161,8 +165,9 @@ class Encoded:
 _Q = 0x100000001B3  # FNV prime: odd, so invertible mod 2**64 (hash of ASCII runs)
 
 
-def _code_points(text: str) -> tuple[str, np.ndarray]:
-    """Normalised text and its code points (uint32)."""
+def _code_points(text: str) -> tuple[str, np.ndarray, bool]:
+    """Normalised text, its code points (uint32), and whether every character kept
+    its offset (only the one-to-one table was applied)."""
     nfkc, _ = _tables()
     cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     in_table = cps < TABLE_LIMIT
@@ -173,13 +178,15 @@ def _code_points(text: str) -> tuple[str, np.ndarray]:
     slow = (mapped == _SLOW).any() or ((cps >= 0x2F800) & (cps < 0x2FA20)).any()
     if slow:
         text = normalise(text)
-        return text, np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        return text, cps, False
     if (mapped == _EXPAND).any():
         text = _expand_re().sub(lambda m: _EXPANSIONS[m.group()], text)
-        return _code_points(text)
+        text, cps, _ = _code_points(text)
+        return text, cps, False
     if (mapped != cps).any():
         text = mapped.tobytes().decode("utf-32-le", "surrogatepass")
-    return text, mapped
+    return text, mapped, True
 
 
 def encode(text: str, mode: str = "mixed") -> Encoded:
@@ -188,7 +195,8 @@ def encode(text: str, mode: str = "mixed") -> Encoded:
     Lines are separated by any break character, so a chunk of many lines can be
     encoded in one call. Cost: a handful of numpy passes over the code points.
     """
-    text, cps = _code_points(text)
+    given = text
+    text, cps, kept = _code_points(text)
     _, cls_table = _tables()
     cls = np.where(cps < HAN_LIMIT, cls_table[np.minimum(cps, HAN_LIMIT - 1)], BREAK)
     if mode == "han":
@@ -230,7 +238,8 @@ def encode(text: str, mode: str = "mixed") -> Encoded:
         is_run = ~is_han[starts]
         ids[is_run] = run_ids
         ends[is_run] = run_end
-    return Encoded(text, ids, starts.astype(np.int64), ends.astype(np.int64), first)
+    source = given if kept and given is not text else None
+    return Encoded(text, ids, starts.astype(np.int64), ends.astype(np.int64), first, source)
 
 
 def encode_words(words: list[str], mode: str = "mixed") -> tuple[Encoded, np.ndarray]:
