@@ -104,9 +104,10 @@ class CandidateTable:
         self._sorted_slots = np.insert(self._sorted_slots, pos, slots)
 
     def _evict(self, need: int, protect: np.ndarray | None) -> None:
-        used = np.flatnonzero(self.used)
+        mask = self.used.copy()
         if protect is not None and len(protect):
-            used = np.setdiff1d(used, protect)
+            mask[protect] = False  # O(capacity); setdiff1d would sort
+        used = np.flatnonzero(mask)
         if len(used) == 0:
             return
         k = min(len(used), max(need, self.capacity // 16))

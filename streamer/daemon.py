@@ -17,8 +17,8 @@ Why it is built this way:
   timer holds it while it reads ``committed_positions()`` and copies ``state_dict()`` in
   the worker. So a snapshot never contains a batch whose offset was not committed, nor an
   offset whose batch was not counted. The copy is then written (serialised, hashed,
-  fsynced) by another thread while ingestion goes on: the pause is a memcpy, not a disk
-  write.
+  fsynced) by another thread while ingestion goes on: the pause is a copy in memory, not
+  a disk write (docs/recovery.md has the measured pause).
 * Readers (HTTP, exports) never wait for the engine: they read the current
   :class:`~streamer.results.Published`, an immutable object swapped in one assignment
   after each rescore, and counters the daemon updates after each batch.
@@ -294,6 +294,9 @@ class Daemon:
         self.fingerprint = ""
         self.restored = False
         self._restored_positions: dict[str, list[dict[str, Any]]] = {}
+        # the state is a previous run's (it stored source positions), not a first start
+        # (empty, or seeded by --state-from from a batch run or a merge)
+        self._resumed = False
         self._published = Published()
         self._history: dict[str, collections.deque[tuple[float, float]]] = {}
         self._examples: dict[str, list[str]] = {}
@@ -465,6 +468,7 @@ class Daemon:
             self.engine.last_decay = None
         sources = state.get("sources")
         if isinstance(sources, dict):
+            self._resumed = True
             self._restored_positions = {str(k): list(v) for k, v in sources.items()
                                         if isinstance(v, list)}
         self._published = _published_from_state(state.get("published"))
@@ -526,8 +530,11 @@ class Daemon:
                      published: Published) -> tuple[dict[str, Any], dict[str, Any]]:
         """(worker, between batches) A private copy of the whole state, and its metadata.
 
-        Copying the arrays costs a memcpy (tens of ms for the default 256 MB budget);
-        serialising, hashing and fsyncing them costs seconds. Copying lets ingestion go on
+        Copying costs the arrays' memcpy (the 128 MB sketch of the default 256 MB budget:
+        20-70 ms, page faults included) plus the per-slot example lists (~0.1-0.2 s for
+        50,000 listed pieces): ~0.3 s for a well-filled default state on the development
+        VM, more while other threads compete for the GIL (scripts/bench_snapshot.py).
+        Serialising, hashing and fsyncing costs seconds. Copying lets ingestion go on
         while another thread writes the file, at the price of holding the state twice for
         the duration of the write."""
         eng = self.engine
@@ -631,13 +638,15 @@ class Daemon:
                             batch_lines=BATCH_LINES, batch_bytes=s.batch_bytes,
                             poll_interval=s.poll_interval, rotate_wait=s.rotate_wait,
                             source_id="files")
-            fs.restore(self._restored_positions.get("files", []))
+            if self._resumed:  # else a first start: sources.from_beginning applies
+                fs.restore(self._restored_positions.get("files", []))
             self.sources["files"] = fs
         if s.stdin:
             si = StdinSource(self.queue, max_line_bytes=s.max_line_bytes,
                              batch_lines=BATCH_LINES, batch_bytes=s.batch_bytes,
                              poll_interval=s.poll_interval, source_id="stdin")
-            si.restore(self._restored_positions.get("stdin", []))
+            if self._resumed:
+                si.restore(self._restored_positions.get("stdin", []))
             self.sources["stdin"] = si
 
     async def _run_source(self, sid: str, src: FileSource | StdinSource) -> None:

@@ -419,10 +419,16 @@ class Engine:
             n = cfg.order
             p = pmi_at(logs, n, log_total)
             m = masks[n - 2]
-            for i in long.tolist():
-                a, b = int(starts[i]), int(starts[i] + lengths[i] - n + 1)
-                pmi[i] = float(p[a:b].min())
-                passed[i] = bool(m[a:b].all())
+            # windows a..b-1 of each long word: disjoint and increasing, so one
+            # reduceat over the interleaved bounds does them all (odd slots are gaps)
+            a = starts[long]
+            b = a + lengths[long] - n + 1
+            bounds = np.empty(2 * len(long), dtype=np.int64)
+            bounds[0::2], bounds[1::2] = a, b
+            if bounds[-1] >= len(p):
+                bounds = bounds[:-1]
+            pmi[long] = np.minimum.reduceat(p, bounds)[0::2]
+            passed[long] = np.logical_and.reduceat(m, bounds)[0::2]
         slots, pmi = slots[passed], pmi[passed]
         words = [w for w, ok in zip(words, passed.tolist(), strict=True) if ok]
         left, right = self.neighbours.entropies(slots)
@@ -436,9 +442,16 @@ class Engine:
         self.decay_to(now)
         table = self.candidates
         counts = table.recent if not math.isinf(cfg.half_life) else table.total
-        slots = np.flatnonzero(table.used & (counts >= cfg.min_count))
+        # listed once seen min_count times in all (the score uses the recent count,
+        # so a word that faded sinks instead of vanishing)
+        slots = np.flatnonzero(table.used & (table.total >= cfg.min_count))
         sc = self._score_candidates(slots)
-        keep = np.minimum(sc.left, sc.right) >= cfg.min_entropy
+        # entropy is evidence: a side seen fewer than twice (a word just admitted in
+        # the daemon, whose earlier occurrences were not yet cut out) is not judged;
+        # its freedom is 0, so it is listed last until its contexts are seen
+        seen = np.minimum(self.neighbours.observations(sc.slots, "left"),
+                          self.neighbours.observations(sc.slots, "right"))
+        keep = (np.minimum(sc.left, sc.right) >= cfg.min_entropy) | (seen < 2)
         slots = sc.slots[keep]
         words = [w for w, k in zip(sc.words, keep.tolist(), strict=True) if k]
         pmi, left, right = sc.pmi[keep], sc.left[keep], sc.right[keep]
@@ -447,10 +460,12 @@ class Engine:
         emergence = self._emergence(slots, now)
         score = scoring.score(recent, pmi, left, right, known,
                               parts=self._part_features(words))
-        order = np.lexsort((np.array(words, dtype=object) if words else np.empty(0),
-                            -score))
-        if cfg.max_words is not None:
-            order = order[: cfg.max_words]
+        order = np.arange(len(words))
+        if cfg.max_words is not None and len(order) > cfg.max_words:
+            order = np.argpartition(-score, cfg.max_words - 1)[: cfg.max_words]
+        # best first; ties by the word itself, so the order never depends on slots
+        order = np.array(sorted(order.tolist(), key=lambda i: (-score[i], words[i])),
+                         dtype=np.int64)
         out = []
         for i in order.tolist():
             w = words[i]

@@ -90,6 +90,10 @@ class NeighbourTable:
         self.left[slots] = 0
         self.right[slots] = 0
 
+    def observations(self, slots: np.ndarray, side: str) -> np.ndarray:
+        """Occurrences counted on one side (fewer than seen after a halving)."""
+        return getattr(self, side)[slots].sum(axis=1, dtype=np.int64)
+
     def entropies(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(H_left, H_right) in nats for the given slots."""
         return entropy(self.left[slots]), entropy(self.right[slots])

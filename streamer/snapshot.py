@@ -1052,6 +1052,26 @@ def _format_summary(summary: dict[str, Any]) -> str:
     return f"{kind} {summary['value']!r}"
 
 
+def _format_positions(sources: dict[Any, Any]) -> list[str]:
+    """The daemon's source positions (metadata "sources"), one line per file: the offsets
+    a restart resumes from."""
+    lines = ["  sources:"]
+    for sid, positions in sources.items():
+        if not isinstance(positions, list) or not positions:
+            lines.append(f"    {sid}: {positions!r}")
+            continue
+        for p in positions:
+            if not isinstance(p, dict):
+                lines.append(f"    {sid}: {p!r}")
+                continue
+            where = p.get("path", "<stdin>")
+            ident = (f" (dev {p['dev']}, inode {p['ino']}, first {p['fingerprint_bytes']} "
+                     f"bytes sha1 {str(p['fingerprint'])[:12]})"
+                     if {"dev", "ino", "fingerprint", "fingerprint_bytes"} <= p.keys() else "")
+            lines.append(f"    {sid}: {where} offset {p.get('offset')}{ident}")
+    return lines
+
+
 def format_inspection(info: dict[str, Any]) -> str:
     """Human-readable text for the dict returned by :func:`inspect_snapshot`."""
     lines = [f"snapshot    {info['path']}"]
@@ -1072,6 +1092,9 @@ def format_inspection(info: dict[str, Any]) -> str:
         if metadata:
             lines.append("metadata")
             for key, value in metadata.items():
+                if key == "sources" and isinstance(value, dict):
+                    lines.extend(_format_positions(value))
+                    continue
                 text = repr(value)
                 lines.append(f"  {key}: {text if len(text) <= 100 else text[:97] + '...'}")
     if info["state"] is not None:

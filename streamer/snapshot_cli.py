@@ -36,13 +36,19 @@ def inspect(args: argparse.Namespace) -> int:
     if not path.exists():
         raise UsageError(f"{path}: no such file or directory")
     verify = not args.no_verify
-    if path.is_dir():
-        rows = snapshot.describe(path, verify=verify)
-        out = json.dumps(rows, default=str, indent=2) if args.json else \
-            snapshot.format_description(rows)
-        print(out)
-        return 0
-    info = snapshot.inspect_snapshot(path, verify=verify)
+    try:
+        if path.is_dir():
+            rows = snapshot.describe(path, verify=verify)
+            out = json.dumps(rows, default=str, indent=2) if args.json else \
+                snapshot.format_description(rows)
+            print(out)
+            # 1 when a snapshot the loader would try is damaged (files already set aside
+            # and temporary files are listed, but they are not a problem any more)
+            return 0 if all(r["status"] == "ok" for r in rows if r["kind"] == "snapshot") \
+                else 1
+        info = snapshot.inspect_snapshot(path, verify=verify)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
     print(json.dumps(info, default=str, indent=2) if args.json else
           snapshot.format_inspection(info))
     ok = info.get("checksum") in ("verified", "not-verified")
@@ -50,7 +56,13 @@ def inspect(args: argparse.Namespace) -> int:
 
 
 def _engine_state(state: dict[str, Any]) -> dict[str, Any]:
-    return state["engine"] if isinstance(state.get("engine"), dict) else state
+    """The engine part of a daemon snapshot, or a bare engine state (discover, merge)."""
+    if isinstance(state.get("engine"), dict):
+        from streamer.daemon import _decode_bigints
+
+        # the daemon stores ints beyond 64 bits (the generator state) as tagged strings
+        return _decode_bigints(state["engine"])
+    return state
 
 
 def merge(args: argparse.Namespace) -> int:
@@ -74,9 +86,13 @@ def merge(args: argparse.Namespace) -> int:
     base = engines[0]
     for other in engines[1:]:
         base.merge(other)
-    out = snapshot.write_file(args.output, base.state_dict(), fingerprint=base.fingerprint(),
-                              metadata={"source": "merge",
-                                        "inputs": [str(r.path) for r in loaded]})
+    try:
+        out = snapshot.write_file(args.output, base.state_dict(),
+                                  fingerprint=base.fingerprint(),
+                                  metadata={"source": "merge",
+                                            "inputs": [str(r.path) for r in loaded]})
+    except OSError as exc:
+        raise UsageError(f"-o {args.output}: cannot write: {exc.strerror or exc}") from None
     print(f"streamer snapshot merge: {len(loaded)} snapshots -> {out} "
           f"({base.units_ingested} units, {len(base.candidates)} candidates)", file=sys.stderr)
     return 0
