@@ -30,10 +30,13 @@ static inline uint64_t block_of(uint64_t k, uint64_t m0, unsigned shift) {
  * an unrolled, branch-free copy: about twice as fast as the general loop. */
 static inline __attribute__((always_inline)) void
 add_loop(uint32_t *t, const uint64_t *k, const uint64_t *c, Py_ssize_t n, uint64_t m0,
-         uint64_t m1, unsigned shift, unsigned depth, unsigned bits) {
+         uint64_t m1, unsigned shift, unsigned depth, unsigned bits, uint64_t lo,
+         uint64_t hi) {
     const unsigned group = 1u << bits, top_shift = 64 - bits;
     for (Py_ssize_t i = 0; i < n; i++) {
-        uint32_t *blk = t + block_of(k[i], m0, shift) * BLOCK;
+        const uint64_t b = block_of(k[i], m0, shift);
+        if (b < lo || b >= hi) continue;  /* another thread's share of the table */
+        uint32_t *blk = t + b * BLOCK;
         uint64_t h = k[i] * m1;
         unsigned pos[BLOCK];
         uint32_t est = UINT32_MAX;
@@ -42,7 +45,7 @@ add_loop(uint32_t *t, const uint64_t *k, const uint64_t *c, Py_ssize_t n, uint64
             h <<= bits;
             est = blk[pos[r]] < est ? blk[pos[r]] : est;
         }
-        uint64_t v = (uint64_t)est + c[i];
+        uint64_t v = (uint64_t)est + (c ? c[i] : 1);
         uint32_t nv = v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
         for (unsigned r = 0; r < depth; r++)
             blk[pos[r]] = blk[pos[r]] < nv ? nv : blk[pos[r]];
@@ -79,18 +82,27 @@ static int get_buffers(Py_buffer *table, Py_buffer *keys, Py_ssize_t *n, uint64_
     return 0;
 }
 
-/* cu_add(table, keys, counts, blocks, m0, m1, shift, depth, bits) */
+/* cu_add(table, keys, counts or None, blocks, m0, m1, shift, depth, bits, lo, hi):
+ * only keys whose block is in [lo, hi) are added, so two threads given disjoint
+ * ranges update one table at once with the same result as one sequential pass. */
 static PyObject *cu_add(PyObject *self, PyObject *args) {
-    Py_buffer table, keys, counts;
-    unsigned long long blocks, m0, m1;
+    Py_buffer table, keys, counts = {0};
+    PyObject *counts_obj;
+    unsigned long long blocks, m0, m1, lo, hi;
     unsigned int shift, depth, bits;
-    if (!PyArg_ParseTuple(args, "w*y*y*KKKIII", &table, &keys, &counts, &blocks, &m0, &m1,
-                          &shift, &depth, &bits))
+    if (!PyArg_ParseTuple(args, "w*y*OKKKIIIKK", &table, &keys, &counts_obj, &blocks, &m0,
+                          &m1, &shift, &depth, &bits, &lo, &hi))
         return NULL;
     Py_ssize_t n;
     PyObject *result = NULL;
+    int have_counts = counts_obj != Py_None;
+    if (have_counts && PyObject_GetBuffer(counts_obj, &counts, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&table);
+        PyBuffer_Release(&keys);
+        return NULL;
+    }
     if (get_buffers(&table, &keys, &n, blocks) < 0) goto done;
-    if (counts.len != keys.len) {
+    if (have_counts && counts.len != keys.len) {
         PyErr_SetString(PyExc_ValueError, "counts must be uint64, one per key");
         goto done;
     }
@@ -101,19 +113,19 @@ static PyObject *cu_add(PyObject *self, PyObject *args) {
     {
         uint32_t *t = (uint32_t *)table.buf;
         const uint64_t *k = (const uint64_t *)keys.buf;
-        const uint64_t *c = (const uint64_t *)counts.buf;
+        const uint64_t *c = have_counts ? (const uint64_t *)counts.buf : NULL;
         Py_BEGIN_ALLOW_THREADS
         if (depth == 4 && bits == 2)  /* the default: a specialised, unrolled copy */
-            add_loop(t, k, c, n, m0, m1, shift, 4, 2);
+            add_loop(t, k, c, n, m0, m1, shift, 4, 2, lo, hi);
         else
-            add_loop(t, k, c, n, m0, m1, shift, depth, bits);
+            add_loop(t, k, c, n, m0, m1, shift, depth, bits, lo, hi);
         Py_END_ALLOW_THREADS
     }
     result = Py_NewRef(Py_None);
 done:
     PyBuffer_Release(&table);
     PyBuffer_Release(&keys);
-    PyBuffer_Release(&counts);
+    if (have_counts) PyBuffer_Release(&counts);
     return result;
 }
 
