@@ -330,7 +330,10 @@ class Engine:
 
     def ingest(self, lines: Sequence[str], now: float) -> None:
         """Count and cut one batch (the daemon's step)."""
-        p = self.prepare(lines)
+        self.ingest_prepared(self.prepare(lines), now)
+
+    def ingest_prepared(self, p: Prepared, now: float) -> None:
+        """ingest() of a batch already prepared (possibly in another thread)."""
         self.count_prepared(p)
         self.apply_cut(self.cut_prepared(p), now, seed=True)
         self.lines_ingested += p.n_lines
