@@ -545,7 +545,7 @@ class Daemon:
         assert eng is not None
         pub = eng.rescore(self.stream_time(eng.chars_ingested))
         examples = {}
-        for w in pub.words[:EXAMPLE_WORDS]:
+        for w in _best_and_best_new(pub, EXAMPLE_WORDS):
             try:
                 examples[w.word] = eng.examples(w.word)
             except Exception:  # examples are decoration; never fail a rescore for them
@@ -842,7 +842,7 @@ class Daemon:
         t = pub.stream_time if pub.stream_time is not None else time.time()
         old = self._history
         new: dict[str, collections.deque[tuple[float, float]]] = {}
-        for w in pub.words[:HISTORY_WORDS]:
+        for w in _best_and_best_new(pub, HISTORY_WORDS):
             d = old.get(w.word)
             if d is None:
                 d = collections.deque(maxlen=HISTORY_POINTS)
@@ -1228,6 +1228,14 @@ class Daemon:
             details["reason"] = "source failed: " + "; ".join(
                 f"{k}: {v}" for k, v in self._failed_sources.items())
         return ok, details
+
+
+def _best_and_best_new(pub: Published, k: int) -> list[Word]:
+    """The best k words and the best k new ones (the dashboard shows either list)."""
+    best = list(pub.words[:k])
+    seen = {w.word for w in best}
+    best += [w for w in pub.select(new=True, limit=k) if w.word not in seen]
+    return best
 
 
 #: seconds one engine job may run before /healthz reports the engine stuck (or six
