@@ -35,6 +35,7 @@ import collections
 import contextlib
 import ctypes
 import dataclasses
+import gc
 import glob as globmod
 import logging
 import math
@@ -557,17 +558,25 @@ class Daemon:
         """(worker, between batches) A private copy of the whole state, and its metadata.
 
         Copying costs the arrays' memcpy (the 128 MB sketch of the default 256 MB budget:
-        20-70 ms, page faults included) plus the per-slot example lists (~0.1-0.2 s for
-        50,000 listed pieces): ~0.3 s for a well-filled default state on the development
-        VM, more while other threads compete for the GIL (scripts/bench_snapshot.py).
-        Serialising, hashing and fsyncing costs seconds. Copying lets ingestion go on
-        while another thread writes the file, at the price of holding the state twice for
-        the duration of the write. The published list is immutable: it is turned into
-        rows by the writer thread, not here under the engine lock (10,000 words: ~25 ms)."""
+        20-100 ms, page faults included) plus the per-slot example lists (~30 ms for
+        90,000 of them, with the collector paused and slices for lists of strings; 170 ms
+        without): ~0.12 s for a well-filled default state in an idle process, 0.25-0.4 s
+        in the service while the sources compete for the GIL (scripts/bench_snapshot.py,
+        docs/recovery.md). Serialising, hashing and fsyncing costs seconds. Copying lets
+        ingestion go on while another thread writes the file, at the price of holding the
+        state twice for the duration of the write. The published list is immutable: it is
+        turned into rows by the writer thread, not here under the engine lock (10,000
+        words: ~25 ms, 150 ms with dataclasses.astuple)."""
         eng = self.engine
         assert eng is not None
-        with snapshot.gc_paused():  # the copy creates ~100,000 lists, none of them garbage
+        # the copy creates ~100,000 lists, none of them garbage: no collector passes
+        gc_was_on = gc.isenabled()
+        gc.disable()
+        try:
             engine_state = _private_copy(_encode_bigints(eng.state_dict()))
+        finally:
+            if gc_was_on:
+                gc.enable()
         state = {
             "format": STATE_FORMAT,
             "engine": engine_state,
