@@ -155,6 +155,10 @@ class CandidateTable:
             "recent": self.recent, "slow": self.slow, "first_seen": self.first_seen,
             "last_seen": self.last_seen, "used": self.used, "text": self.text,
             "examples": self.examples, "evicted": self.evicted,
+            # the free-slot stack in its order, so a restored table reuses slots
+            # exactly as the live one would (eviction ties, and so which pieces
+            # stay tracked, depend on it)
+            "free": self._free[:self._n_free].copy(),
         }
 
     @classmethod
@@ -168,7 +172,8 @@ class CandidateTable:
         t.has_example = np.array([bool(e) for e in t.examples], dtype=bool)
         t.evicted = int(st.get("evicted", 0))
         slots = np.flatnonzero(t.used)
-        free = np.flatnonzero(~t.used)[::-1]
+        free = np.asarray(st["free"], dtype=np.int64) if "free" in st else \
+            np.flatnonzero(~t.used)[::-1]
         t._free[:len(free)] = free
         t._n_free = len(free)
         t._sorted_keys = np.empty(0, np.uint64)

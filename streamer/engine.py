@@ -212,7 +212,10 @@ class Engine:
         enc = encode("\n".join(lines), self.config.units)
         mixed = mix(enc.ids)
         keys = ngram_keys(mixed, enc.first, self.config.order)
-        return Prepared(enc, mixed, keys, len(lines), sum(len(x) for x in lines))
+        # characters of the text, not counting line breaks (a block of many lines,
+        # as discover passes, counts the same as the lines one by one)
+        n_chars = sum(len(x) - x.count("\n") for x in lines)
+        return Prepared(enc, mixed, keys, len(lines), n_chars)
 
     def count_prepared(self, p: Prepared) -> None:
         """Count phase: add the batch's n-grams to the counters (writes state)."""

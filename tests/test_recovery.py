@@ -558,13 +558,6 @@ def eviction_corpus(seed: int) -> list[list[str]]:
     return [[line() for _ in range(rng.randint(20, 80))] for _ in range(60)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: CandidateTable.from_state (streamer/candidates.py) rebuilds the free-slot stack "
-    "as every unused slot in slot order, but a running table reuses the slots of its last "
-    "eviction first (remove() pushes them on the stack): after a restart new pieces land "
-    "in other slots, and _evict's argpartition over slots breaks ties in recent counts "
-    "differently, so other candidates survive. Fix: store _free[:_n_free] in state() and "
-    "restore it in from_state() (or keep the stack sorted in remove())"))
 def test_restore_after_evictions_continues_exactly(tmp_path: Path) -> None:
     batches = eviction_corpus(5)
     cfg = EngineConfig(memory=8 * 2**20, min_count=5, exact=True, half_life=1e20,
@@ -996,13 +989,6 @@ def test_merged_daemon_snapshots_seed_a_service(service: Callable[..., Service],
     assert seeded.stop() == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: `streamer discover` counts the newlines inside each 512 KiB block as characters "
-    "(discover.py hands Engine.prepare whole blocks as one 'line', and prepare's n_chars is "
-    "sum(len(line))), so its chars_ingested is the daemon's plus (lines - 1) per block: "
-    "it depends on the block cut, shards do not add up to the whole, and a service seeded "
-    "with --state-from starts its replay clock late. Fix: in discover, add "
-    "p.n_chars - text.count('\\n') (or count newlines out in Engine.prepare)"))
 def test_discover_counts_characters_like_the_service(shards: Path) -> None:
     lines = (shards / "a.txt").read_text(encoding="utf-8").splitlines()
     state = snapshot.load_file(discover_state(shards, "a", "--exact", "--memory", "8MB")).state
