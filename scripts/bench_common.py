@@ -16,6 +16,7 @@ Standard library only (numpy is imported, if present, just to report its version
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as _dt
 import gzip
@@ -484,3 +485,21 @@ def fmt_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GiB"
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def add_cache_python_args(ap: argparse.ArgumentParser) -> None:
+    """The --cache and --python options every corpus benchmark takes."""
+    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
+                    help="download/cache directory (default: .bench-cache/ at the repo root)")
+    ap.add_argument("--python", default=None,
+                    help="interpreter that runs `-m streamer` (default: .venv/bin/python)")
+
+
+def write_json_report(path: Path, report: object, **dumps_kwargs: object) -> None:
+    """Write *report* as indented JSON to *path* (the scripts' --json) and say so."""
+    path.write_text(json.dumps(report, ensure_ascii=False, indent=1, **dumps_kwargs) + "\n",
+                    encoding="utf-8")
+    log(f"wrote {path}")

@@ -31,7 +31,6 @@ min_entropy 0 (no freedom filter, like the method as published; discover's defau
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import shlex
@@ -325,10 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Vocabulary precision/recall and new-word precision@K of "
                     "`streamer discover` (or of the plain-Python reference), as a "
                     "markdown report for docs/benchmarks.md.")
-    ap.add_argument("--cache", type=Path, default=bc.DEFAULT_CACHE,
-                    help="download/cache directory (default: .bench-cache/ at the repo root)")
-    ap.add_argument("--python", default=None,
-                    help="interpreter that runs `-m streamer` (default: .venv/bin/python)")
+    bc.add_cache_python_args(ap)
     ap.add_argument("--min-count", default="8,32",
                     help="comma-separated min_count values for the vocabulary runs "
                          "(default 8,32)")
@@ -355,9 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(render(report, data, args.show))
     if args.json:
-        args.json.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n",
-                             encoding="utf-8")
-        bc.log(f"wrote {args.json}")
+        bc.write_json_report(args.json, report)
     return 0
 
 

@@ -105,10 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="End-to-end speed and peak RSS of `streamer discover` on the benchmark "
                     "corpora repeated to 50 and 200 MiB, against a plain-Python n-gram "
                     "Counter, as a markdown report for docs/benchmarks.md.")
-    ap.add_argument("--cache", type=Path, default=bc.DEFAULT_CACHE,
-                    help="download/cache directory (default: .bench-cache/ at the repo root)")
-    ap.add_argument("--python", default=None,
-                    help="interpreter that runs `-m streamer` (default: .venv/bin/python)")
+    bc.add_cache_python_args(ap)
     ap.add_argument("--sizes", default="50,200",
                     help="comma-separated input sizes in MiB (default 50,200)")
     ap.add_argument("--repeat", type=int, default=1,
@@ -179,9 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(render(report))
     if args.json:
-        args.json.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n",
-                             encoding="utf-8")
-        bc.log(f"wrote {args.json}")
+        bc.write_json_report(args.json, report)
     return 1 if failed else 0
 
 

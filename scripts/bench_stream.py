@@ -1153,10 +1153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "after 100 MiB and after the whole volume; and detection latency of "
                     "injected words in replay mode. Prints a markdown report for "
                     "docs/benchmarks.md.")
-    ap.add_argument("--cache", type=Path, default=bc.DEFAULT_CACHE,
-                    help="download/cache directory (default: .bench-cache/ at the repo root)")
-    ap.add_argument("--python", default=None,
-                    help="interpreter that runs `-m streamer` (default: .venv/bin/python)")
+    bc.add_cache_python_args(ap)
     ap.add_argument("--workdir", type=Path, default=None,
                     help="where the daemons' directories and the streamed file go (default: "
                          "a new temporary directory; the stream needs --volume of disk)")
@@ -1279,9 +1276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             blob["detect"] = {k: v for k, v in detect.__dict__.items() if k != "_cum"}
             blob["detect"]["words"] = [x.__dict__ for x in detect.words]
             blob["detect"]["rescores"] = [x.__dict__ for x in detect.rescores]
-        args.json.write_text(json.dumps(blob, ensure_ascii=False, indent=1, default=str) + "\n",
-                             encoding="utf-8")
-        bc.log(f"wrote {args.json}")
+        bc.write_json_report(args.json, blob, default=str)
     return 1 if failed else 0
 
 

@@ -42,7 +42,6 @@ import asyncio
 import collections
 import contextlib
 import hmac
-import ipaddress
 import json
 import logging
 import math
@@ -55,6 +54,7 @@ from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
 
 from aiohttp import web
 
+from streamer.config import is_loopback
 from streamer.exports import json_safe
 from streamer.results import Published, Word, iso_time
 
@@ -737,15 +737,6 @@ def make_app(view: ServiceView, *, ingest_token: str | None = None, max_body: in
     return app
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 async def start_server(app: web.Application, host: str = DEFAULT_HOST,
                        port: int = DEFAULT_PORT, *, access_log: bool = False
                        ) -> web.AppRunner:
@@ -765,7 +756,7 @@ async def start_server(app: web.Application, host: str = DEFAULT_HOST,
     except BaseException:
         await runner.cleanup()
         raise
-    if not _is_loopback(host):
+    if not is_loopback(host):
         log.warning("HTTP API listening on %s:%s, which is not a loopback address; "
                     "it has no authentication except on POST /ingest", host, port)
     return runner

@@ -51,8 +51,10 @@ assert not set("".join(INJECTED)) & set("".join(VOCAB))
 # =========================================================================== text
 
 
-def sentence(rng: random.Random, inject: str | None = None) -> str:
-    words = [rng.choice(VOCAB) for _ in range(rng.randint(5, 12))]
+def sentence(rng: random.Random, inject: str | None = None,
+             lengths: tuple[int, int] = (5, 12)) -> str:
+    """A sentence of VOCAB words (a number in *lengths*, inclusive), *inject* among them."""
+    words = [rng.choice(VOCAB) for _ in range(rng.randint(*lengths))]
     if inject is not None:
         words.insert(rng.randrange(len(words) + 1), inject)
     return "".join(words) + rng.choice("，。！？")
@@ -69,17 +71,29 @@ def background(rng: random.Random, n: int, inject: Sequence[str] = (),
     return out
 
 
+def append(path: Path, data: str | bytes) -> None:
+    """Append *data* (text is written as UTF-8) in one write and flush it."""
+    with open(path, "ab") as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        f.flush()
+
+
 def append_lines(path: Path, lines: Sequence[str]) -> None:
     """Append whole lines in one write, as a producer flushing a buffer does."""
-    with open(path, "ab") as f:
-        f.write("".join(line + "\n" for line in lines).encode("utf-8"))
-        f.flush()
+    append(path, "".join(line + "\n" for line in lines))
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def streamer_env() -> dict[str, str]:
+    """The environment for a `python -m streamer ...` child: this checkout importable."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
 
 
 # =========================================================================== config
@@ -122,41 +136,44 @@ def merged(base: Mapping[str, Mapping[str, Any]],
 # =========================================================================== the service
 
 
-class LiveService:
-    """One real `python -m streamer run` process: its directory, config and HTTP client."""
+class DaemonProcess:
+    """What every test's `python -m streamer run` process shares: spawning it with the
+    config file in its directory, its log, stopping or killing it, JSON requests to its
+    port and polling until a condition holds. Subclasses set up root, config and port."""
 
-    def __init__(self, root: Path, config: Mapping[str, Mapping[str, Any]] | None = None,
-                 *, known: Sequence[str] | None = None) -> None:
+    #: Default seconds stop() waits for the process to exit after the signal.
+    stop_timeout = 60.0
+    #: Seconds wait_for() sleeps between checks.
+    poll_interval = 0.05
+
+    def __init__(self, root: Path) -> None:
+        """Directory *root* with an inbox/, the config path and a free port; no process yet."""
         self.root = root
         self.inbox = root / "inbox"
         self.inbox.mkdir(parents=True, exist_ok=True)
-        self.exports = root / "exports"
-        self.port = free_port()
-        cfg = merged(BASE_CONFIG, config)
-        if known is not None:
-            lexicon = root / "known.txt"
-            lexicon.write_text("".join(w + "\n" for w in known), encoding="utf-8")
-            cfg["engine"]["known"] = [str(lexicon)]
-        cfg.setdefault("http", {})["listen"] = f"127.0.0.1:{self.port}"
         self.config = root / "streamer.toml"
-        self.config.write_text(toml_text(cfg), encoding="utf-8")
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = root / "daemon.log"
-        self.written = 0  # lines appended through feed()
+        self.runs = 0
+        self.log_path = root / "daemon-0.log"
 
     # ---------------------------------------------------------------- process
 
-    def start(self, *args: str) -> LiveService:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    def launch(self, args: Sequence[str], *, log_mode: str = "wb") -> subprocess.Popen[bytes]:
+        """`python -m streamer run --config <config> *args` in root, output to log_path."""
         cmd = [sys.executable, "-m", "streamer", "run", "--config", str(self.config), *args]
-        with open(self.log_path, "ab") as log:
+        with open(self.log_path, log_mode) as log:
             self.proc = subprocess.Popen(cmd, cwd=self.root, stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env)
-        self.wait_for(lambda: self.health_status() == 200, "the service to become healthy")
-        return self
+                                         env=streamer_env())
+        return self.proc
+
+    def spawn(self, *args: str, listen: bool = True) -> subprocess.Popen[bytes]:
+        """One more run, logged to daemon-<run>.log; listening on port unless told not."""
+        self.runs += 1
+        self.log_path = self.root / f"daemon-{self.runs}.log"
+        listen_args = ["--listen", f"127.0.0.1:{self.port}"] if listen else []
+        return self.launch([*listen_args, *args])
 
     def log(self) -> str:
         try:
@@ -164,8 +181,10 @@ class LiveService:
         except FileNotFoundError:
             return ""
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float | None = None) -> int:
         assert self.proc is not None
+        if timeout is None:
+            timeout = self.stop_timeout
         self.proc.send_signal(sig)
         try:
             return self.proc.wait(timeout)
@@ -174,10 +193,81 @@ class LiveService:
             self.proc.wait()
             raise AssertionError(f"no exit {timeout}s after signal {sig}\n{self.log()}") from None
 
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
     def cleanup(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+    # ---------------------------------------------------------------- HTTP
+
+    def request(self, path: str) -> tuple[int, Any]:
+        """(status, JSON body) of a GET; HTTP errors are answers, not exceptions."""
+        url = f"http://127.0.0.1:{self.port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def stats(self) -> dict[str, Any]:
+        status, body = self.request("/stats")
+        assert status == 200, body
+        return body
+
+    def lines(self) -> int:
+        return int(self.stats()["lines_ingested"])
+
+    # ---------------------------------------------------------------- waiting
+
+    def wait_for(self, check: Callable[[], T], what: str, timeout: float = DEADLINE) -> T:
+        """Poll `check` until it returns a truthy value; fail with the log at the deadline."""
+        end = time.monotonic() + timeout
+        last_exc: BaseException | None = None
+        while True:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"the service exited ({self.proc.returncode}) while "
+                                     f"waiting for {what}\n{self.log()[-5000:]}")
+            try:
+                value = check()
+                if value:
+                    return value
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
+                last_exc = exc
+            if time.monotonic() > end:
+                raise AssertionError(f"timed out waiting for {what} (last error: {last_exc})"
+                                     f"\n{self.log()[-5000:]}")
+            time.sleep(self.poll_interval)
+
+
+class LiveService(DaemonProcess):
+    """One real `python -m streamer run` process: its directory, config and HTTP client."""
+
+    def __init__(self, root: Path, config: Mapping[str, Mapping[str, Any]] | None = None,
+                 *, known: Sequence[str] | None = None) -> None:
+        super().__init__(root)
+        self.exports = root / "exports"
+        cfg = merged(BASE_CONFIG, config)
+        if known is not None:
+            lexicon = root / "known.txt"
+            lexicon.write_text("".join(w + "\n" for w in known), encoding="utf-8")
+            cfg["engine"]["known"] = [str(lexicon)]
+        cfg.setdefault("http", {})["listen"] = f"127.0.0.1:{self.port}"
+        self.config.write_text(toml_text(cfg), encoding="utf-8")
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = root / "daemon.log"
+        self.written = 0  # lines appended through feed()
+
+    # ---------------------------------------------------------------- process
+
+    def start(self, *args: str) -> LiveService:
+        self.launch(args, log_mode="ab")
+        self.wait_for(lambda: self.health_status() == 200, "the service to become healthy")
+        return self
 
     # ---------------------------------------------------------------- HTTP
 
@@ -219,25 +309,6 @@ class LiveService:
         return body["words"]
 
     # ---------------------------------------------------------------- waiting
-
-    def wait_for(self, check: Callable[[], T], what: str, timeout: float = DEADLINE) -> T:
-        """Poll `check` until it returns a truthy value; fail with the log at the deadline."""
-        end = time.monotonic() + timeout
-        last_exc: BaseException | None = None
-        while True:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"the service exited ({self.proc.returncode}) while "
-                                     f"waiting for {what}\n{self.log()[-5000:]}")
-            try:
-                value = check()
-                if value:
-                    return value
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
-                last_exc = exc
-            if time.monotonic() > end:
-                raise AssertionError(f"timed out waiting for {what} (last error: {last_exc})"
-                                     f"\n{self.log()[-5000:]}")
-            time.sleep(0.05)
 
     def feed(self, lines: Sequence[str], name: str = "feed.txt") -> int:
         """Append *lines* to inbox/<name> and wait until the engine has counted them all

@@ -16,7 +16,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,59 +24,26 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+from helpers import (
+    VOCAB,
+    DaemonProcess,
+    append,
+    append_lines,
+    background,
+    merged,
+    streamer_env,
+    toml_text,
+)
 
 from streamer import snapshot
 
-T = TypeVar("T")
-
-ROOT = Path(__file__).resolve().parents[1]
-DEADLINE = 90.0  # seconds; generous, CI machines can be slow
-
-#: Common words for background text; none shares a character with the injected words.
-VOCAB = tuple("""
-我们 你们 他们 今天 明天 昨天 天气 非常 一个 朋友 工作 学习 中国 城市 晚上 早上 喜欢
-吃饭 电影 音乐 时间 问题 孩子 老师 学生 公司 我 你 他 她 的 了 是 在 有 和 也 就 都 很
-还 说 去 来 看 想 要 会 能 这个 那个 什么 怎么 因为 所以 但是 如果 已经 现在 觉得 知道
-东西 地方 事情 大家 自己 一起 可以 没有 时候 开始 发现 生活 世界 国家 经济 社会 发展
-市场 企业 技术 政府 历史 文化 新闻 手机 网络 电脑 汽车 医院 学校 银行 超级 商店 价格
-""".split())
 #: A made-up word. Its PMI is about ln(units per occurrence), so it is injected into one
 #: line in six: often enough to pass min_count quickly, rare enough to be cohesive.
 INJECTED = "蓝鲸币"
 assert not set(INJECTED) & set("".join(VOCAB))
-
-
-def sentence(rng: random.Random, inject: str | None = None) -> str:
-    words = [rng.choice(VOCAB) for _ in range(rng.randint(5, 12))]
-    if inject is not None:
-        words.insert(rng.randrange(len(words) + 1), inject)
-    return "".join(words) + rng.choice("，。！？")
-
-
-def background(rng: random.Random, n: int, inject: str | None = None,
-               every: int = 3) -> list[str]:
-    """n lines of random sentences; every `every`-th line carries the injected word."""
-    return [sentence(rng, inject if inject and i % every == 0 else None) + sentence(rng)
-            for i in range(n)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def append(path: Path, data: str | bytes) -> None:
-    with open(path, "ab") as f:
-        f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        f.flush()
-
-
-def append_lines(path: Path, lines: list[str]) -> None:
-    append(path, "".join(line + "\n" for line in lines))
 
 
 BASE_CONFIG = """
@@ -109,100 +75,30 @@ def merge_config(base: str, extra: str) -> str:
     """Overlay `extra` TOML onto `base` (section by section, key by key)."""
     import tomllib
 
-    data = tomllib.loads(base)
-    for section, values in tomllib.loads(extra).items():
-        data.setdefault(section, {}).update(values)
-    out = []
-    for section, values in data.items():
-        out.append(f"[{section}]")
-        out.extend(f"{k} = {json.dumps(v, ensure_ascii=False)}" for k, v in values.items())
-    return "\n".join(out) + "\n"
+    return toml_text(merged(tomllib.loads(base), tomllib.loads(extra)))
 
 
-class Service:
+class Service(DaemonProcess):
     """One test's daemon: its directory, config, process and HTTP client."""
 
+    stop_timeout = 30.0
+
     def __init__(self, root: Path, extra_config: str = "") -> None:
-        self.root = root
-        self.inbox = root / "inbox"
-        self.inbox.mkdir(parents=True, exist_ok=True)
-        self.config = root / "streamer.toml"
+        super().__init__(root)
         self.config.write_text(merge_config(BASE_CONFIG, extra_config), encoding="utf-8")
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.runs = 0
-        self.log_path = root / "daemon-0.log"
-
-    # ---------------------------------------------------------------- process
-
-    def spawn(self, *args: str, listen: bool = True) -> subprocess.Popen[bytes]:
-        self.runs += 1
-        self.log_path = self.root / f"daemon-{self.runs}.log"
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-        cmd = [sys.executable, "-m", "streamer", "run", "--config", str(self.config)]
-        if listen:
-            cmd += ["--listen", f"127.0.0.1:{self.port}"]
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(cmd + list(args), cwd=self.root, stdout=log,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env)
-        return self.proc
 
     def start(self, *args: str) -> Service:
         self.spawn(*args)
         self.wait_for(lambda: self.health()[0] == 200, "the service to become healthy")
         return self
 
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f"no exit {timeout}s after signal {sig}\n{self.log()}") from None
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
-
-    def cleanup(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
     # ---------------------------------------------------------------- HTTP
-
-    def request(self, path: str) -> tuple[int, Any]:
-        url = f"http://127.0.0.1:{self.port}{path}"
-        try:
-            with urllib.request.urlopen(url, timeout=10) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"null")
 
     def health(self) -> tuple[int, Any]:
         try:
             return self.request("/healthz")
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return 0, None
-
-    def stats(self) -> dict[str, Any]:
-        status, body = self.request("/stats")
-        assert status == 200, body
-        return body
-
-    def lines(self) -> int:
-        return int(self.stats()["lines_ingested"])
 
     def file_status(self, name: str) -> dict[str, Any] | None:
         """The newest /stats row for inbox/<name> (open files come first)."""
@@ -224,26 +120,16 @@ class Service:
             return {}
         return {d["word"]: d for d in map(json.loads, text.splitlines()) if d}
 
-    # ---------------------------------------------------------------- waiting
+    def known_vocab(self) -> Path:
+        """Write VOCAB as a known lexicon, add it to the config; returns its path."""
+        known = self.root / "known.txt"
+        known.write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
+        self.config.write_text(merge_config(self.config.read_text(),
+                                            f'[engine]\nknown = ["{known}"]\n'),
+                               encoding="utf-8")
+        return known
 
-    def wait_for(self, check: Callable[[], T], what: str, timeout: float = DEADLINE) -> T:
-        """Poll `check` until it returns a truthy value; fail with the log at the deadline."""
-        end = time.monotonic() + timeout
-        last_exc: BaseException | None = None
-        while True:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"the service exited ({self.proc.returncode}) while "
-                                     f"waiting for {what}\n{self.log()[-5000:]}")
-            try:
-                value = check()
-                if value:
-                    return value
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
-                last_exc = exc
-            if time.monotonic() > end:
-                raise AssertionError(f"timed out waiting for {what} (last error: {last_exc})"
-                                     f"\n{self.log()[-5000:]}")
-            time.sleep(0.05)
+    # ---------------------------------------------------------------- waiting
 
     def wait_lines(self, n: int, what: str = "") -> int:
         self.wait_for(lambda: self.lines() >= n, what or f"{n} lines ingested")
@@ -278,16 +164,13 @@ def service(tmp_path: Path) -> Iterator[Callable[..., Service]]:
 
 def test_injected_word_becomes_listed_as_new(service: Callable[..., Service]) -> None:
     svc = service()
-    known = svc.root / "known.txt"
-    known.write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
-    svc.config.write_text(merge_config(svc.config.read_text(),
-                                       f'[engine]\nknown = ["{known}"]\n'), encoding="utf-8")
+    svc.known_vocab()
     svc.start()
     rng = random.Random(20240101)
     feed = svc.inbox / "feed.txt"
     written = 0
     for _ in range(6):  # a steady stream: chunks appended while the service runs
-        chunk = background(rng, 400, inject=INJECTED, every=6)
+        chunk = background(rng, 400, inject=(INJECTED,), every=6)
         append_lines(feed, chunk)
         written += len(chunk)
         svc.wait_lines(written)
@@ -454,7 +337,7 @@ def test_sigterm_exits_0_with_final_snapshot_and_export(
     # long timer intervals: whatever is on disk afterwards was written at shutdown
     svc = service('[intervals]\nsnapshot = "1h"\nexport = "1h"\nrescore = "1h"\n').start()
     rng = random.Random(7)
-    append_lines(svc.inbox / "a.txt", background(rng, 500, inject=INJECTED, every=6))
+    append_lines(svc.inbox / "a.txt", background(rng, 500, inject=(INJECTED,), every=6))
     svc.wait_lines(500)
     assert svc.stop(signal.SIGTERM) == 0
     log = svc.log()
@@ -498,12 +381,9 @@ def test_changed_engine_shape_is_refused_unless_reset(service: Callable[..., Ser
 
 def test_sighup_reloads_known_lexicons(service: Callable[..., Service]) -> None:
     svc = service()
-    known = svc.root / "known.txt"
-    known.write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
-    svc.config.write_text(merge_config(svc.config.read_text(),
-                                       f'[engine]\nknown = ["{known}"]\n'), encoding="utf-8")
+    known = svc.known_vocab()
     svc.start()
-    append_lines(svc.inbox / "a.txt", background(random.Random(9), 1500, INJECTED, every=6))
+    append_lines(svc.inbox / "a.txt", background(random.Random(9), 1500, (INJECTED,), every=6))
     svc.wait_for(lambda: (svc.latest().get(INJECTED) or {}).get("known") is False,
                  f"{INJECTED} listed")
     append(known, INJECTED + "\n")
@@ -550,7 +430,7 @@ def test_kill9_and_restart_resumes_with_identical_counts(
              '[intervals]\nsnapshot = "300ms"\nrescore = "700ms"\n')
     rng = random.Random(10)
     names = ("a.txt", "b.txt", "c.txt")
-    chunks = [(names[i % 3], background(rng, rng.randint(50, 250), INJECTED, every=5))
+    chunks = [(names[i % 3], background(rng, rng.randint(50, 250), (INJECTED,), every=5))
               for i in range(30)]
     total = sum(len(c) for _, c in chunks)
 
@@ -602,16 +482,14 @@ def test_state_from_a_discover_run_seeds_the_service(service: Callable[..., Serv
     the archive's counts are there at once and new text adds to them."""
     svc = service()
     archive = svc.root / "archive.txt"
-    archive.write_text("\n".join(background(random.Random(12), 1200, INJECTED, every=6)) + "\n",
+    archive.write_text("\n".join(background(random.Random(12), 1200, (INJECTED,), every=6)) + "\n",
                        encoding="utf-8")
     seed = svc.root / "seed.snap"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run(
         [sys.executable, "-m", "streamer", "discover", str(archive), "--memory", "8MB",
          "--min-count", "5", "--save-state", str(seed), "--no-progress", "-o",
          str(svc.root / "words.tsv")],
-        cwd=svc.root, env=env, capture_output=True, text=True, timeout=120,
+        cwd=svc.root, env=streamer_env(), capture_output=True, text=True, timeout=120,
         stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
     svc.start("--state-from", str(seed))
@@ -636,13 +514,12 @@ def test_stdin_and_http_ingest(service: Callable[..., Service]) -> None:
     svc = service('[http]\ningest_enabled = true\ningest_token = "s3cret"\n')
     svc.runs += 1
     svc.log_path = svc.root / "daemon-stdin.log"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     with open(svc.log_path, "wb") as log:
         svc.proc = subprocess.Popen(
             [sys.executable, "-m", "streamer", "run", "--config", str(svc.config), "--stdin",
              "--listen", f"127.0.0.1:{svc.port}"],
-            cwd=svc.root, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, env=env)
+            cwd=svc.root, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
+            env=streamer_env())
     svc.wait_for(lambda: svc.health()[0] == 200, "the service to become healthy")
     assert svc.proc.stdin is not None
     rng = random.Random(14)

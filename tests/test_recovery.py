@@ -30,7 +30,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,36 +37,23 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+import helpers
 import numpy as np
 import pytest
+from helpers import DEADLINE, VOCAB, DaemonProcess, append_lines, streamer_env
 
 from streamer import snapshot
 from streamer.engine import Engine, EngineConfig
 
-T = TypeVar("T")
-
-ROOT = Path(__file__).resolve().parents[1]
-DEADLINE = 90.0  # seconds; generous, CI machines can be slow
-
-VOCAB = tuple("""
-我们 你们 他们 今天 明天 昨天 天气 非常 一个 朋友 工作 学习 中国 城市 晚上 早上 喜欢
-吃饭 电影 音乐 时间 问题 孩子 老师 学生 公司 我 你 他 她 的 了 是 在 有 和 也 就 都 很
-还 说 去 来 看 想 要 会 能 这个 那个 什么 怎么 因为 所以 但是 如果 已经 现在 觉得 知道
-东西 地方 事情 大家 自己 一起 可以 没有 时候 开始 发现 生活 世界 国家 经济 社会 发展
-市场 企业 技术 政府 历史 文化 新闻 手机 网络 电脑 汽车 医院 学校 银行 超级 商店 价格
-""".split())
 #: Made-up words (none shares a character with VOCAB): the service must find them.
 INJECTED = ("蓝鲸币", "绿萝熊", "紫苏塔")
 assert not set("".join(INJECTED)) & set("".join(VOCAB))
 
 
 def sentence(rng: random.Random, inject: str | None = None) -> str:
-    words = [rng.choice(VOCAB) for _ in range(rng.randint(4, 10))]
-    if inject is not None:
-        words.insert(rng.randrange(len(words) + 1), inject)
-    return "".join(words) + rng.choice("，。！？")
+    return helpers.sentence(rng, inject, lengths=(4, 10))
 
 
 def corpus_lines(rng: random.Random, n: int, every: int = 5) -> list[str]:
@@ -80,28 +66,11 @@ def text_of(lines: list[str]) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def env() -> dict[str, str]:
-    e = dict(os.environ)
-    e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
-    return e
-
-
 def streamer(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run a one-shot `python -m streamer ...` command."""
-    return subprocess.run([sys.executable, "-m", "streamer", *args], cwd=cwd, env=env(),
+    return subprocess.run([sys.executable, "-m", "streamer", *args], cwd=cwd, env=streamer_env(),
                           capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def append_lines(path: Path, lines: list[str]) -> None:
-    with open(path, "ab") as f:
-        f.write(text_of(lines).encode("utf-8"))
 
 
 CONFIG = """
@@ -134,98 +103,41 @@ level = "info"
 """
 
 
-class Service:
+class Service(DaemonProcess):
     """One daemon directory: config, inbox, state; spawned and killed as a real process."""
+
+    poll_interval = 0.02
 
     def __init__(self, root: Path, *, memory: str = "8MB", exact: bool = True,
                  snapshot_interval: str = "250ms",
                  globs: tuple[str, ...] = ("inbox/*.txt",),
                  from_beginning: bool = True) -> None:
-        self.root = root
-        self.inbox = root / "inbox"
-        self.inbox.mkdir(parents=True, exist_ok=True)
+        super().__init__(root)
         self.staging = root / "staging"
         self.staging.mkdir(exist_ok=True)
         self.state = root / "state"
-        self.config = root / "streamer.toml"
         self.config.write_text(CONFIG.format(memory=memory, exact=str(exact).lower(),
                                              snapshot=snapshot_interval,
                                              globs=json.dumps(list(globs)),
                                              from_beginning=str(from_beginning).lower()),
                                encoding="utf-8")
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.runs = 0
-        self.log_path = root / "daemon-0.log"
-
-    def spawn(self, *args: str) -> subprocess.Popen[bytes]:
-        self.runs += 1
-        self.log_path = self.root / f"daemon-{self.runs}.log"
-        cmd = [sys.executable, "-m", "streamer", "run", "--config", str(self.config),
-               "--listen", f"127.0.0.1:{self.port}", *args]
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(cmd, cwd=self.root, stdout=log, env=env(),
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        return self.proc
 
     def start(self, *args: str) -> Service:
         self.spawn(*args)
         self.wait_for(lambda: self.health() == 200, "the service to become healthy")
         return self
 
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
-
     def all_logs(self) -> str:
         return "".join(p.read_text(encoding="utf-8", errors="replace")
                        for p in sorted(self.root.glob("daemon-*.log")))
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f"no exit {timeout}s after signal {sig}\n{self.log()}") from None
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
-
-    def cleanup(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
     # ---------------------------------------------------------------- HTTP
-
-    def request(self, path: str) -> tuple[int, Any]:
-        url = f"http://127.0.0.1:{self.port}{path}"
-        try:
-            with urllib.request.urlopen(url, timeout=10) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"null")
 
     def health(self) -> int:
         try:
             return self.request("/healthz")[0]
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             return 0
-
-    def stats(self) -> dict[str, Any]:
-        status, body = self.request("/stats")
-        assert status == 200, body
-        return body
-
-    def lines(self) -> int:
-        return int(self.stats()["lines_ingested"])
 
     def committed(self) -> dict[str, int]:
         """Committed offset of every file the service follows, by file name (newest row
@@ -242,25 +154,6 @@ class Service:
         so the counts are final (a duplicate would already be in them)."""
         committed = self.committed()
         return all(committed.get(n) == (self.inbox / n).stat().st_size for n in names)
-
-    def wait_for(self, check: Callable[[], T], what: str, timeout: float = DEADLINE) -> T:
-        """Poll `check` until it is truthy; fail with the log at the deadline."""
-        end = time.monotonic() + timeout
-        last_exc: BaseException | None = None
-        while True:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"the service exited ({self.proc.returncode}) while "
-                                     f"waiting for {what}\n{self.log()[-5000:]}")
-            try:
-                value = check()
-                if value:
-                    return value
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
-                last_exc = exc
-            if time.monotonic() > end:
-                raise AssertionError(f"timed out waiting for {what} (last error: {last_exc})"
-                                     f"\n{self.log()[-5000:]}")
-            time.sleep(0.02)
 
     # ---------------------------------------------------------------- input
 
