@@ -41,6 +41,17 @@ FAST = {"poll_interval": 0.01, "scan_interval": 0.05, "rotate_wait": 0.2}
 DEADLINE = 10.0
 
 
+def restoring(patterns: list[str], positions: list[dict], **kw: object
+              ) -> Callable[[asyncio.Queue[Batch]], FileSource]:
+    """A FileSource factory for start(): a fresh source resumed at ``positions``."""
+    def make(q: asyncio.Queue[Batch]) -> FileSource:
+        src = FileSource(patterns, q, **{**FAST, **kw})  # type: ignore[arg-type]
+        src.restore(positions)
+        return src
+
+    return make
+
+
 async def wait_until(cond: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
     """Poll ``cond`` until it holds; fail with ``what`` after ``timeout`` seconds."""
     loop = asyncio.get_running_loop()
@@ -534,12 +545,7 @@ async def test_restore_resumes_exactly_after_rotation_while_down(
     c.unlink()
     append(tmp_path / "d.txt", text(numbered("d", 5)))
 
-    def make(q: asyncio.Queue[Batch]) -> FileSource:
-        src = FileSource([pattern], q, from_beginning=False, **FAST)
-        src.restore(positions)
-        return src
-
-    h2 = start(make)
+    h2 = start(restoring([pattern], positions, from_beginning=False))
     expected2 = (
         ["a-000100"]
         + numbered("a", 50, 1000)
@@ -577,12 +583,7 @@ async def test_restore_same_inode_new_content_reads_from_zero(tmp_path: Path, st
         f.truncate(0)
         f.write(text(numbered("other", 30)).encode())
 
-    def make(q: asyncio.Queue[Batch]) -> FileSource:
-        src = FileSource([pattern], q, **FAST)
-        src.restore(positions)
-        return src
-
-    h2 = start(make)
+    h2 = start(restoring([pattern], positions))
     await h2.wait_lines(30)
     await h2.wait_scans()
     assert h2.lines == numbered("other", 30)
@@ -601,12 +602,7 @@ async def test_restore_deleted_and_recreated_while_down(tmp_path: Path, start) -
     a.unlink()
     append(a, text(numbered("recreated", 30)))
 
-    def make(q: asyncio.Queue[Batch]) -> FileSource:
-        src = FileSource([pattern], q, from_beginning=False, **FAST)
-        src.restore(positions)
-        return src
-
-    h2 = start(make)
+    h2 = start(restoring([pattern], positions, from_beginning=False))
     await h2.wait_lines(30)
     await h2.wait_scans()
     assert h2.lines == numbered("recreated", 30)
@@ -645,12 +641,7 @@ async def test_restore_truncated_while_down(tmp_path: Path, start) -> None:
     with open(a, "r+b") as f:  # same first bytes, shorter than the stored offset
         f.truncate(len("old-000000\n") * 3)
 
-    def make(q: asyncio.Queue[Batch]) -> FileSource:
-        src = FileSource([pattern], q, **FAST)
-        src.restore(positions)
-        return src
-
-    h2 = start(make)
+    h2 = start(restoring([pattern], positions))
     await h2.wait_lines(3)
     await h2.wait_scans()
     assert h2.lines == numbered("old", 3)
