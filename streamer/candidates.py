@@ -135,13 +135,14 @@ class CandidateTable:
     def _on_remove(self, slots: np.ndarray) -> None:
         """Hook for owners of per-slot data (set by the engine)."""
 
-    def add_example(self, slot: int, context: str) -> None:
+    def add_example(self, slot: int, context: str, keep: int = EXAMPLES) -> None:
+        """Remember a context for the slot, keeping the newest ``keep``."""
         ex = self.examples[slot]
         if ex is None:
             ex = self.examples[slot] = []
         if context and context not in ex:
             ex.append(context)
-            del ex[:-EXAMPLES]
+            del ex[:-keep]
             self.has_example[slot] = True
 
     def decay(self, fast: float, slow: float) -> None:

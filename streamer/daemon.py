@@ -194,40 +194,6 @@ def _fmt_bytes(n: float) -> str:
     return f"{n:.1f} GB"
 
 
-_BIGINT_KEY = "__streamer_bigint__"
-
-
-def _encode_bigints(value: Any, depth: int = 0) -> Any:
-    """Ints beyond 64 bits (numpy's PCG64 generator state) -> tagged strings.
-
-    msgpack stores at most 64-bit integers and the engine's ``state_dict()`` carries its
-    random generator state as Python ints of 128 bits. Only dicts and short lists are
-    walked (the long lists of the state are texts and examples), so this costs nothing
-    next to the arrays; it is a no-op once the engine stores such values itself.
-    """
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and not -(2**63) <= value < 2**64:
-        return {_BIGINT_KEY: str(value)}
-    if depth < 8 and isinstance(value, dict):
-        return {k: _encode_bigints(v, depth + 1) for k, v in value.items()}
-    if depth < 8 and isinstance(value, list) and len(value) <= 64:
-        return [_encode_bigints(v, depth + 1) for v in value]
-    return value
-
-
-def _decode_bigints(value: Any, depth: int = 0) -> Any:
-    """Inverse of :func:`_encode_bigints`."""
-    if isinstance(value, dict):
-        if len(value) == 1 and _BIGINT_KEY in value:
-            return int(value[_BIGINT_KEY])
-        if depth < 8:
-            return {k: _decode_bigints(v, depth + 1) for k, v in value.items()}
-    if depth < 8 and isinstance(value, list) and len(value) <= 64:
-        return [_decode_bigints(v, depth + 1) for v in value]
-    return value
-
-
 def _private_copy(value: Any) -> Any:
     """Deep copy of a state tree: arrays copied, containers rebuilt, immutables shared."""
     import numpy as np
@@ -462,7 +428,7 @@ class Daemon:
         state = result.state
         seed = not isinstance(state.get("engine"), dict)
         # a bare engine state is a seed, e.g. from `streamer discover --save-state`
-        engine_state = _decode_bigints(state if seed else state["engine"])
+        engine_state = state if seed else state["engine"]
         try:
             self.engine = Engine.from_state(engine_state, known, config=self.engine_config)
         except (KeyError, TypeError, ValueError) as exc:
@@ -573,7 +539,7 @@ class Daemon:
         gc_was_on = gc.isenabled()
         gc.disable()
         try:
-            engine_state = _private_copy(_encode_bigints(eng.state_dict()))
+            engine_state = _private_copy(eng.state_dict())
         finally:
             if gc_was_on:
                 gc.enable()

@@ -191,7 +191,7 @@ class Engine:
         self.discovered: dict[str, float] = {}   # word -> first_seen when first listed
         self.last_decay: float | None = None
         self.rng = np.random.default_rng(cfg.seed)
-        self.history: dict[str, list[tuple[float, float]]] = {}
+        self._pending_decay = 1.0  # decay owed to the counters, applied below 0.95
         self.published = Published()
 
     # ------------------------------------------------------------------ counting
@@ -305,7 +305,8 @@ class Engine:
         want &= np.isin(slots, self._listed_slots) | ~table.has_example[safe]
         for i in np.flatnonzero(want).tolist():
             occ = int(first_occ[i])
-            table.add_example(int(slots[i]), enc.context(int(s[occ]), int(e[occ])))
+            table.add_example(int(slots[i]), enc.context(int(s[occ]), int(e[occ])),
+                              cfg.examples)
 
     _listed_slots: np.ndarray = np.empty(0, np.int64)
 
@@ -359,7 +360,7 @@ class Engine:
         if dt <= 0:
             return
         self.candidates.decay(0.5 ** (dt / hl), 0.5 ** (dt / (16 * hl)))
-        self._pending_decay = getattr(self, "_pending_decay", 1.0) * 0.5 ** (dt / hl)
+        self._pending_decay *= 0.5 ** (dt / hl)
         self.last_decay = now
         if self._pending_decay < 0.95:
             f = self._pending_decay
@@ -464,8 +465,7 @@ class Engine:
         known = np.array([w in self.known for w in words], dtype=bool)
         recent = counts[slots].astype(np.float64)
         emergence = self._emergence(slots, now)
-        score = scoring.score(recent, pmi, left, right, known,
-                              parts=self._part_features(words))
+        score = scoring.score(recent, left, right, scoring.part_features(self, words))
         order = np.arange(len(words))
         if cfg.max_words is not None and len(order) > cfg.max_words:
             order = np.argpartition(-score, cfg.max_words - 1)[: cfg.max_words]
@@ -504,9 +504,6 @@ class Engine:
         if len(self.discovered) > cap:
             keep = sorted(self.discovered.items(), key=lambda kv: kv[1])[-(cap // 2):]
             self.discovered = dict(keep)
-
-    def _part_features(self, words: list[str]) -> scoring.PartFeatures:
-        return scoring.part_features(self, words)
 
     def _emergence(self, slots: np.ndarray, now: float) -> np.ndarray:
         """Recent rate over baseline rate, each bias-corrected for the word's age.
@@ -637,7 +634,7 @@ class Engine:
             "neighbours": self.neighbours.state(),
             "discovered": self.discovered,
             "last_decay": self.last_decay,
-            "pending_decay": getattr(self, "_pending_decay", 1.0),
+            "pending_decay": self._pending_decay,
             "rng": self.rng.bit_generator.state,
         }
 
@@ -668,6 +665,5 @@ class Engine:
         eng._pending_decay = float(state.get("pending_decay", 1.0))
         eng.rng = np.random.default_rng()
         eng.rng.bit_generator.state = state["rng"]
-        eng.history = {}
         eng.published = Published()
         return eng

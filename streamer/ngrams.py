@@ -90,9 +90,3 @@ def span_keys(mixed: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.nda
         np.cumsum(mixed * pp[:n_units], out=acc[1:])
         h = (acc[ends] - acc[starts]) * pinv[starts]
         return h + (ends - starts).astype(np.uint64) * L
-
-
-def keys_of(ids: np.ndarray) -> np.ndarray:
-    """Keys of all prefixes' full sequence: helper for a single unit sequence."""
-    m = mix(ids)
-    return span_keys(m, np.array([0]), np.array([len(ids)]))

@@ -88,9 +88,9 @@ def part_features(engine: Engine, words: list[str]) -> PartFeatures:
     return PartFeatures(first=rate[offsets[:-1]], last=rate[offsets[1:] - 1], phrase=phrase)
 
 
-def score(count: np.ndarray, pmi: np.ndarray, left: np.ndarray, right: np.ndarray,
-          known: np.ndarray, parts: PartFeatures | None = None) -> np.ndarray:
-    """The ranking score above (higher is better); ``pmi`` and ``known`` unused."""
+def score(count: np.ndarray, left: np.ndarray, right: np.ndarray,
+          parts: PartFeatures | None = None) -> np.ndarray:
+    """The ranking score above (higher is better)."""
     evidence = np.log1p(count)
     freedom = np.minimum(left, right) / math.log(BUCKETS)
     if parts is None:

@@ -57,12 +57,7 @@ def inspect(args: argparse.Namespace) -> int:
 
 def _engine_state(state: dict[str, Any]) -> dict[str, Any]:
     """The engine part of a daemon snapshot, or a bare engine state (discover, merge)."""
-    if isinstance(state.get("engine"), dict):
-        from streamer.daemon import _decode_bigints
-
-        # the daemon stores ints beyond 64 bits (the generator state) as tagged strings
-        return _decode_bigints(state["engine"])
-    return state
+    return state["engine"] if isinstance(state.get("engine"), dict) else state
 
 
 def merge(args: argparse.Namespace) -> int:
