@@ -80,6 +80,7 @@ RSS_MARK = 100 * MIB       # the "after 100 MB" point
 DEFAULT_WORDS = "蓝鲸币,皮皮虾币,雪豹链,咕噜喵,闪电狐"
 REPLAY_START = "2024-01-01T00:00:00Z"
 REPLAY_CPS = 1000.0
+HALF_LIFE = 3600.0  # seconds of stream time: config/streamer.toml's engine.half_life
 
 
 # --------------------------------------------------------------------------- helpers
@@ -698,8 +699,9 @@ def thread_kind(frames: list[str]) -> str:
 class Injected:
     word: str
     lines: list[int]               # indices of the lines carrying it
-    crossing_line: int | None      # the line whose occurrence brings the count to min_count
-    crossing_chars: int | None     # characters ingested through that line
+    crossing_line: int | None      # the line whose occurrence brings the recent count to
+    crossing_chars: int | None     # min_count, and the characters ingested through it
+    total_crossing_line: int | None = None  # the line where the all-time count gets there
     seen_at: float | None = None   # wall s (since start) when chars_ingested passed it
     listed_at: float | None = None  # wall s when first seen published
     listed_rescore: int | None = None  # rescore number (1-based) that listed it
@@ -750,6 +752,28 @@ def build_injected(reviews: list[str], words: list[str], start: float, every: in
     return out, where
 
 
+def recent_crossing(occ: Sequence[int], counts: Sequence[int], cum: Sequence[int],
+                    min_count: int) -> tuple[int | None, int | None]:
+    """Lines where a word's recent count, and its all-time count, reach min_count.
+
+    The recent count is what the daemon's min_count applies to: occurrences decayed
+    with the half-life in stream time, an occurrence in line i happening at
+    cum[i + 1] / REPLAY_CPS seconds (the daemon's replay clock)."""
+    recent, total, prev = 0.0, 0, None
+    crossing = total_crossing = None
+    for i, c in zip(occ, counts, strict=True):
+        t = cum[i + 1] / REPLAY_CPS
+        recent = c + (recent * 0.5 ** ((t - prev) / HALF_LIFE) if prev is not None else 0.0)
+        prev = t
+        total += c
+        if total_crossing is None and total >= min_count:
+            total_crossing = i
+        if recent >= min_count:
+            crossing = i
+            break
+    return crossing, total_crossing
+
+
 def run_detect(args: argparse.Namespace, data: bc.BenchData, python: str,
                workdir: Path) -> DetectResult:
     res = DetectResult()
@@ -773,16 +797,11 @@ def run_detect(args: argparse.Namespace, data: bc.BenchData, python: str,
     res.chars = cum[-1]
     for w in words:
         occ = [i for i in range(len(lines)) if w in lines[i]]
-        true_counts = [lines[i].count(w) for i in occ]
-        crossing = None
-        total = 0
-        for i, c in zip(occ, true_counts, strict=True):
-            total += c
-            if total >= args.min_count:
-                crossing = i
-                break
+        crossing, total_crossing = recent_crossing(occ, [lines[i].count(w) for i in occ],
+                                                   cum, args.min_count)
         res.words.append(Injected(w, where[w], crossing,
-                                  cum[crossing + 1] if crossing is not None else None))
+                                  cum[crossing + 1] if crossing is not None else None,
+                                  total_crossing))
     root = workdir / "detect"
     (root / "inbox").mkdir(parents=True)
     corpus = root / "corpus.txt"
@@ -1061,8 +1080,10 @@ def render_detect(r: DetectResult, args: argparse.Namespace) -> list[str]:
                f"{r.every}th line carries one made-up word (the {len(r.words)} words take "
                f"turns: each word 1 in {r.every * len(r.words)} lines) at a random "
                f"position (seed {args.seed})")
-    out.append("- crossing: the line whose occurrence brings the word's true count to "
-               "min_count. Listed: the first rescore whose published list holds the word. "
+    out.append("- crossing: the line whose occurrence brings the word's recent count (its "
+               "occurrences decayed with the 1 h half-life of stream time, the count "
+               "min_count applies to) to min_count; the line where its all-time count got "
+               "there is given too. Listed: the first rescore whose published list holds the word. "
                "The text between them is exact (the daemon logs the lines it had ingested "
                "at each rescore); the wall time between them is observed by polling /stats "
                "every 50 ms. 'rescores' counts the rescores that ran after the crossing line "
@@ -1077,6 +1098,8 @@ def render_detect(r: DetectResult, args: argparse.Namespace) -> list[str]:
         occ = len(w.lines)
         cross = ("never" if w.crossing_line is None else
                  f"line {w.crossing_line + 1:,} (char {w.crossing_chars:,})")
+        if w.total_crossing_line is not None:
+            cross += f"; all-time: line {w.total_crossing_line + 1:,}"
         if w.listed_rescore is None or w.crossing_line is None:
             rows.append([w.word, occ, cross, "not listed", "-", "-", "-", "-", "-",
                          final_desc(w.final)])
@@ -1102,7 +1125,7 @@ def render_detect(r: DetectResult, args: argparse.Namespace) -> list[str]:
             seen_then, fig,
             f"{gap:,} ({gap / REPLAY_CPS:,.0f} s)",
             k, wall, final_desc(w.final)])
-    out += ["", bc.md_table(["word", "injected lines", "true count reaches min_count at",
+    out += ["", bc.md_table(["word", "injected lines", "recent count reaches min_count at",
                              "first listed by", "true count then",
                              "listed count / left H / right H",
                              "text (stream time) from crossing to listing",
@@ -1111,7 +1134,7 @@ def render_detect(r: DetectResult, args: argparse.Namespace) -> list[str]:
                              "at the end"], rows), ""]
     notes = []
     if within:
-        notes.append(f"listed by the first rescore after the true count reached min_count "
+        notes.append(f"listed by the first rescore after the recent count reached min_count "
                      f"(within one rescore interval): {sum(within)}/{len(within)} (target: all)")
     if extra:
         notes.append("occurrences beyond min_count when first listed: "

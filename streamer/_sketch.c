@@ -21,6 +21,7 @@
 #include <string.h>
 
 #define BLOCK 16
+#define AHEAD 16
 
 static inline uint64_t block_of(uint64_t k, uint64_t m0, unsigned shift) {
     return shift >= 64 ? 0 : (k * m0) >> shift;
@@ -29,11 +30,15 @@ static inline uint64_t block_of(uint64_t k, uint64_t m0, unsigned shift) {
 /* The loops are always inlined, so a call with constant depth and bits compiles to
  * an unrolled, branch-free copy: about twice as fast as the general loop. */
 static inline __attribute__((always_inline)) void
-add_loop(uint32_t *t, const uint64_t *k, const uint64_t *c, Py_ssize_t n, uint64_t m0,
-         uint64_t m1, unsigned shift, unsigned depth, unsigned bits, uint64_t lo,
+add_loop(uint32_t *t, const uint64_t *k, const uint64_t *c, uint64_t weight, Py_ssize_t n,
+         uint64_t m0, uint64_t m1, unsigned shift, unsigned depth, unsigned bits, uint64_t lo,
          uint64_t hi) {
     const unsigned group = 1u << bits, top_shift = 64 - bits;
     for (Py_ssize_t i = 0; i < n; i++) {
+        if (i + AHEAD < n) {
+            const uint64_t pb = block_of(k[i + AHEAD], m0, shift);
+            if (pb >= lo && pb < hi) __builtin_prefetch(t + pb * BLOCK, 1, 0);
+        }
         const uint64_t b = block_of(k[i], m0, shift);
         if (b < lo || b >= hi) continue;  /* another thread's share of the table */
         uint32_t *blk = t + b * BLOCK;
@@ -45,7 +50,7 @@ add_loop(uint32_t *t, const uint64_t *k, const uint64_t *c, Py_ssize_t n, uint64
             h <<= bits;
             est = blk[pos[r]] < est ? blk[pos[r]] : est;
         }
-        uint64_t v = (uint64_t)est + (c ? c[i] : 1);
+        uint64_t v = (uint64_t)est + (c ? c[i] : weight);
         uint32_t nv = v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
         for (unsigned r = 0; r < depth; r++)
             blk[pos[r]] = blk[pos[r]] < nv ? nv : blk[pos[r]];
@@ -57,6 +62,7 @@ query_loop(const uint32_t *t, const uint64_t *k, uint32_t *o, Py_ssize_t n, uint
            uint64_t m1, unsigned shift, unsigned depth, unsigned bits) {
     const unsigned group = 1u << bits, top_shift = 64 - bits;
     for (Py_ssize_t i = 0; i < n; i++) {
+        if (i + AHEAD < n) __builtin_prefetch(t + block_of(k[i + AHEAD], m0, shift) * BLOCK, 0, 0);
         const uint32_t *blk = t + block_of(k[i], m0, shift) * BLOCK;
         uint64_t h = k[i] * m1;
         uint32_t est = UINT32_MAX;
@@ -82,16 +88,17 @@ static int get_buffers(Py_buffer *table, Py_buffer *keys, Py_ssize_t *n, uint64_
     return 0;
 }
 
-/* cu_add(table, keys, counts or None, blocks, m0, m1, shift, depth, bits, lo, hi):
- * only keys whose block is in [lo, hi) are added, so two threads given disjoint
- * ranges update one table at once with the same result as one sequential pass. */
+/* cu_add(table, keys, counts or None, blocks, m0, m1, shift, depth, bits, lo, hi, weight):
+ * each key is added counts[i] times, or `weight` times without counts. Only keys whose
+ * block is in [lo, hi) are added, so two threads given disjoint ranges update one
+ * table at once with the same result as one sequential pass. */
 static PyObject *cu_add(PyObject *self, PyObject *args) {
     Py_buffer table, keys, counts = {0};
     PyObject *counts_obj;
-    unsigned long long blocks, m0, m1, lo, hi;
+    unsigned long long blocks, m0, m1, lo, hi, weight;
     unsigned int shift, depth, bits;
-    if (!PyArg_ParseTuple(args, "w*y*OKKKIIIKK", &table, &keys, &counts_obj, &blocks, &m0,
-                          &m1, &shift, &depth, &bits, &lo, &hi))
+    if (!PyArg_ParseTuple(args, "w*y*OKKKIIIKKK", &table, &keys, &counts_obj, &blocks, &m0,
+                          &m1, &shift, &depth, &bits, &lo, &hi, &weight))
         return NULL;
     Py_ssize_t n;
     PyObject *result = NULL;
@@ -116,9 +123,9 @@ static PyObject *cu_add(PyObject *self, PyObject *args) {
         const uint64_t *c = have_counts ? (const uint64_t *)counts.buf : NULL;
         Py_BEGIN_ALLOW_THREADS
         if (depth == 4 && bits == 2)  /* the default: a specialised, unrolled copy */
-            add_loop(t, k, c, n, m0, m1, shift, 4, 2, lo, hi);
+            add_loop(t, k, c, weight, n, m0, m1, shift, 4, 2, lo, hi);
         else
-            add_loop(t, k, c, n, m0, m1, shift, depth, bits, lo, hi);
+            add_loop(t, k, c, weight, n, m0, m1, shift, depth, bits, lo, hi);
         Py_END_ALLOW_THREADS
     }
     result = Py_NewRef(Py_None);
@@ -167,9 +174,225 @@ done:
     return result;
 }
 
+/* Query one key (the minimum of its counters); the loop of query_loop for one key. */
+static inline __attribute__((always_inline)) uint32_t
+query_one(const uint32_t *t, uint64_t k, uint64_t m0, uint64_t m1, unsigned shift,
+          unsigned depth, unsigned bits) {
+    const unsigned group = 1u << bits, top_shift = 64 - bits;
+    const uint32_t *blk = t + block_of(k, m0, shift) * BLOCK;
+    uint64_t h = k * m1;
+    uint32_t est = UINT32_MAX;
+    for (unsigned r = 0; r < depth; r++) {
+        uint32_t v = blk[r * group + (unsigned)(bits ? h >> top_shift : 0)];
+        h <<= bits;
+        est = v < est ? v : est;
+    }
+    return est;
+}
+
+#define MAX_ORDER 16
+
+/* cohesive(table, blocks, m0, m1, shift, depth, bits, c1 int64[n], mixed uint64[n],
+ *          first bool[n], order, min_count, total, exp_th float64[order-1], P, L,
+ *          out bool[(order-1) * n])
+ *
+ * The cohesion test of streamer/segmentation.py for every n-gram of a chunk,
+ * n = 2..order, with the n-gram counts looked up here: row n-2 of out, position i,
+ * is 1 when units i..i+n-1 lie in one clause, their count c >= min_count and
+ *
+ *     total * c >= exp(min_pmi[n]) * max_k c(w[:k]) * c(w[k:])
+ *
+ * (pmi >= min_pmi with the logarithms taken out; products in uint64, comparison in
+ * double, exactly as segmentation.cohesive_masks computes it). c1 holds the unit
+ * counts. The key of units i..i+n-1 is sum_j mixed[i+j] * P^j + n * L (mod 2^64),
+ * as streamer/ngrams.py makes it. An n-gram whose (n-1)-gram prefix or suffix has
+ * a count below min_count has fewer occurrences itself and is not looked up.
+ * Memory: (order + 1) * n * 8 bytes of scratch. */
+static PyObject *cohesive(PyObject *self, PyObject *args) {
+    Py_buffer table, c1b, mixedb, firstb, thb, out;
+    unsigned long long blocks, m0, m1, P, L;
+    unsigned int shift, depth, bits, order;
+    long long min_count;
+    double total;
+    if (!PyArg_ParseTuple(args, "y*KKKIIIy*y*y*ILdy*KKw*", &table, &blocks, &m0, &m1,
+                          &shift, &depth, &bits, &c1b, &mixedb, &firstb, &order,
+                          &min_count, &total, &thb, &P, &L, &out))
+        return NULL;
+    PyObject *result = NULL;
+    uint32_t *cnt = NULL;
+    uint64_t *h = NULL;
+    Py_ssize_t n = mixedb.len / 8;
+    if (table.len < (Py_ssize_t)(blocks * BLOCK * sizeof(uint32_t)) || c1b.len != n * 8 ||
+        firstb.len != n || order < 2 || order > MAX_ORDER ||
+        thb.len != (Py_ssize_t)((order - 1) * sizeof(double)) ||
+        out.len != (Py_ssize_t)(order - 1) * n || depth < 1 || depth > BLOCK ||
+        depth * (1u << bits) > BLOCK) {
+        PyErr_SetString(PyExc_ValueError, "cohesive: inconsistent buffer sizes");
+        goto done;
+    }
+    cnt = PyMem_RawMalloc(sizeof(uint32_t) * (size_t)order * (size_t)(n + 1));
+    h = PyMem_RawMalloc(sizeof(uint64_t) * (size_t)(n + 1));
+    if (!cnt || !h) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    {
+        const uint32_t *t = (const uint32_t *)table.buf;
+        const int64_t *c1 = (const int64_t *)c1b.buf;
+        const uint64_t *mixed = (const uint64_t *)mixedb.buf;
+        const uint8_t *first = (const uint8_t *)firstb.buf;
+        const double *exp_th = (const double *)thb.buf;
+        uint8_t *o = (uint8_t *)out.buf;
+        const uint32_t mc = min_count < 1 ? 1 : (min_count > UINT32_MAX ? UINT32_MAX
+                                                                         : (uint32_t)min_count);
+        Py_BEGIN_ALLOW_THREADS
+        memset(o, 0, (size_t)(order - 1) * (size_t)n);
+        /* cnt[(k-1) * (n+1) + i]: count of the k-gram at i, 0 where not looked up */
+        #define C(k, i) cnt[(size_t)((k) - 1) * (size_t)(n + 1) + (size_t)(i)]
+        for (Py_ssize_t i = 0; i < n; i++) {
+            int64_t v = c1[i];
+            C(1, i) = v < 0 ? 0 : (v > UINT32_MAX ? UINT32_MAX : (uint32_t)v);
+            h[i] = mixed[i];
+        }
+        uint64_t pj = 1;
+        for (unsigned g = 2; g <= order; g++) {
+            pj *= P;
+            Py_ssize_t m = n - (Py_ssize_t)g + 1;  /* positions of g-grams */
+            if (m <= 0) break;
+            const uint64_t salt = (uint64_t)g * L;
+            /* a g-gram at i is looked up when it lies in one clause and both of its
+             * (g-1)-grams are frequent; h[i] becomes its hash (without the salt) */
+            Py_ssize_t ahead = 0;  /* next position whose block was prefetched */
+            for (Py_ssize_t i = 0; i < m; i++) {
+                h[i] += mixed[i + g - 1] * pj;
+                /* prefetch the lookup of a later position (its hash is not final yet:
+                 * finish it on the side) */
+                for (; ahead < m && ahead <= i + AHEAD; ahead++) {
+                    if (C(g - 1, ahead) >= mc && C(g - 1, ahead + 1) >= mc) {
+                        uint64_t hk = h[ahead] + (ahead > i ? mixed[ahead + g - 1] * pj : 0);
+                        __builtin_prefetch(t + block_of(hk + salt, m0, shift) * BLOCK, 0, 0);
+                    }
+                }
+                uint32_t c = 0;
+                /* in one clause: the (g-1)-gram at i is (else its count is 0, as it was
+                 * not looked up) and no clause starts at the last unit */
+                if (C(g - 1, i) >= mc && C(g - 1, i + 1) >= mc && !first[i + g - 1])
+                    c = (depth == 4 && bits == 2) ? query_one(t, h[i] + salt, m0, m1, shift, 4, 2)
+                        : query_one(t, h[i] + salt, m0, m1, shift, depth, bits);
+                C(g, i) = c;
+            }
+            for (Py_ssize_t i = m; i <= n; i++) C(g, i) = 0;
+            uint8_t *row = o + (size_t)(g - 2) * (size_t)n;
+            for (Py_ssize_t i = 0; i < m; i++) {
+                uint32_t c = C(g, i);
+                if (c < mc) continue;
+                uint64_t best = 0;
+                for (unsigned k = 1; k < g; k++) {
+                    uint64_t prod = (uint64_t)C(k, i) * (uint64_t)C(g - k, i + k);
+                    best = prod > best ? prod : best;
+                }
+                row[i] = total * (double)c >= exp_th[g - 2] * (double)best;
+            }
+        }
+        #undef C
+        Py_END_ALLOW_THREADS
+        result = Py_NewRef(Py_None);
+    }
+done:
+    PyMem_RawFree(cnt);
+    PyMem_RawFree(h);
+    PyBuffer_Release(&table);
+    PyBuffer_Release(&c1b);
+    PyBuffer_Release(&mixedb);
+    PyBuffer_Release(&firstb);
+    PyBuffer_Release(&thb);
+    PyBuffer_Release(&out);
+    return result;
+}
+
+/* The n-gram keys of one position: keys[g-1] for g = 1..order, 0 where the g-gram
+ * would cross a clause start or the end of the chunk (a valid key is never 0 in
+ * practice: 64-bit hashes). Unigrams of Han units (ids below han_limit) are 0 too:
+ * they are counted exactly elsewhere. */
+static inline __attribute__((always_inline)) void
+keys_at(const uint64_t *mixed, const uint8_t *first, const int64_t *ids, Py_ssize_t n,
+        Py_ssize_t i, unsigned order, uint64_t P, uint64_t L, int64_t han_limit,
+        uint64_t *keys) {
+    uint64_t h = mixed[i], pj = 1;
+    keys[0] = ids[i] < han_limit ? 0 : h + L;
+    unsigned g = 2;
+    for (; g <= order && i + (Py_ssize_t)g - 1 < n && !first[i + g - 1]; g++) {
+        pj *= P;
+        h += mixed[i + g - 1] * pj;
+        keys[g - 1] = h + (uint64_t)g * L;
+    }
+    for (; g <= order; g++) keys[g - 1] = 0;
+}
+
+/* cu_add_ngrams(table, blocks, m0, m1, shift, depth, bits, mixed uint64[n],
+ *               first bool[n], ids int64[n], order, P, L, han_limit, lo, hi, weight)
+ * Conservative update of every n-gram of a chunk, n = 1..order, `weight` each: the
+ * keys of streamer/ngrams.py made on the fly (no key arrays), position by position,
+ * skipping n-grams across clause starts and unigrams of Han units. Blocks in [lo, hi)
+ * only, as cu_add. */
+static PyObject *cu_add_ngrams(PyObject *self, PyObject *args) {
+    Py_buffer table, mixedb, firstb, idsb;
+    unsigned long long blocks, m0, m1, P, L, lo, hi, weight;
+    unsigned int shift, depth, bits, order;
+    long long han_limit;
+    if (!PyArg_ParseTuple(args, "w*KKKIIIy*y*y*IKKLKKK", &table, &blocks, &m0, &m1, &shift,
+                          &depth, &bits, &mixedb, &firstb, &idsb, &order, &P, &L,
+                          &han_limit, &lo, &hi, &weight))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t n = mixedb.len / 8;
+    if (table.len < (Py_ssize_t)(blocks * BLOCK * sizeof(uint32_t)) || firstb.len != n ||
+        idsb.len != n * 8 || order < 1 || order > MAX_ORDER || depth < 1 ||
+        depth > BLOCK || depth * (1u << bits) > BLOCK) {
+        PyErr_SetString(PyExc_ValueError, "cu_add_ngrams: inconsistent buffer sizes");
+        goto done;
+    }
+    {
+        uint32_t *t = (uint32_t *)table.buf;
+        const uint64_t *mixed = (const uint64_t *)mixedb.buf;
+        const uint8_t *first = (const uint8_t *)firstb.buf;
+        const int64_t *ids = (const int64_t *)idsb.buf;
+        Py_BEGIN_ALLOW_THREADS
+        uint64_t keys[MAX_ORDER], ahead[MAX_ORDER];
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (i + AHEAD < n) {
+                keys_at(mixed, first, ids, n, i + AHEAD, order, P, L, han_limit, ahead);
+                for (unsigned g = 0; g < order; g++) {
+                    if (!ahead[g]) continue;
+                    uint64_t b = block_of(ahead[g], m0, shift);
+                    if (b >= lo && b < hi) __builtin_prefetch(t + b * BLOCK, 1, 0);
+                }
+            }
+            keys_at(mixed, first, ids, n, i, order, P, L, han_limit, keys);
+            for (unsigned g = 0; g < order; g++) {
+                if (!keys[g]) continue;
+                if (depth == 4 && bits == 2)
+                    add_loop(t, keys + g, NULL, weight, 1, m0, m1, shift, 4, 2, lo, hi);
+                else
+                    add_loop(t, keys + g, NULL, weight, 1, m0, m1, shift, depth, bits, lo, hi);
+            }
+        }
+        Py_END_ALLOW_THREADS
+        result = Py_NewRef(Py_None);
+    }
+done:
+    PyBuffer_Release(&table);
+    PyBuffer_Release(&mixedb);
+    PyBuffer_Release(&firstb);
+    PyBuffer_Release(&idsb);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"cu_add", cu_add, METH_VARARGS, "Conservative update of keys (sequential, exact)."},
     {"query", query, METH_VARARGS, "Minimum of each key's counters into out."},
+    {"cohesive", cohesive, METH_VARARGS, "Look up every n-gram of a chunk and test cohesion."},
+    {"cu_add_ngrams", cu_add_ngrams, METH_VARARGS, "Conservative update of a chunk's n-grams."},
     {NULL, NULL, 0, NULL},
 };
 

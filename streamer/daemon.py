@@ -135,6 +135,7 @@ def main(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, _stop_during_startup)
                 for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
+        _tune_malloc()
         daemon.prepare()
         return asyncio.run(daemon.run())
     except StartupError as exc:
@@ -497,7 +498,13 @@ class Daemon:
         eng = self.engine
         assert eng is not None
         eng.ingest_prepared(prepared, self.stream_time(eng.chars_ingested + prepared.n_chars))
+        now = time.monotonic()
+        if now - self._trimmed >= TRIM_SECONDS:
+            self._trimmed = now
+            _release_freed_memory()
         return eng.lines_ingested, eng.chars_ingested, eng.units_ingested
+
+    _trimmed = 0.0
 
     def _prepare(self, batch: Batch) -> asyncio.Future[Prepared]:
         """Start encoding a batch in the prepare thread."""
@@ -517,17 +524,16 @@ class Daemon:
                 examples[w.word] = eng.examples(w.word)
             except Exception:  # examples are decoration; never fail a rescore for them
                 break
+        _release_freed_memory()  # the rescore's temporaries (a few ms)
         return pub, examples, dict(pub.stats) if pub.stats else eng.stats()
 
     def _capture_job(self, positions: dict[str, list[dict[str, Any]]],
                      published: Published) -> tuple[dict[str, Any], dict[str, Any]]:
         """(worker, between batches) A private copy of the whole state, and its metadata.
 
-        Copying costs the arrays' memcpy (the 128 MB sketch of the default 256 MB budget:
-        20-100 ms, page faults included) plus the per-slot example lists (~30 ms for
-        90,000 of them, with the collector paused and slices for lists of strings; 170 ms
-        without): ~0.12 s for a well-filled default state in an idle process, 0.25-0.4 s
-        in the service while the sources compete for the GIL (scripts/bench_snapshot.py,
+        Copying costs the arrays' memcpy: the engine state is arrays and scalars only
+        (candidate texts and examples are fixed-width byte arrays), ~250 MB for the
+        default 256 MB budget, 50-150 ms page faults included (scripts/bench_snapshot.py,
         docs/recovery.md). Serialising, hashing and fsyncing costs seconds. Copying lets
         ingestion go on while another thread writes the file, at the price of holding the
         state twice for the duration of the write. The published list is immutable: it is
@@ -535,7 +541,7 @@ class Daemon:
         words: ~25 ms, 150 ms with dataclasses.astuple)."""
         eng = self.engine
         assert eng is not None
-        # the copy creates ~100,000 lists, none of them garbage: no collector passes
+        # the copy creates containers, none of them garbage: no collector passes
         gc_was_on = gc.isenabled()
         gc.disable()
         try:
@@ -1213,14 +1219,43 @@ def _best_and_best_new(pub: Published, k: int) -> list[Word]:
     return best
 
 
+#: the freed memory of batches is handed back to the OS at most this often (a trim costs
+#: ~4 ms; without it RSS wanders by ~10% with the batches' temporaries)
+TRIM_SECONDS = 2.0
+
 #: seconds one engine job may run before /healthz reports the engine stuck (or six
 #: rescore intervals, if longer)
 STUCK_SECONDS = 120.0
 
 
+def _tune_malloc() -> None:
+    """Fixed glibc malloc thresholds for a process that must keep a flat RSS.
+
+    By default glibc raises its mmap threshold to the size of the largest mapped block
+    freed so far (up to 32 MB) and its trim threshold to twice that. After the first
+    freed array of a few MB, every later array up to that size comes from the heaps
+    (fast: no page faults) but a heap then keeps up to 64 MB free at its top, per
+    thread arena: RSS crept up by ~10% over a 1 GiB stream. Fixed values keep the fast
+    path (arrays below 32 MB from the heaps) and return a heap's free top above 4 MB.
+    (A low mmap threshold instead - every array over 1 MB freshly mapped - costs ~30%
+    of the ingest rate in page faults.)"""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)
+        libc.mallopt(_M_TRIM_THRESHOLD, 4 * 2**20)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
+_M_TRIM_THRESHOLD = -1  # glibc malloc.h
+_M_MMAP_THRESHOLD = -3
+
+
 def _release_freed_memory() -> None:
-    """Hand memory freed after a snapshot copy back to the OS (glibc keeps freed
-    heap pages otherwise, and RSS would step up at every snapshot)."""
+    """Hand memory freed after a snapshot copy or a rescore back to the OS. glibc keeps
+    freed heap pages otherwise: once a large array has been freed it serves arrays up
+    to 32 MB from the heap instead of fresh mappings, and RSS would step up at every
+    snapshot and at rescores that scored more candidates than before."""
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to do

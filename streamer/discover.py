@@ -23,9 +23,9 @@ from typing import IO, Any, BinaryIO, TypeVar
 
 from streamer.cli import UsageError
 from streamer.config import parse_size
-from streamer.engine import Engine, EngineConfig
+from streamer.engine import CutBatch, Engine, EngineConfig, Prepared
 from streamer.lexicon import Lexicon
-from streamer.reader import ReadStats, iter_text_blocks
+from streamer.reader import Decoded, ReadStats, decode_block, iter_raw_blocks
 from streamer.results import Word
 
 T = TypeVar("T")
@@ -201,20 +201,30 @@ def discover(files: list[str], config: EngineConfig, known: Lexicon | None = Non
     with tempfile.TemporaryDirectory(prefix="streamer-") as tmp, \
             ThreadPoolExecutor(max_workers=THREADS) as pool:
         paths, streams = _passes(files, tmp)
-        first = ([text] for name, stream in zip(files, streams, strict=False)
-                 for text in _blocks_named(name, stream, stats))
-        # pass 1: blocks are encoded ahead in worker threads; counting stays in this
-        # thread, in input order (the counters have a single writer)
-        for p in _ahead(pool, engine.prepare, first):
+        first = (raw for name, stream in zip(files, streams, strict=False)
+                 for raw in _blocks_named(name, stream, stats))
+
+        def prepare(raw: tuple[bytes, int]) -> tuple[Prepared, Decoded]:
+            d = decode_block(*raw)
+            return engine.prepare([d.text]), d
+
+        # pass 1: blocks are decoded and encoded ahead in worker threads; counting
+        # stays in this thread, in input order (the counters have a single writer)
+        for p, d in _ahead(pool, prepare, first):
+            d.count_into(stats)
             engine.count_prepared(p)
             engine.lines_ingested += p.n_lines
             engine.chars_ingested += p.n_chars
             bar.update(stats.bytes, p.n_chars, "counting")
         second = ReadStats()
-        blocks = (text for path in paths for text in _read_path(path, second))
+        blocks = (raw for path in paths for raw in _read_path(path, second))
+
+        def cut(raw: tuple[bytes, int]) -> CutBatch:
+            return engine.cut_prepared(engine.prepare([decode_block(*raw).text], count=False))
+
         # pass 2: the counters are now read-only, so whole blocks are cut in worker
         # threads; recording pieces stays in this thread, in input order
-        for c in _ahead(pool, lambda t: engine.cut_prepared(engine.prepare(t)), blocks):
+        for c in _ahead(pool, cut, blocks):
             engine.apply_cut(c, started)
             bar.update(stats.bytes + second.bytes, c.n_chars, "cutting")
     bar.close()
@@ -226,15 +236,15 @@ def discover(files: list[str], config: EngineConfig, known: Lexicon | None = Non
 THREADS = 2  # the target machine has 2 cores; numpy releases the GIL in the heavy steps
 
 
-def _blocks_named(name: str, stream: BinaryIO, stats: ReadStats) -> Iterator[str]:
+def _blocks_named(name: str, stream: BinaryIO,
+                  stats: ReadStats) -> Iterator[tuple[bytes, int]]:
     with _naming("<stdin>" if name == "-" else name):
-        yield from iter_text_blocks(stream, stats)
+        yield from iter_raw_blocks(stream, stats)
 
 
-def _read_path(path: str, stats: ReadStats) -> Iterator[list[str]]:
+def _read_path(path: str, stats: ReadStats) -> Iterator[tuple[bytes, int]]:
     with _naming(path), open(path, "rb") as fh:
-        for text in iter_text_blocks(fh, stats):
-            yield [text]
+        yield from iter_raw_blocks(fh, stats)
 
 
 @contextlib.contextmanager

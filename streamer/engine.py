@@ -31,10 +31,11 @@ from typing import Any
 import numpy as np
 
 from streamer import scoring
-from streamer.candidates import CandidateTable
+from streamer.candidates import POOL_SHARE, CandidateTable, ListedRegistry
+from streamer.decay import CountClock
 from streamer.lexicon import Lexicon
 from streamer.neighbours import NeighbourTable
-from streamer.ngrams import mix, ngram_keys, span_keys
+from streamer.ngrams import L, mix, ngram_keys, span_keys
 from streamer.results import Published, Word
 from streamer.segmentation import cohesive_masks, cut, log_counts, min_pmi_for, pmi_at
 from streamer.sketch import (
@@ -46,12 +47,16 @@ from streamer.sketch import (
 )
 from streamer.units import DENSE_SIZE, HAN_LIMIT, Encoded, dense_index, encode, encode_words
 
-#: bytes a candidate slot costs: ~57 in arrays and the sorted index, 128 in 2 x 32
-#: uint16 neighbour buckets, ~75 for the word's Python string, and up to 3 example
-#: contexts (~120 bytes each) for the slots that reach min_count (measured on the
-#: benchmark corpora, rounded up)
-SLOT_BYTES = 560
-STATE_VERSION = 1
+#: bytes a candidate slot costs, all in arrays allocated (and touched) at start:
+#: 48 for counts and times (6 x 8), 2 flags, 12 for the sorted index (key 8, slot 4),
+#: 4 for the free-slot stack, 49 for the text (48 bytes of UTF-8 + length), 8 for the
+#: bounded overflow of longer texts, 128 for 2 x 32 uint16 neighbour buckets, 4 for
+#: the slot's example entry, 49 for its share of the example pool (one entry of
+#: 3 x 128 bytes + lengths + owner + free stack per 8 slots), 16 for the once-listed
+#: registry (key and time, one per slot). discover keeps no examples: 267 there.
+SLOT_BYTES = 320
+#: 2: texts, examples and the once-listed registry are fixed-width arrays
+STATE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -130,9 +135,9 @@ class Prepared:
 
     enc: Encoded
     mixed: np.ndarray
-    keys: list[tuple[np.ndarray, np.ndarray]]
     n_lines: int
     n_chars: int
+    unit_counts: np.ndarray | None = None  # per dense unit index (prepare(count=True))
 
 
 @dataclass(slots=True)
@@ -179,19 +184,24 @@ class Engine:
         # unigram counts), and how often the unit was cut out as a 1-unit piece
         self.unigrams = np.zeros(DENSE_SIZE, dtype=np.int64)
         self.alone = np.zeros(DENSE_SIZE, dtype=np.int64)
-        self.total_units = 0          # N, decayed with the counts
+        # counts of units and n-grams are in clock units (decay.CountClock): an
+        # occurrence adds clock.weight() units, the same for every table in a batch
+        self.clock = CountClock.for_half_life(cfg.half_life)
+        self._weight = 1              # units the last counted batch added per occurrence
+        self.total_units = 0          # N, in clock units
         self.units_ingested = 0       # all-time, never decayed
         self.units_cut = 0            # units through the cut phase (stream position)
         self.lines_ingested = 0
         self.chars_ingested = 0
-        self.candidates = CandidateTable(capacity)
+        self.candidates = CandidateTable(capacity, example_pool=capacity // POOL_SHARE
+                                         if cfg.examples else 0)
         self.neighbours = NeighbourTable(capacity)
         self.candidates._on_remove = self.neighbours.clear  # type: ignore[method-assign]
         self.known = known or Lexicon()
-        self.discovered: dict[str, float] = {}   # word -> first_seen when first listed
+        # key of each word ever listed -> its first_seen when first listed
+        self.discovered = ListedRegistry(capacity)
         self.last_decay: float | None = None
         self.rng = np.random.default_rng(cfg.seed)
-        self._pending_decay = 1.0  # decay owed to the counters, applied below 0.95
         self.published = Published()
 
     # ------------------------------------------------------------------ counting
@@ -207,37 +217,80 @@ class Engine:
             return out
         return self.counter.query(keys)
 
-    def prepare(self, lines: Sequence[str]) -> Prepared:
-        """Encode a batch and key its n-grams. Reads no state: safe in any thread."""
+    def _position_counts(self, keys: list[tuple[np.ndarray, np.ndarray]],
+                         ids: np.ndarray) -> list[np.ndarray]:
+        """Count of the n-gram at every position, orders 1..N, looked up only where
+        it can matter: an n-gram whose (n-1)-gram prefix or suffix has fewer than
+        min_count occurrences has fewer itself, so it cannot be cohesive and is not
+        looked up (its count is left 0). About half the order-3 and order-4 lookups,
+        each a cache miss, are skipped; every n-gram that is looked up has all its
+        parts looked up, so the pmi of its splits is never taken on a skipped count.
+        """
+        mc = self.clock.units(self.config.min_count)
+        counts = [self._count_keys(1, keys[0][0], ids)]
+        for k, valid in keys[1:]:
+            prev = counts[-1]
+            out = np.zeros(len(k), dtype=np.int64)
+            if len(k):
+                frequent = prev >= mc
+                need = np.flatnonzero(valid & frequent[:-1] & frequent[1:])
+                out[need] = self.counter.query(k[need])
+            counts.append(out)
+        return counts
+
+    def _cohesive(self, enc: Encoded, mixed: np.ndarray,
+                  keys: list[tuple[np.ndarray, np.ndarray]] | None = None) -> list[np.ndarray]:
+        """Cohesive masks of a chunk's n-grams, orders 2..N, from the current counts:
+        in one C kernel for the sketch, else from ``keys`` (made if None)."""
+        cfg = self.config
+        if isinstance(self.counter, CountMinSketch):
+            c1 = np.zeros(len(enc.ids), dtype=np.int64)
+            han = enc.ids < HAN_LIMIT
+            c1[han] = self.unigrams[enc.ids[han]]
+            if not han.all():
+                c1[~han] = self.counter.query(mixed[~han] + L)
+            return self.counter.cohesive(c1, mixed, enc.first, cfg.order,
+                                         self.clock.units(cfg.min_count), self.total_units,
+                                         cfg.thresholds())
+        if keys is None:
+            keys = ngram_keys(mixed, enc.first, cfg.order)
+        counts = self._position_counts(keys, enc.ids)
+        return cohesive_masks(keys, counts, self.total_units, self.clock.units(cfg.min_count),
+                              cfg.thresholds())
+
+    def prepare(self, lines: Sequence[str], count: bool = True) -> Prepared:
+        """Encode a batch. Reads no state: safe in any thread.
+
+        With ``count`` it also makes the batch's unit histogram, so that the single
+        writer only adds; a batch that is only cut (discover's second pass) skips it.
+        The n-gram keys are made where they are used (the sketch's C kernels make
+        them on the fly).
+        """
         enc = encode("\n".join(lines), self.config.units)
-        mixed = mix(enc.ids)
-        keys = ngram_keys(mixed, enc.first, self.config.order)
         # characters of the text, not counting line breaks (a block of many lines,
         # as discover passes, counts the same as the lines one by one)
         n_chars = sum(len(x) - x.count("\n") for x in lines)
-        return Prepared(enc, mixed, keys, len(lines), n_chars)
+        units = np.bincount(dense_index(enc.ids), minlength=DENSE_SIZE) if count else None
+        return Prepared(enc, mix(enc.ids), len(lines), n_chars, units)
 
-    def count_prepared(self, p: Prepared) -> None:
-        """Count phase: add the batch's n-grams to the counters (writes state)."""
-        ids = p.enc.ids
-        han = ids < HAN_LIMIT
-        self.unigrams += np.bincount(dense_index(ids), minlength=DENSE_SIZE)
-        if not han.all():
-            self.counter.add(p.keys[0][0][~han])
-        for k, valid in p.keys[1:]:
-            if len(k):
-                self.counter.add(k[valid])
-        self.total_units += len(ids)
-        self.units_ingested += len(ids)
+    def count_prepared(self, p: Prepared, now: float = 0.0) -> None:
+        """Count phase: add the batch's n-grams to the counters at stream time ``now``
+        (writes state)."""
+        if p.unit_counts is None:
+            raise ValueError("batch prepared with count=False")
+        self._advance_clock(now)
+        w = self._weight = self.clock.weight()
+        self.unigrams += p.unit_counts * w if w != 1 else p.unit_counts
+        # Han unigrams are exact in the unit table; the rest goes to the counter
+        self.counter.add_ngrams(p.mixed, p.enc.first, p.enc.ids, self.config.order, w)
+        self.total_units += len(p.enc.ids) * w
+        self.units_ingested += len(p.enc.ids)
 
     def cut_prepared(self, p: Prepared) -> CutBatch:
         """Cut a batch with the current counts. Reads state, writes none: several
         batches may be cut concurrently while no thread counts."""
-        cfg = self.config
-        enc, keys = p.enc, p.keys
-        counts = [self._count_keys(n, k, enc.ids if n == 1 else None)
-                  for n, (k, _) in enumerate(keys, start=1)]
-        masks = cohesive_masks(keys, counts, self.total_units, cfg.min_count, cfg.thresholds())
+        enc = p.enc
+        masks = self._cohesive(enc, p.mixed)
         pieces = cut(enc.ids, enc.first, masks)
         lengths = pieces.ends - pieces.starts
         alone = np.bincount(dense_index(enc.ids[pieces.starts[lengths == 1]]),
@@ -245,16 +298,17 @@ class Engine:
         multi = np.flatnonzero(lengths >= 2)
         s, e = pieces.starts[multi], pieces.ends[multi]
         pkeys = span_keys(p.mixed, s, e)
-        order = np.argsort(pkeys, kind="stable")
+        order = np.argsort(pkeys)  # not stable (3x faster): first_occ is taken below
         sk = pkeys[order]
         edge = np.ones(len(sk), dtype=bool)
         np.not_equal(sk[1:], sk[:-1], out=edge[1:])
         group_start = np.flatnonzero(edge)
         inverse = np.empty(len(sk), dtype=np.int64)
         inverse[order] = np.cumsum(edge) - 1
+        first_occ = np.minimum.reduceat(order, group_start) if len(order) else order
         return CutBatch(p.enc, p.n_chars, alone, s, e, pieces.left[multi], pieces.right[multi],
                         uniq=sk[group_start], counts=np.diff(np.append(group_start, len(sk))),
-                        first_occ=order[group_start], inverse=inverse)
+                        first_occ=first_occ, inverse=inverse)
 
     def apply_cut(self, c: CutBatch, now: float, seed: bool = False) -> None:
         """Record a cut batch: candidate counts, neighbours, examples (writes state).
@@ -267,7 +321,7 @@ class Engine:
         instead of min_count occurrences after that.
         """
         cfg = self.config
-        self.alone += c.alone
+        self.alone += c.alone * self._weight if self._weight != 1 else c.alone
         if len(c.uniq) == 0:
             self.units_cut += len(c.enc)
             return
@@ -281,12 +335,13 @@ class Engine:
             slots[missing] = new
             if seed:
                 self._seed_counts(new, c.uniq[missing], c.counts[missing],
-                                  (e - s)[first_occ[missing]])
+                                  (e - s)[first_occ[missing]], now)
         ok = slots >= 0
         us, uc = slots[ok], c.counts[ok]
         table.total[us] += uc
-        table.recent[us] += uc
-        table.slow[us] += uc
+        fast, slow = self._forward(now)
+        table.recent[us] += uc * fast
+        table.slow[us] += uc * slow
         table.last_seen[us] = now
         occ_slots = slots[c.inverse]
         tracked = occ_slots >= 0
@@ -302,24 +357,28 @@ class Engine:
             return
         safe = np.maximum(slots, 0)
         want = ok & (table.total[safe] >= cfg.min_count)
-        want &= np.isin(slots, self._listed_slots) | ~table.has_example[safe]
-        for i in np.flatnonzero(want).tolist():
-            occ = int(first_occ[i])
-            table.add_example(int(slots[i]), enc.context(int(s[occ]), int(e[occ])),
-                              cfg.examples)
+        want &= np.isin(slots, self._listed_slots) | ~table.sampled[safe]
+        pick = np.flatnonzero(want)
+        if len(pick):
+            occ = first_occ[pick].tolist()
+            table.add_examples(slots[pick], [enc.context(int(s[o]), int(e[o])) for o in occ],
+                               cfg.examples, protect=self._listed_slots)
 
     _listed_slots: np.ndarray = np.empty(0, np.int64)
 
     def _seed_counts(self, slots: np.ndarray, keys: np.ndarray, batch: np.ndarray,
-                     lengths: np.ndarray) -> None:
+                     lengths: np.ndarray, now: float) -> None:
         ok = (slots >= 0) & (lengths <= self.config.order)
         if not ok.any():
             return
-        prior = np.maximum(self.counter.query(keys[ok]) - batch[ok], 0)
+        # the n-gram's count before this batch, in occurrences as of now
+        units = np.maximum(self.counter.query(keys[ok]) - batch[ok] * self._weight, 0)
+        prior = self.clock.occurrences(units)
         t = self.candidates
-        t.total[slots[ok]] += prior
-        t.recent[slots[ok]] += prior
-        t.slow[slots[ok]] += prior
+        t.total[slots[ok]] += np.rint(prior).astype(np.int64)
+        fast, slow = self._forward(now)
+        t.recent[slots[ok]] += prior * fast
+        t.slow[slots[ok]] += prior * slow
 
     def count(self, lines: Sequence[str]) -> None:
         """Count phase only (first pass of a batch run)."""
@@ -330,7 +389,7 @@ class Engine:
 
     def cut(self, lines: Sequence[str], now: float = 0.0) -> None:
         """Cut phase only (second pass of a batch run): pieces, candidates, neighbours."""
-        self.apply_cut(self.cut_prepared(self.prepare(lines)), now)
+        self.apply_cut(self.cut_prepared(self.prepare(lines, count=False)), now)
 
     def ingest(self, lines: Sequence[str], now: float) -> None:
         """Count and cut one batch (the daemon's step)."""
@@ -338,20 +397,35 @@ class Engine:
 
     def ingest_prepared(self, p: Prepared, now: float) -> None:
         """ingest() of a batch already prepared (possibly in another thread)."""
-        self.count_prepared(p)
+        self.count_prepared(p, now)
         self.apply_cut(self.cut_prepared(p), now, seed=True)
         self.lines_ingested += p.n_lines
         self.chars_ingested += p.n_chars
 
     # ------------------------------------------------------------------ decay
 
-    def decay_to(self, now: float) -> None:
-        """Apply the half-life decay up to stream time ``now``.
+    def _forward(self, now: float) -> tuple[float, float]:
+        """Weights of a count added at ``now`` to the recent and baseline counts.
 
-        Candidate counts decay at every call; the n-gram counter and the unigram
-        table only once the accumulated factor drops below 0.95, because scaling
-        a large sketch costs ~0.1 s per 100 MB.
+        Candidate counts are decayed only at rescores (decay_to), so an occurrence at
+        time t after the last decay at t0 is added as 2^((t - t0) / h) (forward
+        decay): the next decay_to(T) multiplies it by 2^(-(T - t0) / h), which leaves
+        exactly 2^(-(T - t) / h), its weight had it been decayed continuously.
         """
+        hl = self.config.half_life
+        if math.isinf(hl):
+            return 1.0, 1.0
+        if self.last_decay is None or (now - self.last_decay) / hl > 32:
+            self.decay_to(now)  # start the clock, or keep the weights far from overflow
+        assert self.last_decay is not None
+        dt = now - self.last_decay
+        return 2.0 ** (dt / hl), 2.0 ** (dt / (16 * hl))
+
+    def decay_to(self, now: float) -> None:
+        """Apply the half-life decay up to stream time ``now``: candidate counts are
+        multiplied out; the counters only move their clock (see decay.py), which
+        halves them once a half-life."""
+        self._advance_clock(now)
         hl = self.config.half_life
         if self.last_decay is None or math.isinf(hl):
             self.last_decay = now
@@ -360,16 +434,21 @@ class Engine:
         if dt <= 0:
             return
         self.candidates.decay(0.5 ** (dt / hl), 0.5 ** (dt / (16 * hl)))
-        self._pending_decay *= 0.5 ** (dt / hl)
         self.last_decay = now
-        if self._pending_decay < 0.95:
-            f = self._pending_decay
-            self.counter.scale(f, self.rng)
-            for name in ("unigrams", "alone"):
-                u = getattr(self, name) * f + self.rng.random(DENSE_SIZE)
-                setattr(self, name, np.floor(u).astype(np.int64))
-            self.total_units = int(self.total_units * f)
-            self._pending_decay = 1.0
+
+    def _advance_clock(self, now: float) -> None:
+        factor = self.clock.advance(now)
+        if factor is not None:
+            self._scale_counts(factor)
+
+    def _scale_counts(self, factor: float) -> None:
+        """Multiply the n-gram counter and the per-unit tables by ``factor``, rounding
+        stochastically (unbiased). ~0.1 s per 100 MB of sketch."""
+        self.counter.scale(factor, self.rng)
+        for name in ("unigrams", "alone"):
+            u = getattr(self, name) * factor + self.rng.random(DENSE_SIZE)
+            setattr(self, name, np.floor(u).astype(np.int64))
+        self.total_units = int(self.total_units * factor)
 
     # ------------------------------------------------------------------ scoring
 
@@ -392,7 +471,7 @@ class Engine:
         pieces longer than the order the minimum over its order-N windows).
         """
         cfg = self.config
-        words = [self.candidates.text[s] for s in slots.tolist()]
+        words = self.candidates.texts(slots)
         if not words:
             empty = np.empty(0)
             return _Scored(slots[:0], empty, empty, empty, [])
@@ -408,7 +487,8 @@ class Engine:
         keys = ngram_keys(mixed, enc.first, cfg.order)
         counts = [self._count_keys(n, k, enc.ids if n == 1 else None)
                   for n, (k, _) in enumerate(keys, start=1)]
-        masks = cohesive_masks(keys, counts, self.total_units, cfg.min_count, cfg.thresholds())
+        # the cutter's own test, so the back-check agrees with how pieces were cut
+        masks = self._cohesive(enc, mixed, keys)
         log_total = float(np.log(max(self.total_units, 1)))
         starts = offsets[:-1]
         logs = log_counts(counts)
@@ -449,9 +529,10 @@ class Engine:
         self.decay_to(now)
         table = self.candidates
         counts = table.recent if not math.isinf(cfg.half_life) else table.total
-        # listed once seen min_count times in all (the score uses the recent count,
-        # so a word that faded sinks instead of vanishing)
-        slots = np.flatnonzero(table.used & (table.total >= cfg.min_count))
+        # min_count applies to the recent count, as cohesion (on decayed counts) does:
+        # the list is about now, a word is listed while it is used min_count times a
+        # half-life, and a faded word leaves the list (total_count keeps the history)
+        slots = np.flatnonzero(table.used & (counts >= cfg.min_count))
         sc = self._score_candidates(slots)
         # entropy is evidence: a side seen fewer than twice (a word just admitted in
         # the daemon, whose earlier occurrences were not yet cut out) is not judged;
@@ -470,40 +551,41 @@ class Engine:
         if cfg.max_words is not None and len(order) > cfg.max_words:
             order = np.argpartition(-score, cfg.max_words - 1)[: cfg.max_words]
         # best first; ties by the word itself, so the order never depends on slots
-        order = np.array(sorted(order.tolist(), key=lambda i: (-score[i], words[i])),
-                         dtype=np.int64)
-        out = []
-        for i in order.tolist():
-            w = words[i]
-            slot = int(slots[i])
-            first = self.discovered.get(w)
-            is_new = not known[i] and (first is None or first >= table.first_seen[slot])
-            if first is None:
-                first = float(table.first_seen[slot])
-                self.discovered[w] = first
-            ex = table.examples[slot]
-            out.append(Word(
-                word=w, count=float(recent[i]), total_count=int(table.total[slot]),
-                score=float(score[i]), emergence=float(emergence[i]), pmi=float(pmi[i]),
-                left_entropy=float(left[i]), right_entropy=float(right[i]),
-                known=bool(known[i]), new=bool(is_new) and not known[i],
-                first_seen=first, last_seen=float(table.last_seen[slot]),
-                example=ex[-1] if ex else "",
-            ))
-        self._listed_slots = np.sort(slots[order])
-        self._bound_discovered()
+        if len(order):
+            order = order[np.lexsort((np.array([words[i] for i in order.tolist()]),
+                                      -score[order]))]
+        listed = slots[order]
+        # the strings of every scored candidate are dropped before the published words
+        # are made, and the listed ones decoded afresh: the long-lived Word objects then
+        # do not pin the allocator's arenas those transient strings filled (resident
+        # memory would step up at rescores)
+        words.clear()
+        sc.words.clear()
+        names = table.texts(listed)
+        # first_seen of a word when it was first listed; a word is new unless it was
+        # listed before it was first seen (it was evicted and came back)
+        keys = table.keys[listed]
+        first = self.discovered.get(keys)
+        fresh = np.isnan(first)
+        first[fresh] = table.first_seen[listed[fresh]]
+        self.discovered.add(keys[fresh], first[fresh])
+        is_new = first >= table.first_seen[listed]
+        examples = table.newest_examples(listed)
+        # columns as Python lists first: one conversion per column, not per value
+        cols = zip(names, recent[order].tolist(), table.total[listed].tolist(),
+                   score[order].tolist(), emergence[order].tolist(), pmi[order].tolist(),
+                   left[order].tolist(), right[order].tolist(), known[order].tolist(),
+                   (is_new & ~known[order]).tolist(), first.tolist(),
+                   table.last_seen[listed].tolist(), examples, strict=True)
+        out = [Word(word=w, count=c, total_count=t, score=sc_, emergence=em, pmi=pm,
+                    left_entropy=hl, right_entropy=hr, known=kn, new=nw, first_seen=fs,
+                    last_seen=ls, example=ex)
+               for w, c, t, sc_, em, pm, hl, hr, kn, nw, fs, ls, ex in cols]
+        self._listed_slots = np.sort(listed)
         pub = Published(words=tuple(out), rescored_at=time.time(), stream_time=now,
                         rescore_seconds=time.perf_counter() - t0, stats=self.stats())
         self.published = pub
         return pub
-
-    def _bound_discovered(self) -> None:
-        """Keep the registry of once-listed words (for `new`) within the candidate
-        capacity: past it, forget the half first seen longest ago."""
-        cap = self.candidates.capacity
-        if len(self.discovered) > cap:
-            keep = sorted(self.discovered.items(), key=lambda kv: kv[1])[-(cap // 2):]
-            self.discovered = dict(keep)
 
     def _emergence(self, slots: np.ndarray, now: float) -> np.ndarray:
         """Recent rate over baseline rate, each bias-corrected for the word's age.
@@ -538,7 +620,7 @@ class Engine:
             "lines_ingested": self.lines_ingested,
             "chars_ingested": self.chars_ingested,
             "units_ingested": self.units_ingested,
-            "total_units_decayed": self.total_units,
+            "total_units_decayed": float(self.clock.occurrences(self.total_units)),
             "candidates": len(self.candidates),
             "candidate_capacity": self.candidates.capacity,
             "candidates_evicted": self.candidates.evicted,
@@ -546,20 +628,22 @@ class Engine:
             "sketch_blocks": blocks if not self.config.exact else None,
             "sketch_width": getattr(self.counter, "width", None),
             "sketch_depth": self.config.depth,
-            "sketch_error_bound": self.counter.error_bound(),
+            "sketch_error_bound": float(self.clock.occurrences(self.counter.error_bound())),
             "memory_bytes": {
                 "counter": self.counter.nbytes,
                 "unigrams": int(self.unigrams.nbytes),
                 "candidates": self.candidates.nbytes,
                 "neighbours": self.neighbours.nbytes,
+                "discovered": self.discovered.nbytes,
             },
             "known_words": len(self.known),
             "discovered_words": len(self.discovered),
+            "long_texts_dropped": self.candidates.long_dropped,
         }
 
     def examples(self, word: str) -> list[str]:
         slot = self.candidates.lookup(self._word_key(word))[0]
-        return list(self.candidates.examples[slot] or []) if slot >= 0 else []
+        return self.candidates.examples_of(int(slot)) if slot >= 0 else []
 
     def _word_key(self, word: str) -> np.ndarray:
         enc = encode(word, self.config.units)
@@ -577,6 +661,7 @@ class Engine:
         """
         if other.fingerprint() != self.fingerprint():
             raise ValueError("engines differ in configuration (fingerprint)")
+        self._align_clocks(other)
         self.counter.merge(other.counter)  # type: ignore[arg-type]
         self.unigrams += other.unigrams
         self.alone += other.alone
@@ -588,8 +673,7 @@ class Engine:
         slots = dst.lookup(src.keys[theirs])
         missing = slots < 0
         if missing.any():
-            new_slots = dst.admit(src.keys[theirs[missing]],
-                                  [src.text[i] for i in theirs[missing].tolist()],
+            new_slots = dst.admit(src.keys[theirs[missing]], src.texts(theirs[missing]),
                                   0.0, protect=slots[~missing])
             slots[missing] = new_slots
             ok_new = new_slots >= 0
@@ -602,9 +686,12 @@ class Engine:
         dst.slow[mine] += src.slow[theirs]
         dst.first_seen[mine] = np.minimum(dst.first_seen[mine], src.first_seen[theirs])
         dst.last_seen[mine] = np.maximum(dst.last_seen[mine], src.last_seen[theirs])
-        for m, t in zip(mine.tolist(), theirs.tolist(), strict=True):
-            for ex in src.examples[t] or []:
-                dst.add_example(m, ex)
+        # their examples, oldest first, one round per position (slots are distinct)
+        held = np.flatnonzero(src.has_examples(theirs))
+        theirs_ex = [src.examples_of(t) for t in theirs[held].tolist()]
+        for k in range(max(map(len, theirs_ex), default=0)):
+            has = [i for i, ex in enumerate(theirs_ex) if len(ex) > k]
+            dst.add_examples(mine[held[has]], [theirs_ex[i][k] for i in has])
         for side in ("left", "right"):
             a = getattr(self.neighbours, side)
             b = getattr(other.neighbours, side)
@@ -612,8 +699,36 @@ class Engine:
             peak = total.max(axis=1, keepdims=True)
             shift = np.maximum(np.ceil(np.log2(np.maximum(peak, 1) / 65535.0)), 0)
             a[mine] = (total // (2 ** shift).astype(np.int64)).astype(np.uint16)
-        for w, t in other.discovered.items():
-            self.discovered[w] = min(t, self.discovered.get(w, t))
+        self.discovered.merge(other.discovered)
+
+    def _align_clocks(self, other: Engine) -> None:
+        """Bring both engines' counters to the same clock units (merge)."""
+        a, b = self.clock, other.clock
+        if math.isinf(a.half_life) != math.isinf(b.half_life):
+            other._convert_clock(a.half_life)
+            b = other.clock
+        if a.epoch is None or b.epoch is None or a.epoch == b.epoch:
+            if a.epoch is None:
+                a.epoch, a.unit, a.carry = b.epoch, b.unit, b.carry
+            return
+        late, early = (self, other) if a.epoch > b.epoch else (other, self)
+        assert late.clock.epoch is not None and early.clock.epoch is not None
+        hl = late.clock.half_life
+        early._scale_counts(0.5 ** ((late.clock.epoch - early.clock.epoch) / hl))
+        early.clock.epoch, early.clock.unit = late.clock.epoch, late.clock.unit
+        if early is self:
+            self.clock.carry = other.clock.carry
+
+    def _convert_clock(self, half_life: float) -> None:
+        """Re-express the counters for a half-life that is finite where the state's was
+        infinite or the other way round (a ``discover --save-state`` snapshot seeds a
+        daemon): plain occurrences <-> clock units."""
+        new = CountClock.for_half_life(half_life)
+        if not math.isinf(half_life):
+            new.epoch = self.last_decay if self.last_decay is not None else None
+        self._scale_counts(new.unit / self.clock.unit)
+        self.clock = new
+        self._weight = 1
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly (msgpack-able; arrays as arrays)."""
@@ -632,9 +747,10 @@ class Engine:
             "chars_ingested": self.chars_ingested,
             "candidates": self.candidates.state(),
             "neighbours": self.neighbours.state(),
-            "discovered": self.discovered,
+            "discovered": self.discovered.state(),
             "last_decay": self.last_decay,
-            "pending_decay": self._pending_decay,
+            "clock": self.clock.state(),
+            "weight": self._weight,
             "rng": self.rng.bit_generator.state,
         }
 
@@ -657,13 +773,19 @@ class Engine:
         eng.lines_ingested = int(state["lines_ingested"])
         eng.chars_ingested = int(state["chars_ingested"])
         eng.candidates = CandidateTable.from_state(state["candidates"])
+        if cfg.examples:  # a state from discover has no example pool
+            eng.candidates.ensure_pool(eng.candidates.capacity // POOL_SHARE)
         eng.neighbours = NeighbourTable.from_state(state["neighbours"])
         eng.candidates._on_remove = eng.neighbours.clear  # type: ignore[method-assign]
         eng.known = known or Lexicon()
-        eng.discovered = dict(state["discovered"])
+        eng.discovered = ListedRegistry.from_state(state["discovered"])
         eng.last_decay = state["last_decay"]
-        eng._pending_decay = float(state.get("pending_decay", 1.0))
         eng.rng = np.random.default_rng()
         eng.rng.bit_generator.state = state["rng"]
+        eng.clock = CountClock.from_state(state["clock"])
+        eng._weight = int(state["weight"])
+        if math.isinf(eng.clock.half_life) != math.isinf(cfg.half_life):
+            eng._convert_clock(cfg.half_life)
+        eng.clock.half_life = cfg.half_life  # a changed (finite) half-life applies from now
         eng.published = Published()
         return eng

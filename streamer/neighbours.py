@@ -16,6 +16,7 @@ Entropy is scale-invariant, so a row about to overflow is halved.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -27,19 +28,30 @@ BUCKETS = 32
 _MAX = 65535
 
 
+@lru_cache(maxsize=1)
+def _n_ln_n() -> np.ndarray:
+    """n ln n for every uint16 count (0 for 0)."""
+    n = np.arange(_MAX + 1, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(n > 0, n * np.log(n), 0.0)
+
+
 def entropy(rows: np.ndarray, chunk: int = 1 << 14) -> np.ndarray:
     """Entropy (nats) of each row of counts; 0 for an empty row.
 
-    Computed ``chunk`` rows at a time so the float temporaries stay a few MB
-    whatever the number of candidates.
+    With T the row total, H = -sum p ln p = ln T - (sum n ln n) / T, the n ln n of
+    uint16 counts taken from a table. Computed ``chunk`` rows at a time so the float
+    temporaries stay a few MB whatever the number of candidates.
     """
+    table = _n_ln_n()
     out = np.zeros(len(rows))
     for a in range(0, len(rows), chunk):
-        r = rows[a:a + chunk].astype(np.float64)
-        tot = r.sum(axis=1, keepdims=True)
+        r = rows[a:a + chunk]
+        tot = r.sum(axis=1, dtype=np.int64).astype(np.float64)
+        s = table[r].sum(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            p = np.where(tot > 0, r / tot, 0.0)
-            out[a:a + chunk] = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1)
+            h = np.log(tot) - s / tot
+        out[a:a + chunk] = np.where(tot > 0, np.maximum(h, 0.0), 0.0)
     return out
 
 
@@ -50,6 +62,10 @@ class NeighbourTable:
         self.buckets = buckets
         self.left = np.zeros((capacity, buckets), dtype=np.uint16)
         self.right = np.zeros((capacity, buckets), dtype=np.uint16)
+        # touch every page now: np.zeros maps them lazily, and the resident size would
+        # grow as candidate slots fill
+        self.left.fill(0)
+        self.right.fill(0)
 
     @property
     def nbytes(self) -> int:

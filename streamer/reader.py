@@ -10,6 +10,7 @@ and treated as clause breaks like any other non-word character.
 from __future__ import annotations
 
 import codecs
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -30,13 +31,31 @@ class ReadStats:
     per_file: dict[str, int] = field(default_factory=dict)
 
 
+_local = threading.local()  # the error handler's count, per thread: blocks decode in workers
+
+
 def _count_replace(err: UnicodeDecodeError) -> tuple[str, int]:
-    _count_replace.n += err.end - err.start  # type: ignore[attr-defined]
+    _local.n = getattr(_local, "n", 0) + err.end - err.start
     return "\ufffd", err.end
 
 
-_count_replace.n = 0  # type: ignore[attr-defined]
 codecs.register_error("streamer-count", _count_replace)
+
+
+@dataclass(slots=True)
+class Decoded:
+    """A block of lines as text, with what decoding saw (added to ReadStats by the
+    thread that owns the stats)."""
+
+    text: str
+    lines: int
+    nul: int
+    replaced: int
+
+    def count_into(self, stats: ReadStats) -> None:
+        stats.lines += self.lines
+        stats.nul += self.nul
+        stats.replaced += self.replaced
 
 
 def _safe_cut(block: bytes) -> int:
@@ -53,8 +72,10 @@ def _safe_cut(block: bytes) -> int:
     return cut or len(block)
 
 
-def iter_text_blocks(stream: BinaryIO, stats: ReadStats, block: int = BLOCK) -> Iterator[str]:
-    """Yield decoded text of complete lines (newline-separated), ~``block`` bytes at a time."""
+def iter_raw_blocks(stream: BinaryIO, stats: ReadStats,
+                    block: int = BLOCK) -> Iterator[tuple[bytes, int]]:
+    """Yield (raw bytes of complete lines, 1 if they end a line else 0), ~``block``
+    bytes at a time; decode each with ``decode_block`` (in any thread)."""
     rest = b""
     while True:
         data = stream.read(block)
@@ -70,19 +91,29 @@ def iter_text_blocks(stream: BinaryIO, stats: ReadStats, block: int = BLOCK) -> 
             cut = _safe_cut(buf)
             stats.long_lines_cut += 1
             head, rest = buf[:cut], buf[cut:]
-            yield _decode(head, stats, 0)
+            yield head, 0
             continue
         head, rest = buf[:end], buf[end + 1:]
-        yield _decode(head, stats, 1)
+        yield head, 1
     if rest:
-        yield _decode(rest, stats, 1)
+        yield rest, 1
 
 
-def _decode(raw: bytes, stats: ReadStats, complete: int) -> str:
-    """Decode a block of lines; ``complete`` is 1 when it ends a line."""
-    before = _count_replace.n  # type: ignore[attr-defined]
-    stats.nul += raw.count(b"\x00")
-    text = raw.decode("utf-8", "streamer-count")
-    stats.replaced += _count_replace.n - before  # type: ignore[attr-defined]
-    stats.lines += raw.count(b"\n") + complete
-    return text
+def decode_block(raw: bytes, complete: int) -> Decoded:
+    """Decode a block of lines; ``complete`` is 1 when it ends a line. Thread-safe."""
+    try:
+        text = raw.decode("utf-8")
+        replaced = 0
+    except UnicodeDecodeError:
+        _local.n = 0
+        text = raw.decode("utf-8", "streamer-count")
+        replaced = _local.n
+    return Decoded(text, raw.count(b"\n") + complete, raw.count(b"\x00"), replaced)
+
+
+def iter_text_blocks(stream: BinaryIO, stats: ReadStats, block: int = BLOCK) -> Iterator[str]:
+    """Yield decoded text of complete lines (newline-separated), ~``block`` bytes at a time."""
+    for raw, complete in iter_raw_blocks(stream, stats, block):
+        d = decode_block(raw, complete)
+        d.count_into(stats)
+        yield d.text

@@ -20,10 +20,13 @@ the cost is O(units * order**2) array operations, with no per-character Python.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+_U32 = 2**32 - 1
 
 
 def min_pmi_for(order: int, min_pmi: Sequence[float]) -> list[float]:
@@ -65,17 +68,31 @@ def pmi_at(logs: list[np.ndarray], n: int, log_total: float) -> np.ndarray:
 
 def cohesive_masks(keys: list[tuple[np.ndarray, np.ndarray]], counts: list[np.ndarray],
                    total: int, min_count: int, thresholds: Sequence[float]) -> list[np.ndarray]:
-    """cohesive[n-2][i]: the n-gram at i (n = 2..N) is cohesive."""
-    log_total = float(np.log(max(total, 1)))
-    logs = log_counts(counts)
+    """cohesive[n-2][i]: the n-gram at i (n = 2..N) is cohesive.
+
+    The pmi test without logarithms: pmi(w) >= t  <=>
+
+        N * c(w) >= e**t * max_k c(w[:k]) * c(w[k:])
+
+    with the products in uint64 and the comparison in float64, which is what the C
+    kernel (CountMinSketch.cohesive) computes too, bit for bit.
+    """
     out = []
     for n in range(2, len(keys) + 1):
         _, valid = keys[n - 1]
-        if len(valid) == 0:
+        m = len(valid)
+        if m == 0:
             out.append(np.zeros(0, bool))
             continue
-        pmi = pmi_at(logs, n, log_total)
-        out.append(valid & (counts[n - 1] >= min_count) & (pmi >= thresholds[n - 2]))
+        c = np.minimum(counts[n - 1], _U32)
+        # counts as the C kernel holds them: uint32, saturated
+        u = [np.minimum(x, _U32).astype(np.uint64) for x in counts[:n - 1]]
+        best = np.zeros(m, dtype=np.uint64)
+        for k in range(1, n):
+            np.maximum(best, u[k - 1][:m] * u[n - k - 1][k:k + m], out=best)
+        lhs = float(total) * c.astype(np.float64)
+        ok = lhs >= math.exp(thresholds[n - 2]) * best.astype(np.float64)
+        out.append(valid & (c >= min_count) & ok)
     return out
 
 

@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 
 from streamer import _sketch  # C kernels: streamer/_sketch.c
+from streamer.ngrams import L, P, ngram_keys
+from streamer.units import HAN_LIMIT
 
 BLOCK = 16  # counters per block: 64 bytes, one cache line
 PARALLEL_MIN = 1 << 15  # keys in one add() before it is split over two threads
@@ -55,7 +57,7 @@ def aggregate(keys: np.ndarray, counts: np.ndarray | None = None) -> tuple[np.nd
     """Distinct keys (sorted) and their summed counts. O(n log n)."""
     if len(keys) == 0:
         return np.sort(keys), np.empty(0, np.int64)
-    order = None if counts is None else np.argsort(keys, kind="stable")
+    order = None if counts is None else np.argsort(keys)
     s = np.sort(keys) if order is None else keys[order]
     edge = np.empty(len(s), dtype=bool)
     edge[0] = True
@@ -87,7 +89,10 @@ class CountMinSketch:
         rng = np.random.default_rng(seed)
         m = rng.integers(0, 2**63, size=2, dtype=np.uint64) << np.uint64(1) | np.uint64(1)
         self._m0, self._m1 = int(m[0]), int(m[1])
-        self.table = table if table is not None else np.zeros((blocks, BLOCK), dtype=np.uint32)
+        if table is None:
+            table = np.zeros((blocks, BLOCK), dtype=np.uint32)
+            table.fill(0)  # touch every page now, so the resident size is paid at start
+        self.table = table
         self.total = 0  # M, the sum of all counts added
 
     @classmethod
@@ -106,25 +111,48 @@ class CountMinSketch:
         """e * M / w: the additive error that holds with probability >= 1 - 1/e."""
         return math.e / self.width * self.total
 
-    def add(self, keys: np.ndarray, counts: np.ndarray | None = None) -> None:
-        """Add each key once (or ``counts[i]`` times). Single writer: not thread-safe."""
+    def add(self, keys: np.ndarray, counts: np.ndarray | None = None,
+            weight: int = 1) -> None:
+        """Add each key ``weight`` times (or ``counts[i]`` times). Single writer: not
+        thread-safe."""
         if len(keys) == 0:
             return
         keys = np.ascontiguousarray(keys, dtype=np.uint64)
         c = None if counts is None else np.ascontiguousarray(counts, dtype=np.uint64)
         params = self._params()
         if len(keys) < PARALLEL_MIN or self.blocks < 2:
-            _sketch.cu_add(self.table, keys, c, *params, 0, self.blocks)
+            _sketch.cu_add(self.table, keys, c, *params, 0, self.blocks, weight)
         else:
             # two threads, each owning half of the blocks: a key's counters are all
             # in its block, so the halves never touch and the result is exactly that
             # of one sequential pass (the update is memory-bound: ~1.8x faster)
             half = self.blocks // 2
             other = _pool().submit(_sketch.cu_add, self.table, keys, c, *params, half,
-                                   self.blocks)
-            _sketch.cu_add(self.table, keys, c, *params, 0, half)
+                                   self.blocks, weight)
+            _sketch.cu_add(self.table, keys, c, *params, 0, half, weight)
             other.result()
-        self.total += len(keys) if c is None else int(c.sum())
+        self.total += len(keys) * weight if c is None else int(c.sum())
+
+    def add_ngrams(self, mixed: np.ndarray, first: np.ndarray, ids: np.ndarray, order: int,
+                   weight: int = 1) -> None:
+        """Add every n-gram of a chunk, orders 1..order, ``weight`` times each: the keys
+        of ngrams.ngram_keys inside clauses, made in C as they are added (the unigrams
+        of Han units, counted exactly elsewhere, are left out). Single writer."""
+        n = len(mixed)
+        if n == 0:
+            return
+        args = (np.ascontiguousarray(mixed, dtype=np.uint64),
+                np.ascontiguousarray(first, dtype=bool),
+                np.ascontiguousarray(ids, dtype=np.int64), order, int(P), int(L), HAN_LIMIT)
+        if n * order < PARALLEL_MIN or self.blocks < 2:
+            _sketch.cu_add_ngrams(self.table, *self._params(), *args, 0, self.blocks, weight)
+        else:  # the two halves of the blocks in two threads, as add() does
+            half = self.blocks // 2
+            other = _pool().submit(_sketch.cu_add_ngrams, self.table, *self._params(), *args,
+                                   half, self.blocks, weight)
+            _sketch.cu_add_ngrams(self.table, *self._params(), *args, 0, half, weight)
+            other.result()
+        self.total += _ngram_total(first, ids, order) * weight
 
     def query(self, keys: np.ndarray) -> np.ndarray:
         """Estimated counts (int64), never below the true counts. Thread-safe for
@@ -135,6 +163,27 @@ class CountMinSketch:
         keys = np.ascontiguousarray(keys, dtype=np.uint64)
         _sketch.query(self.table, keys, out, *self._params())
         return out.astype(np.int64)
+
+    def cohesive(self, unit_counts: np.ndarray, mixed: np.ndarray, first: np.ndarray,
+                 order: int, min_count: int, total: int,
+                 thresholds: list[float]) -> list[np.ndarray]:
+        """segmentation.cohesive_masks for a chunk, with its n-gram counts looked up
+        here (one C pass per order, no key arrays; see ``cohesive`` in _sketch.c).
+
+        ``unit_counts``: count of the unit at each position; ``mixed``: ngrams.mix of
+        the unit ids; ``first``: clause starts. Returns masks for orders 2..order.
+        Thread-safe for concurrent readers while nobody adds.
+        """
+        n = len(mixed)
+        out = np.zeros((order - 1, n), dtype=bool)
+        if n:
+            _sketch.cohesive(self.table, *self._params(),
+                             np.ascontiguousarray(unit_counts, dtype=np.int64),
+                             np.ascontiguousarray(mixed, dtype=np.uint64),
+                             np.ascontiguousarray(first, dtype=bool), order, min_count,
+                             float(total), np.array([math.exp(t) for t in thresholds]),
+                             int(P), int(L), out)
+        return [out[g - 2, :max(n - g + 1, 0)] for g in range(2, order + 1)]
 
     def scale(self, factor: float, rng: np.random.Generator) -> None:
         """Multiply every counter by ``factor`` (decay), rounding stochastically.
@@ -148,6 +197,7 @@ class CountMinSketch:
             scaled = part * np.float32(factor)
             scaled += rng.random(len(part), dtype=np.float32)
             np.floor(scaled, out=scaled)
+            np.minimum(scaled, _U32_MAX, out=scaled)  # saturate, as updates do
             part[:] = scaled.astype(np.uint32)
         self.total = int(self.total * factor)
 
@@ -177,6 +227,29 @@ def blocks_for_bytes(nbytes: int) -> int:
     return 1 << max(0, int(math.log2(max(nbytes // (4 * BLOCK), 1))))
 
 
+def _ngram_total(first: np.ndarray, ids: np.ndarray, order: int) -> int:
+    """How many keys add_ngrams adds: non-Han unigrams and every n-gram (n = 2..order)
+    inside a clause."""
+    n = len(ids)
+    total = int(np.count_nonzero(ids >= HAN_LIMIT))
+    # a clause of length m holds m - g + 1 g-grams
+    starts = np.flatnonzero(first) if n else np.empty(0, np.int64)
+    if n and (len(starts) == 0 or starts[0] != 0):
+        starts = np.concatenate([[0], starts])
+    lengths = np.diff(np.append(starts, n))
+    for g in range(2, order + 1):
+        total += int(np.maximum(lengths - g + 1, 0).sum())
+    return total
+
+
+def ngram_count_keys(mixed: np.ndarray, first: np.ndarray, ids: np.ndarray,
+                     order: int) -> np.ndarray:
+    """The keys add_ngrams counts, as an array (non-Han unigrams, then each order)."""
+    keys = ngram_keys(mixed, first, order)
+    parts = [keys[0][0][ids >= HAN_LIMIT]] + [k[valid] for k, valid in keys[1:]]
+    return np.concatenate(parts)
+
+
 class ExactCounter:
     """Exact counts of 64-bit keys (unbounded memory)."""
 
@@ -199,15 +272,23 @@ class ExactCounter:
     def error_bound(self) -> float:
         return 0.0
 
-    def add(self, keys: np.ndarray, counts: np.ndarray | None = None) -> None:
+    def add(self, keys: np.ndarray, counts: np.ndarray | None = None,
+            weight: int = 1) -> None:
         if len(keys) == 0:
             return
         uniq, c = aggregate(keys, counts)
+        if counts is None and weight != 1:
+            c *= weight
         self._pending.append((uniq, c))
         self._pending_n += len(uniq)
         self.total += int(c.sum())
         if self._pending_n > max(1 << 20, len(self.keys)):
             self._flush()
+
+    def add_ngrams(self, mixed: np.ndarray, first: np.ndarray, ids: np.ndarray, order: int,
+                   weight: int = 1) -> None:
+        """CountMinSketch.add_ngrams, with the keys as arrays."""
+        self.add(ngram_count_keys(mixed, first, ids, order), weight=weight)
 
     def _flush(self) -> None:
         if not self._pending:

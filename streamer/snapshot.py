@@ -430,19 +430,26 @@ def _write_file(f: BinaryIO, state: dict[str, Any], fingerprint: str,
         else:
             out.write(packer.pack(obj))
 
-    emit(state, 0)
-    tree_length = out.length
-    data_start = _align(payload_start + tree_length) - payload_start  # relative to payload
-    offset = 0
-    for arr in arrays:
-        out.pad_to(data_start + offset)
-        nbytes = arr.nbytes
-        if nbytes:
-            flat = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
-            mv = memoryview(flat)
-            for i in range(0, nbytes, _CHUNK):
-                out.write(mv[i : i + _CHUNK])
-        offset = _align(offset + nbytes)
+    try:
+        emit(state, 0)
+        tree_length = out.length
+        data_start = _align(payload_start + tree_length) - payload_start  # relative to payload
+        offset = 0
+        for arr in arrays:
+            out.pad_to(data_start + offset)
+            nbytes = arr.nbytes
+            if nbytes:
+                flat = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+                mv = memoryview(flat)
+                for i in range(0, nbytes, _CHUNK):
+                    out.write(mv[i : i + _CHUNK])
+            offset = _align(offset + nbytes)
+    finally:
+        # emit and the packer's default hook are recursive closures, so they form
+        # reference cycles, and through on_array they reach every array of the state:
+        # without this the state would stay alive until the cyclic collector runs, and
+        # the memory freed after a snapshot would not be there to return to the OS
+        arrays.clear()
     header = _encode_header(fields, tree_length, out.length, out.hash.hexdigest())
     f.seek(0)
     f.write(_PREFIX.pack(MAGIC, len(header), zlib.crc32(header)))
@@ -806,11 +813,16 @@ def _read_payload(f: BinaryIO, path: Path, header: dict[str, Any], payload_start
     except Exception as e:  # decoding garbage can fail in many ways
         error, fills = e, []
     pos = tree_length
-    for start, arr in fills:
-        _hash_skip(f, start - pos, digest, path)
-        if arr.nbytes:
-            _read_into(f, memoryview(arr.reshape(-1).view(np.uint8)), digest, path)
-        pos = start + arr.nbytes
+    try:
+        for start, arr in fills:
+            _hash_skip(f, start - pos, digest, path)
+            if arr.nbytes:
+                _read_into(f, memoryview(arr.reshape(-1).view(np.uint8)), digest, path)
+            pos = start + arr.nbytes
+    finally:
+        # the ext hook is a recursive closure (a reference cycle) that reaches `fills`:
+        # cleared, the arrays live exactly as long as the caller keeps the state
+        fills.clear()
     _hash_skip(f, payload_length - pos, digest, path)
     if digest.hexdigest() != header["checksum"]:
         raise SnapshotCorrupt(path, "payload checksum mismatch (damaged data)", reason="checksum")

@@ -20,19 +20,22 @@ Unit ids (int64): a Han character's code point (< 0x40000), or for an ASCII run
 
 from __future__ import annotations
 
+import threading
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
-from streamer.ngrams import power_table
+from streamer import _units  # C kernels: streamer/_units.c
 
 HAN_LIMIT = 0x40000
 ASCII_TAG = np.int64(1 << 62)
 DIGITS_TAG = np.int64(1 << 61)  # set on ASCII runs made only of digits (numbers)
 _SLOW = np.uint32(0xFFFFFFFF)  # table marker: this code point needs the real NFKC
-_EXPAND = np.uint32(0xFFFFFFFE)  # table marker: NFKC gives several characters (… -> ...)
+# table values from _EXPAND on: NFKC gives several characters (… -> ...); the value
+# minus _EXPAND numbers the expansion in _Tables.exp_off / exp_data
+_EXPAND = np.uint32(0xF0000000)
 
 # classes
 BREAK, HAN, ALNUM = 0, 1, 2
@@ -48,54 +51,83 @@ def _is_han(cp: int) -> bool:
     )
 
 
-_EXPANSIONS: dict[str, str] = {}
-
-
 TABLE_LIMIT = 0x20000  # the table covers planes 0 and 1; planes 2-3 are Han
 
 
-@lru_cache(maxsize=1)
-def _composing() -> frozenset[str]:
-    """Characters that can merge with a neighbour under NFKC: combining marks, Hangul
-    jamo and syllables, and the second element of every canonical pair (U+0B3E...)."""
-    out = set()
+def _decompositions() -> tuple[frozenset[str], list[str]]:
+    """(composing, decomposable) over planes 0-1, in one pass over the code points.
+
+    composing: characters that can merge with a neighbour under NFKC: combining
+    marks, Hangul jamo and syllables, and the second element of every canonical
+    pair (U+0B3E...). decomposable: characters with a decomposition mapping.
+    """
+    composing = set()
+    decomposable = []
     for cp in range(TABLE_LIMIT):
         if 0xD800 <= cp <= 0xDFFF:
             continue
         ch = chr(cp)
         if unicodedata.combining(ch) or 0x1100 <= cp <= 0x11FF or 0xAC00 <= cp <= 0xD7A3:
-            out.add(ch)
+            composing.add(ch)
         d = unicodedata.decomposition(ch)
-        if d and not d.startswith("<"):
-            parts = d.split()
-            if len(parts) == 2:
-                out.add(chr(int(parts[1], 16)))
-    return frozenset(out)
+        if d:
+            decomposable.append(ch)
+            if not d.startswith("<"):
+                parts = d.split()
+                if len(parts) == 2:
+                    composing.add(chr(int(parts[1], 16)))
+    return frozenset(composing), decomposable
+
+
+_TABLES_LOCK = threading.Lock()  # blocks are encoded in several threads; build once
+
+
+@dataclass(frozen=True)
+class _Tables:
+    """nfkc[cp] for cp < TABLE_LIMIT: the folded code point, or a marker; cls[cp] for
+    cp < HAN_LIMIT: BREAK, HAN or ALNUM; expansion e is the code points
+    exp_data[exp_off[e]:exp_off[e + 1]]."""
+
+    nfkc: np.ndarray
+    cls: np.ndarray
+    exp_off: np.ndarray
+    exp_data: np.ndarray
+
+
+def _tables() -> _Tables:
+    """The folding and class tables, built on first use (~50 ms); see _build_tables."""
+    with _TABLES_LOCK:
+        return _build_tables()
 
 
 @lru_cache(maxsize=1)
-def _tables() -> tuple[np.ndarray, np.ndarray]:
-    """(nfkc_map, cls): nfkc_map[cp] for cp < TABLE_LIMIT is the folded code point,
-    or a marker.
+def _build_tables() -> _Tables:
+    """Folding and class tables (see _Tables).
 
-    _EXPAND marks a character whose NFKC form is several characters that do not
-    interact with neighbours (… -> ..., ℃ -> °c): those are substituted with a
-    regular expression. _SLOW marks characters that may compose with a neighbour,
-    or whose NFKC form may (ﾞ -> U+3099, ㄱ -> U+1100): a chunk holding one goes
-    through unicodedata.normalize whole, which is then exact.
+    Values from _EXPAND on mark a character whose NFKC form is several characters
+    that do not interact with neighbours (… -> ..., ℃ -> °c): those are spliced in
+    (streamer/_units.c: expand). _SLOW marks characters that may compose with a
+    neighbour, or whose NFKC form may (ﾞ -> U+3099, ㄱ -> U+1100): a chunk holding
+    one goes through unicodedata.normalize whole, which is then exact.
     """
-    composing = _composing()
+    composing, decomposable = _decompositions()
     nfkc = np.arange(TABLE_LIMIT, dtype=np.uint32)
-    for cp in range(0x80, TABLE_LIMIT):
-        if 0xD800 <= cp <= 0xDFFF:
+    exp_off = [0]
+    exp_data: list[int] = []
+    # a character without a decomposition mapping is its own NFKC form (NFD leaves
+    # it alone, and composition of one starter is itself) unless it can compose, so
+    # only ~6k of the 128k code points need the (slow) real function
+    for ch in sorted(composing.union(decomposable)):
+        cp = ord(ch)
+        if cp < 0x80 or cp >= TABLE_LIMIT:
             continue
-        ch = chr(cp)
         norm = unicodedata.normalize("NFKC", ch)
         if ch in composing or any(c in composing for c in norm):
             nfkc[cp] = _SLOW
         elif len(norm) != 1:
-            nfkc[cp] = _EXPAND
-            _EXPANSIONS[ch] = norm.translate(_LOWER)
+            nfkc[cp] = _EXPAND + len(exp_off) - 1
+            exp_data.extend(ord(c) for c in norm.translate(_LOWER))
+            exp_off.append(len(exp_data))
         else:
             low = norm.lower() if ord(norm) < 0x80 else norm
             nfkc[cp] = ord(low)
@@ -108,7 +140,8 @@ def _tables() -> tuple[np.ndarray, np.ndarray]:
     cls[0x3007] = HAN
     for c in b"abcdefghijklmnopqrstuvwxyz0123456789":
         cls[c] = ALNUM
-    return nfkc, cls
+    return _Tables(nfkc, cls, np.array(exp_off, dtype=np.uint32),
+                   np.array(exp_data, dtype=np.uint32))
 
 
 def normalise(text: str) -> str:
@@ -121,127 +154,104 @@ def normalise(text: str) -> str:
 class Encoded:
     """A chunk of text as units.
 
-    text     the normalised text the offsets refer to
     ids      int64[n] unit ids
-    starts   int64[n] character offset of each unit in ``text``
-    ends     int64[n] character offset one past each unit
+    starts   int64[n] offset of each unit in the normalised text (characters)
+    ends     int64[n] offset one past each unit
     first    bool[n]  unit i begins a clause (a break lies between unit i-1 and i)
+    cps      uint32   the normalised text as code points (what the offsets refer to)
     source   the text as given, when normalising kept every offset (so example
              contexts show the writer's punctuation and case); else None
+    normalised  the normalised text as a str, when it was built (else made on demand
+             by ``text``: most chunks never need it whole, only a few spans)
     """
 
-    text: str
     ids: np.ndarray
     starts: np.ndarray
     ends: np.ndarray
     first: np.ndarray
+    cps: np.ndarray
     source: str | None = None
+    normalised: str | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def text(self) -> str:
+        """The normalised text the offsets refer to."""
+        if self.normalised is None:
+            self.normalised = _decode(self.cps)
+        return self.normalised
+
     def span_text(self, i: int, j: int) -> str:
-        """The text of units i..j-1 (j exclusive)."""
-        return self.text[int(self.starts[i]):int(self.ends[j - 1])]
+        """The normalised text of units i..j-1 (j exclusive)."""
+        a, b = int(self.starts[i]), int(self.ends[j - 1])
+        if self.normalised is not None:
+            return self.normalised[a:b]
+        return _decode(self.cps[a:b])
 
     def context(self, i: int, j: int, width: int = 12) -> str:
         """Up to ``width`` characters each side of units i..j-1, on one line, as
         written (before normalisation) where the offsets allow."""
         a = max(0, int(self.starts[i]) - width)
         b = int(self.ends[j - 1]) + width
-        s = (self.text if self.source is None else self.source)[a:b]
+        s = self.source[a:b] if self.source is not None else \
+            self.text[a:b] if self.normalised is not None else _decode(self.cps[a:b])
         lo = s.rfind("\n", 0, int(self.starts[i]) - a)
         hi = s.find("\n", int(self.ends[j - 1]) - a)
         return s[lo + 1:hi if hi >= 0 else len(s)].strip()
 
 
+def _decode(cps: np.ndarray) -> str:
+    return cps.tobytes().decode("utf-32-le", "surrogatepass")
+
+
 _Q = 0x100000001B3  # FNV prime: odd, so invertible mod 2**64 (hash of ASCII runs)
 
 
-def _code_points(text: str) -> tuple[str, np.ndarray, bool]:
-    """Normalised text, its code points (uint32), and whether every character kept
-    its offset (only the one-to-one table was applied)."""
-    nfkc, _ = _tables()
+def _code_points(text: str) -> tuple[str | None, np.ndarray, bool]:
+    """(normalised text if it was built, else None; its code points (uint32);
+    whether every character kept its offset, i.e. only the one-to-one table applied).
+    """
+    tables = _tables()
     cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    in_table = cps < TABLE_LIMIT
-    mapped = cps.copy()
-    mapped[in_table] = nfkc[cps[in_table]]
+    mapped = np.empty_like(cps)
     # planes 2-3 are identity but for the compatibility ideographs; planes >= 4 hold no
     # character that NFKC changes (tags and variation selectors are stable)
-    slow = (mapped == _SLOW).any() or ((cps >= 0x2F800) & (cps < 0x2FA20)).any()
+    slow, expansions, extra, changed = _units.fold(cps, tables.nfkc, mapped, tables.exp_off,
+                                                   int(_SLOW), int(_EXPAND))
     if slow:
         text = normalise(text)
         cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
         return text, cps, False
-    expand = np.flatnonzero(mapped == _EXPAND)
-    if len(expand):
-        # splice the expansions in between slices (a regular expression over the
-        # whole chunk costs ten times more)
-        parts = []
-        prev = 0
-        for i in expand.tolist():
-            parts.append(text[prev:i])
-            parts.append(_EXPANSIONS[text[i]])
-            prev = i + 1
-        parts.append(text[prev:])
-        text, cps, _ = _code_points("".join(parts))
-        return text, cps, False
-    if (mapped != cps).any():
-        text = mapped.tobytes().decode("utf-32-le", "surrogatepass")
-    return text, mapped, True
+    if expansions:
+        out = np.empty(len(mapped) + extra, dtype=np.uint32)
+        _units.expand(mapped, tables.exp_off, tables.exp_data, int(_EXPAND), out)
+        return None, out, False
+    return (None if changed else text), mapped, True
 
 
 def encode(text: str, mode: str = "mixed") -> Encoded:
     """Normalise ``text`` and cut it into units and clauses.
 
     Lines are separated by any break character, so a chunk of many lines can be
-    encoded in one call. Cost: a handful of numpy passes over the code points.
+    encoded in one call. Cost: two C passes over the code points (streamer/_units.c:
+    the NFKC table, then units and clause starts), O(characters).
     """
-    given = text
-    text, cps, kept = _code_points(text)
-    _, cls_table = _tables()
-    cls = np.where(cps < HAN_LIMIT, cls_table[np.minimum(cps, HAN_LIMIT - 1)], BREAK)
-    if mode == "han":
-        cls = np.where(cls == ALNUM, BREAK, cls)
-    elif mode != "mixed":
+    if mode not in ("han", "mixed"):
         raise ValueError(f"units must be 'han' or 'mixed', not {mode!r}")
-    n = len(cls)
-    prev = np.empty(n, dtype=np.uint8)
-    if n:
-        prev[0] = BREAK
-        prev[1:] = cls[:-1]
-    is_han = cls == HAN
-    alnum = cls == ALNUM
-    run_start = alnum & (prev != ALNUM)
-    start_mask = is_han | run_start
-    starts = np.flatnonzero(start_mask)
-    ids = cps[starts].astype(np.int64)
-    ends = starts + 1
-    first = prev[starts] == BREAK
-    if run_start.any():
-        nxt = np.empty(n, dtype=np.uint8)
-        nxt[:-1] = cls[1:]
-        nxt[-1] = BREAK
-        run_end = np.flatnonzero(alnum & (nxt != ALNUM)) + 1
-        rs = np.flatnonzero(run_start)
-        # polynomial hash of each run via prefix sums: sum(c_j Q^j) over the run, / Q^start
-        qp, qi = power_table(_Q, n + 1)
-        with np.errstate(over="ignore"):
-            acc = np.zeros(n + 1, dtype=np.uint64)
-            np.cumsum(np.where(alnum, cps.astype(np.uint64), 0) * qp[:n], out=acc[1:])
-            h = (acc[run_end] - acc[rs]) * qi[rs]
-        # the low bits hold the first character: keep them (mask, not shift)
-        run_ids = (h & np.uint64(2**61 - 1)).astype(np.int64) | ASCII_TAG
-        digit = (cps >= 0x30) & (cps <= 0x39)
-        digits_before = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(digit, out=digits_before[1:])
-        all_digits = (digits_before[run_end] - digits_before[rs]) == (run_end - rs)
-        run_ids[all_digits] |= DIGITS_TAG
-        is_run = ~is_han[starts]
-        ids[is_run] = run_ids
-        ends[is_run] = run_end
-    source = given if kept and given is not text else None
-    return Encoded(text, ids, starts.astype(np.int64), ends.astype(np.int64), first, source)
+    normalised, cps, kept = _code_points(text)
+    cls_table = _tables().cls
+    n = len(cps)
+    ids = np.empty(n, dtype=np.int64)
+    starts = np.empty(n, dtype=np.int64)
+    ends = np.empty(n, dtype=np.int64)
+    first = np.empty(n, dtype=bool)
+    m = _units.units(cps, cls_table, mode == "mixed", _Q, ids, starts, ends, first)
+    # views, not copies: most characters of a chunk are units, so little is pinned
+    ids, starts, ends, first = ids[:m], starts[:m], ends[:m], first[:m]
+    source = text if kept and normalised is not text else None
+    return Encoded(ids, starts, ends, first, cps, source, normalised)
 
 
 def encode_words(words: list[str], mode: str = "mixed") -> tuple[Encoded, np.ndarray]:

@@ -268,7 +268,7 @@ def check_against_oracle(lines: Sequence[str], eng: Engine, orc: Oracle) -> None
         slots = table.lookup(span_keys(mix(enc.ids), offsets[:-1], offsets[1:]))
         assert (slots >= 0).all()
         assert [int(table.total[s]) for s in slots] == [orc.pieces[p] for p in ps]
-        assert [table.text[s] for s in slots] == ["".join(p) for p in ps]
+        assert table.texts(slots) == ["".join(p) for p in ps]
     # the listed words (min_entropy 0: the back-check alone decides) and their pmi
     assert listed(eng) == orc.words
     by_text = {"".join(p): p for p in orc.pieces}

@@ -17,9 +17,8 @@ What makes the counts of two runs comparable (docs/recovery.md explains it):
   function of the corpus alone: a file is read from a committed offset (always a batch
   boundary) to its end in one batch, and files are handed out in the order they were
   opened, which survives a restart (restored positions are stored in that order). Candidate
-  counts (pieces are cut with the counts so far) and count-min sketch tables (conservative
-  update is order-dependent where keys share counters) are functions of the batch
-  sequence, not only of the input: see test_batch_partition_matters_for_sketch_not_exact.
+  counts (pieces are cut with the counts so far) are functions of the batch sequence, not
+  only of the input: see test_batch_partition_matters_for_candidates_only.
 """
 
 from __future__ import annotations
@@ -45,6 +44,7 @@ import pytest
 from helpers import DEADLINE, VOCAB, DaemonProcess, append_lines, streamer_env
 
 from streamer import snapshot
+from streamer.candidates import CandidateTable
 from streamer.engine import Engine, EngineConfig
 
 #: Made-up words (none shares a character with VOCAB): the service must find them.
@@ -222,7 +222,8 @@ def candidate_counts(state: dict[str, Any]) -> dict[str, int]:
     """Tracked piece -> all-time count, from an engine state."""
     c = state["candidates"]
     used = np.asarray(c["used"], dtype=bool)
-    return {c["text"][i]: int(c["total"][i]) for i in np.flatnonzero(used).tolist()}
+    table = CandidateTable.from_state(c)
+    return {table.text_of(i): int(c["total"][i]) for i in np.flatnonzero(used).tolist()}
 
 
 # =========================================================================== kill -9
@@ -462,13 +463,14 @@ def test_restore_after_evictions_continues_exactly(tmp_path: Path) -> None:
     assert state_differences(whole.state_dict(), restarted.state_dict()) == []
 
 
-def test_batch_partition_matters_for_sketch_not_exact() -> None:
+def test_batch_partition_matters_for_candidates_only() -> None:
     """Why the crash test feeds complete files: the same lines cut into other batches give
-    the same exact n-gram table, but other candidate counts (pieces are cut with the
-    counts so far) and, where keys share counters, another count-min table (conservative
-    update is order-dependent, and a batch adds its orders 2, 3, 4 one after the other).
-    A file that grows while it is read is cut into batches by timing, so even two
-    uninterrupted runs over it differ in these tables; a restart does not add to that."""
+    the same n-gram tables (exact, and the count-min sketch byte for byte: conservative
+    update is order-dependent where keys share counters, and the sketch adds every n-gram
+    in stream order, position by position, whatever the batches), but other candidate
+    counts (pieces are cut with the counts so far). A file that grows while it is read is
+    cut into batches by timing, so even two uninterrupted runs over it differ in the
+    candidate counts; a restart does not add to that."""
     rng = random.Random(7)
     lines = corpus_lines(rng, 1500)
 
@@ -486,7 +488,8 @@ def test_batch_partition_matters_for_sketch_not_exact() -> None:
     sketch = EngineConfig(memory=4 * 2**20, min_count=5, half_life=1e20)
     a, b = run(sketch, 100), run(sketch, 37)
     assert a["counter"]["total"] == b["counter"]["total"]
-    assert not np.array_equal(a["counter"]["table"], b["counter"]["table"])
+    assert np.array_equal(a["counter"]["table"], b["counter"]["table"])
+    assert candidate_counts(a) != candidate_counts(b)
 
 
 # =========================================================================== rotation while down
@@ -505,8 +508,11 @@ def tag_counts(state: dict[str, Any]) -> dict[str, int]:
     from streamer.units import dense_index, encode
 
     ids = dense_index(encode(TAGS, "mixed").ids)
-    counts = np.asarray(state["unigrams"])[ids]
-    return {t: int(c) for t, c in zip(TAGS, counts.tolist(), strict=True) if c}
+    # counters hold clock units (streamer/decay.py); no decay here, so a whole number
+    # of units per occurrence
+    unit = state["clock"]["unit"]
+    counts = np.asarray(state["unigrams"])[ids] / unit
+    return {t: round(c) for t, c in zip(TAGS, counts.tolist(), strict=True) if c}
 
 
 def settle(svc: Service, expected: int, sentinel: str = "zz-sentinel.txt") -> int:
@@ -871,8 +877,10 @@ def test_merged_daemon_snapshots_seed_a_service(service: Callable[..., Service],
 
     whole = snapshot.load_file(discover_state(shards, "whole", "--exact", "--memory", "8MB"))
     merged = snapshot.load_file(d / "merged.snap").state
-    for key in ("keys", "counts"):
-        assert np.array_equal(merged["counter"][key], whole.state["counter"][key])
+    assert np.array_equal(merged["counter"]["keys"], whole.state["counter"]["keys"])
+    # the daemons count in clock units (streamer/decay.py), discover in occurrences
+    in_units = np.asarray(whole.state["counter"]["counts"]) * merged["clock"]["unit"]
+    assert np.array_equal(merged["counter"]["counts"], in_units)
 
     seeded = service(subdir="seeded")
     seeded.start("--state-from", str(d / "merged.snap"))

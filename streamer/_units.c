@@ -1,0 +1,187 @@
+/*
+ * Kernels of text encoding (see streamer/units.py): the per-character passes that,
+ * as numpy expressions, cost a dozen passes over the code points of every chunk
+ * (the largest single cost of discover before they moved here). Both functions
+ * take buffers, release the GIL, and produce exactly what the numpy code did.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+
+
+/* fold(cps uint32[n], table uint32[limit], out uint32[n], slow, expand_base)
+ *   out[i] = table[cps[i]] below the table's limit, else cps[i].
+ * Table values >= expand_base (and != slow) mark a character whose NFKC form is
+ * several characters: expansion number value - expand_base.
+ * Returns (needs_slow, expansions, extra, changed): whether any character needs the
+ * real NFKC (the table's `slow` marker, or a compatibility ideograph U+2F800..
+ * U+2FA1F), how many characters expand, how many characters the expansions add, and
+ * whether any character changed. `extra` needs exp_off: pass it as a buffer. */
+static PyObject *fold(PyObject *self, PyObject *args) {
+    Py_buffer cps, table, out, exp_off;
+    unsigned int slow_mark, expand_base;
+    if (!PyArg_ParseTuple(args, "y*y*w*y*II", &cps, &table, &out, &exp_off, &slow_mark,
+                          &expand_base))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t n = cps.len / 4, limit = table.len / 4, n_exp = exp_off.len / 4 - 1;
+    if (out.len != cps.len) {
+        PyErr_SetString(PyExc_ValueError, "out must be uint32, one per code point");
+        goto done;
+    }
+    {
+        const uint32_t *c = (const uint32_t *)cps.buf, *t = (const uint32_t *)table.buf;
+        const uint32_t *eo = (const uint32_t *)exp_off.buf;
+        uint32_t *o = (uint32_t *)out.buf;
+        int slow = 0, changed = 0;
+        Py_ssize_t expand = 0, extra = 0;
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t i = 0; i < n; i++) {
+            uint32_t cp = c[i], m = cp < (uint32_t)limit ? t[cp] : cp;
+            o[i] = m;
+            changed |= m != cp;
+            slow |= (m == slow_mark) | (cp >= 0x2F800 && cp < 0x2FA20);
+            if (m >= expand_base && m != slow_mark) {
+                Py_ssize_t e = m - expand_base;
+                if (e < n_exp) {
+                    expand++;
+                    extra += (Py_ssize_t)(eo[e + 1] - eo[e]) - 1;
+                } else {
+                    slow = 1;  /* not a known expansion: let the real NFKC decide */
+                }
+            }
+        }
+        Py_END_ALLOW_THREADS
+        result = Py_BuildValue("(innO)", slow, expand, extra, changed ? Py_True : Py_False);
+    }
+done:
+    PyBuffer_Release(&cps);
+    PyBuffer_Release(&table);
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&exp_off);
+    return result;
+}
+
+/* expand(mapped uint32[n], exp_off uint32[k+1], exp_data uint32[], expand_base,
+ *        out uint32[n + extra]): mapped with each expansion marker replaced by its
+ * code points exp_data[exp_off[e]:exp_off[e+1]] (fold() counted `extra`). */
+static PyObject *expand(PyObject *self, PyObject *args) {
+    Py_buffer mapped, exp_off, exp_data, out;
+    unsigned int expand_base;
+    if (!PyArg_ParseTuple(args, "y*y*y*Iw*", &mapped, &exp_off, &exp_data, &expand_base,
+                          &out))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t n = mapped.len / 4, cap = out.len / 4, n_exp = exp_off.len / 4 - 1;
+    {
+        const uint32_t *m = (const uint32_t *)mapped.buf, *eo = (const uint32_t *)exp_off.buf;
+        const uint32_t *ed = (const uint32_t *)exp_data.buf;
+        uint32_t *o = (uint32_t *)out.buf;
+        Py_ssize_t j = 0;
+        int overflow = 0;
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t i = 0; i < n && !overflow; i++) {
+            uint32_t v = m[i];
+            Py_ssize_t e = (Py_ssize_t)v - (Py_ssize_t)expand_base;
+            if (v >= expand_base && e < n_exp) {
+                for (uint32_t k = eo[e]; k < eo[e + 1]; k++) {
+                    if (j >= cap) { overflow = 1; break; }
+                    o[j++] = ed[k];
+                }
+            } else {
+                if (j >= cap) { overflow = 1; break; }
+                o[j++] = v;
+            }
+        }
+        Py_END_ALLOW_THREADS
+        if (overflow || j != cap)
+            PyErr_SetString(PyExc_ValueError, "out must hold exactly the expanded text");
+        else
+            result = Py_NewRef(Py_None);
+    }
+    PyBuffer_Release(&mapped);
+    PyBuffer_Release(&exp_off);
+    PyBuffer_Release(&exp_data);
+    PyBuffer_Release(&out);
+    return result;
+}
+
+#define CLS_BREAK 0
+#define CLS_HAN 1
+#define CLS_ALNUM 2
+
+/* units(cps uint32[n], cls uint8[han_limit], mixed, q, ids int64[n], starts int64[n],
+ *       ends int64[n], first bool[n]) -> number of units m (the first m entries set).
+ * A Han character is a unit; in mixed mode a run of ASCII letters/digits is one unit
+ * whose id is ASCII_TAG | (sum_j c_j q^j mod 2^64, low 61 bits), with DIGITS_TAG
+ * also set for a run of digits only; everything else is a clause break. */
+static PyObject *units(PyObject *self, PyObject *args) {
+    Py_buffer cps, cls, ids, starts, ends, first;
+    int mixed;
+    unsigned long long q;
+    if (!PyArg_ParseTuple(args, "y*y*pKw*w*w*w*", &cps, &cls, &mixed, &q, &ids, &starts,
+                          &ends, &first))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t n = cps.len / 4, limit = cls.len;
+    if (ids.len != n * 8 || starts.len != n * 8 || ends.len != n * 8 || first.len != n) {
+        PyErr_SetString(PyExc_ValueError, "ids/starts/ends int64 and first bool, one per code point");
+        goto done;
+    }
+    {
+        const uint32_t *c = (const uint32_t *)cps.buf;
+        const uint8_t *k = (const uint8_t *)cls.buf;
+        int64_t *id = (int64_t *)ids.buf, *st = (int64_t *)starts.buf, *en = (int64_t *)ends.buf;
+        uint8_t *fi = (uint8_t *)first.buf;
+        const uint64_t ascii_tag = 1ULL << 62, digits_tag = 1ULL << 61;
+        Py_ssize_t m = 0, i = 0;
+        int prev = CLS_BREAK;
+        Py_BEGIN_ALLOW_THREADS
+        while (i < n) {
+            uint32_t cp = c[i];
+            int kind = cp < (uint32_t)limit ? k[cp] : CLS_BREAK;
+            if (kind == CLS_ALNUM && !mixed) kind = CLS_BREAK;
+            if (kind == CLS_HAN) {
+                id[m] = cp; st[m] = i; en[m] = i + 1; fi[m] = prev == CLS_BREAK; m++;
+                i++;
+            } else if (kind == CLS_ALNUM) {
+                Py_ssize_t a = i;
+                uint64_t h = 0, p = 1;
+                int digits = 1;
+                while (i < n && c[i] < (uint32_t)limit && k[c[i]] == CLS_ALNUM) {
+                    h += (uint64_t)c[i] * p;
+                    p *= q;
+                    digits &= c[i] >= '0' && c[i] <= '9';
+                    i++;
+                }
+                id[m] = (int64_t)((h & ((1ULL << 61) - 1)) | ascii_tag | (digits ? digits_tag : 0));
+                st[m] = a; en[m] = i; fi[m] = prev == CLS_BREAK; m++;
+            } else {
+                i++;
+            }
+            prev = kind;
+        }
+        Py_END_ALLOW_THREADS
+        result = PyLong_FromSsize_t(m);
+    }
+done:
+    PyBuffer_Release(&cps);
+    PyBuffer_Release(&cls);
+    PyBuffer_Release(&ids);
+    PyBuffer_Release(&starts);
+    PyBuffer_Release(&ends);
+    PyBuffer_Release(&first);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"fold", fold, METH_VARARGS, "Map code points through the NFKC table."},
+    {"expand", expand, METH_VARARGS, "Replace expansion markers by their code points."},
+    {"units", units, METH_VARARGS, "Cut code points into units and clause starts."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_units",
+                                    "Text encoding kernels.", -1, methods};
+
+PyMODINIT_FUNC PyInit__units(void) { return PyModule_Create(&module); }
