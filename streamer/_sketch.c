@@ -310,89 +310,10 @@ done:
     return result;
 }
 
-/* The n-gram keys of one position: keys[g-1] for g = 1..order, 0 where the g-gram
- * would cross a clause start or the end of the chunk (a valid key is never 0 in
- * practice: 64-bit hashes). Unigrams of Han units (ids below han_limit) are 0 too:
- * they are counted exactly elsewhere. */
-static inline __attribute__((always_inline)) void
-keys_at(const uint64_t *mixed, const uint8_t *first, const int64_t *ids, Py_ssize_t n,
-        Py_ssize_t i, unsigned order, uint64_t P, uint64_t L, int64_t han_limit,
-        uint64_t *keys) {
-    uint64_t h = mixed[i], pj = 1;
-    keys[0] = ids[i] < han_limit ? 0 : h + L;
-    unsigned g = 2;
-    for (; g <= order && i + (Py_ssize_t)g - 1 < n && !first[i + g - 1]; g++) {
-        pj *= P;
-        h += mixed[i + g - 1] * pj;
-        keys[g - 1] = h + (uint64_t)g * L;
-    }
-    for (; g <= order; g++) keys[g - 1] = 0;
-}
-
-/* cu_add_ngrams(table, blocks, m0, m1, shift, depth, bits, mixed uint64[n],
- *               first bool[n], ids int64[n], order, P, L, han_limit, lo, hi, weight)
- * Conservative update of every n-gram of a chunk, n = 1..order, `weight` each: the
- * keys of streamer/ngrams.py made on the fly (no key arrays), position by position,
- * skipping n-grams across clause starts and unigrams of Han units. Blocks in [lo, hi)
- * only, as cu_add. */
-static PyObject *cu_add_ngrams(PyObject *self, PyObject *args) {
-    Py_buffer table, mixedb, firstb, idsb;
-    unsigned long long blocks, m0, m1, P, L, lo, hi, weight;
-    unsigned int shift, depth, bits, order;
-    long long han_limit;
-    if (!PyArg_ParseTuple(args, "w*KKKIIIy*y*y*IKKLKKK", &table, &blocks, &m0, &m1, &shift,
-                          &depth, &bits, &mixedb, &firstb, &idsb, &order, &P, &L,
-                          &han_limit, &lo, &hi, &weight))
-        return NULL;
-    PyObject *result = NULL;
-    Py_ssize_t n = mixedb.len / 8;
-    if (table.len < (Py_ssize_t)(blocks * BLOCK * sizeof(uint32_t)) || firstb.len != n ||
-        idsb.len != n * 8 || order < 1 || order > MAX_ORDER || depth < 1 ||
-        depth > BLOCK || depth * (1u << bits) > BLOCK) {
-        PyErr_SetString(PyExc_ValueError, "cu_add_ngrams: inconsistent buffer sizes");
-        goto done;
-    }
-    {
-        uint32_t *t = (uint32_t *)table.buf;
-        const uint64_t *mixed = (const uint64_t *)mixedb.buf;
-        const uint8_t *first = (const uint8_t *)firstb.buf;
-        const int64_t *ids = (const int64_t *)idsb.buf;
-        Py_BEGIN_ALLOW_THREADS
-        uint64_t keys[MAX_ORDER], ahead[MAX_ORDER];
-        for (Py_ssize_t i = 0; i < n; i++) {
-            if (i + AHEAD < n) {
-                keys_at(mixed, first, ids, n, i + AHEAD, order, P, L, han_limit, ahead);
-                for (unsigned g = 0; g < order; g++) {
-                    if (!ahead[g]) continue;
-                    uint64_t b = block_of(ahead[g], m0, shift);
-                    if (b >= lo && b < hi) __builtin_prefetch(t + b * BLOCK, 1, 0);
-                }
-            }
-            keys_at(mixed, first, ids, n, i, order, P, L, han_limit, keys);
-            for (unsigned g = 0; g < order; g++) {
-                if (!keys[g]) continue;
-                if (depth == 4 && bits == 2)
-                    add_loop(t, keys + g, NULL, weight, 1, m0, m1, shift, 4, 2, lo, hi);
-                else
-                    add_loop(t, keys + g, NULL, weight, 1, m0, m1, shift, depth, bits, lo, hi);
-            }
-        }
-        Py_END_ALLOW_THREADS
-        result = Py_NewRef(Py_None);
-    }
-done:
-    PyBuffer_Release(&table);
-    PyBuffer_Release(&mixedb);
-    PyBuffer_Release(&firstb);
-    PyBuffer_Release(&idsb);
-    return result;
-}
-
 static PyMethodDef methods[] = {
     {"cu_add", cu_add, METH_VARARGS, "Conservative update of keys (sequential, exact)."},
     {"query", query, METH_VARARGS, "Minimum of each key's counters into out."},
     {"cohesive", cohesive, METH_VARARGS, "Look up every n-gram of a chunk and test cohesion."},
-    {"cu_add_ngrams", cu_add_ngrams, METH_VARARGS, "Conservative update of a chunk's n-grams."},
     {NULL, NULL, 0, NULL},
 };
 

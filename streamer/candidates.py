@@ -19,26 +19,35 @@ contexts.
 Memory is flat: everything is a numpy array allocated *and touched* at
 construction, so the resident size is paid at start and does not grow as the
 table fills (Python strings and lists per slot did grow, and freed small objects
-stayed in the allocator's arenas). What a slot costs is in ``engine.SLOT_BYTES``.
+stayed in the allocator's arenas). What a slot costs: ``engine.SLOT_RESIDENT_BYTES``
+(and what it is budgeted at, peaks included: ``engine.SLOT_BYTES``).
 
 - Text: the UTF-8 bytes of each piece, inline in ``TEXT_BYTES`` (48) bytes a
   slot, zero-padded, with the length in ``text_len``. A longer text (over 16 Han
-  characters: 0.2% of the pieces of news and review text, "紧密团结在以江泽民同志
-  为核心的党中央") lives in an overflow dict, slot -> str, whose size is bounded:
-  at most ``OVERFLOW_BYTES_PER_SLOT`` bytes a slot in all, each text costed at
-  its UTF-8 length plus ``OVERFLOW_OVERHEAD``. A long piece that does not fit is
-  not tracked (``long_dropped`` counts them): pieces that long are sentences
-  repeated verbatim, never words. ``text_of`` / ``texts`` give back str.
+  characters, "紧密团结在以江泽民同志为核心的党中央": 0.2% of the tracked pieces
+  after 50 MiB of news and reviews, 1.7% when the same text repeats for 300 MiB)
+  lives in an overflow dict, slot -> str, whose size is bounded: at most
+  ``OVERFLOW_BYTES_PER_SLOT`` bytes a slot in all (1.9 MB at the default
+  capacity; 320,000 pieces of the repeated stream needed 1.2 MB), each text costed at its UTF-8
+  length plus ``OVERFLOW_OVERHEAD``. A long piece that does not fit is not
+  tracked (``long_dropped`` counts them): pieces that long are sentences
+  repeated verbatim, not words. ``text_of`` / ``texts`` give back str.
 - Examples: a pool of ``capacity // POOL_SHARE`` entries, each ``EXAMPLES``
-  contexts of at most ``EXAMPLE_BYTES`` (128) bytes of UTF-8 (longer contexts are
-  cut at a character boundary; measured contexts are 74 bytes at the median and
-  at most 133), oldest first. A slot takes an entry with its first example
-  (``example_entry``: slot -> entry, -1 none) and gives it back when evicted.
-  When the pool is full, the 1/16 of its entries whose owners have the lowest
-  recent count are reclaimed, sparing the slots the caller protects (the listed
-  words) while others remain. ``sampled`` remembers that a slot was given a first
-  example, so a slot whose entry was reclaimed does not ask again until it is
-  listed (the engine adds one context per batch for listed words).
+  contexts of at most ``EXAMPLE_BYTES`` (128) bytes of UTF-8, oldest first
+  (longer contexts are cut at a character boundary; measured contexts are 74
+  bytes at the median and 133 at most, 0.0008% longer than 128). A slot takes an
+  entry with its first example (``example_entry``: slot -> entry, -1 none) and
+  gives it back when evicted. When the pool is full, the 1/16 of its entries
+  whose owners have the lowest recent count are reclaimed (amortised, as
+  eviction), sparing the slots the caller protects (the listed words) while
+  others remain. ``sampled`` remembers that a slot was given a first example, so
+  a slot whose entry was reclaimed does not ask again until it is listed (the
+  engine adds one context per batch for listed words).
+- ``state()`` holds arrays and scalars only; texts and examples are stored
+  packed, without their zero padding.
+
+``ListedRegistry`` (below) is the engine's registry of once-listed words, in two
+preallocated arrays keyed by the same 64-bit keys.
 """
 
 from __future__ import annotations
@@ -352,7 +361,7 @@ class CandidateTable:
         spares while it can (the listed words)."""
         slots = np.asarray(slots, dtype=np.int64)
         keep = min(keep, EXAMPLES)
-        data = [fit_utf8(c, EXAMPLE_BYTES) for c in contexts]
+        data = [fit_utf8(c.replace("\0", " "), EXAMPLE_BYTES) for c in contexts]
         given = np.array([len(d) > 0 for d in data], dtype=bool)
         if keep < 1 or not given.any():
             return
@@ -457,15 +466,17 @@ class CandidateTable:
         self.slow *= slow
 
     def state(self) -> dict[str, Any]:
-        """Arrays and scalars only (the fixed-width arrays as they are: copying
-        them is one memcpy each)."""
+        """Arrays and scalars only. Texts and examples are stored packed (the bytes of
+        each in a row, without the zero padding: ~5 MB instead of 20 MB of texts at the
+        default capacity); from_state unpacks them."""
         long = sorted(self.overflow)
         data = [self.overflow[s].encode("utf-8", "surrogatepass") for s in long]
         return {
             "capacity": self.capacity, "keys": self.keys, "total": self.total,
             "recent": self.recent, "slow": self.slow, "first_seen": self.first_seen,
             "last_seen": self.last_seen, "used": self.used,
-            "text_bytes": self.text_bytes, "text_len": self.text_len,
+            "text": {"lengths": self.text_len,
+                     "bytes": _pack_rows(self.text_bytes, self._inline_lengths())},
             "overflow": {"slots": np.array(long, dtype=np.int64),
                          "lengths": np.fromiter(map(len, data), np.int64, len(data)),
                          "bytes": np.frombuffer(b"".join(data), np.uint8).copy()},
@@ -476,19 +487,23 @@ class CandidateTable:
             "free": self._free[:self._n_free].copy(),
             # which words hold examples depends on which were listed when: timing
             "examples": {"sampled": self.sampled, "entry": self.example_entry,
-                         "bytes": self.example_bytes, "lengths": self.example_len,
-                         "owner": self.example_owner,
+                         "owner": self.example_owner, "lengths": self.example_len,
+                         "bytes": _pack_rows(self.example_bytes, self.example_len),
                          "free": self._ex_free[:self._ex_n_free].copy()},
         }
+
+    def _inline_lengths(self) -> np.ndarray:
+        return np.where(self.text_len == _LONG, 0, self.text_len)
 
     @classmethod
     def from_state(cls, st: dict[str, Any]) -> CandidateTable:
         ex = st["examples"]
         t = cls(int(st["capacity"]), example_pool=len(ex["owner"]))
-        for name in ("keys", "total", "recent", "slow", "first_seen", "last_seen", "used",
-                     "text_bytes", "text_len"):
+        for name in ("keys", "total", "recent", "slow", "first_seen", "last_seen", "used"):
             arr = getattr(t, name)
             arr[...] = np.asarray(st[name], dtype=arr.dtype).reshape(arr.shape)
+        t.text_len[:] = np.asarray(st["text"]["lengths"], np.uint8)
+        _unpack_rows(st["text"]["bytes"], t._inline_lengths(), t.text_bytes)
         over = st["overflow"]
         raw = np.asarray(over["bytes"], np.uint8).tobytes()
         ends = np.cumsum(np.asarray(over["lengths"], np.int64)).tolist()
@@ -496,16 +511,18 @@ class CandidateTable:
                            strict=True):
             t.overflow[int(s)] = raw[a:b].decode("utf-8", "surrogatepass")
             t._overflow_cost += b - a + OVERFLOW_OVERHEAD
+        if set(t.overflow) != set(np.flatnonzero(t.text_len == _LONG).tolist()):
+            raise ValueError("candidate overflow texts disagree with their slots")
         t.long_dropped = int(st.get("long_dropped", 0))
         t.evicted = int(st.get("evicted", 0))
         free = np.asarray(st["free"], dtype=np.int32)
         t._free[:len(free)] = free
         t._n_free = len(free)
         for name, key in (("sampled", "sampled"), ("example_entry", "entry"),
-                          ("example_bytes", "bytes"), ("example_len", "lengths"),
-                          ("example_owner", "owner")):
+                          ("example_owner", "owner"), ("example_len", "lengths")):
             arr = getattr(t, name)
             arr[...] = np.asarray(ex[key], dtype=arr.dtype).reshape(arr.shape)
+        _unpack_rows(ex["bytes"], t.example_len, t.example_bytes)
         ex_free = np.asarray(ex["free"], dtype=np.int32)
         t._ex_free[:len(ex_free)] = ex_free
         t._ex_n_free = len(ex_free)
@@ -513,6 +530,27 @@ class CandidateTable:
         t._n_sorted = 0
         t._index_insert(t.keys[slots], slots)
         return t
+
+
+def _pack_rows(rows: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """The first lens[...] bytes of each row (last axis), concatenated in order."""
+    # rows are zero-padded and UTF-8 has no zero byte but for U+0000, which stored
+    # texts and contexts do not contain: the nonzero bytes are the text (2.5x faster
+    # than a mask from the lengths, and this runs while ingestion waits for a snapshot)
+    flat = rows[rows != 0]
+    if len(flat) == int(lens.sum(dtype=np.int64)):
+        return flat
+    return rows[np.arange(rows.shape[-1]) < lens[..., None]]
+
+
+def _unpack_rows(flat: np.ndarray, lens: np.ndarray, out: np.ndarray) -> None:
+    """Inverse of _pack_rows into ``out`` (zero padding restored)."""
+    mask = np.arange(out.shape[-1]) < lens[..., None]
+    flat = np.asarray(flat, np.uint8)
+    if flat.shape != (int(np.count_nonzero(mask)),):
+        raise ValueError("packed bytes disagree with their lengths")
+    out[...] = 0
+    out[mask] = flat
 
 
 class ListedRegistry:

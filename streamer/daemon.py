@@ -532,9 +532,10 @@ class Daemon:
         """(worker, between batches) A private copy of the whole state, and its metadata.
 
         Copying costs the arrays' memcpy: the engine state is arrays and scalars only
-        (candidate texts and examples are fixed-width byte arrays), ~250 MB for the
-        default 256 MB budget, 50-150 ms page faults included (scripts/bench_snapshot.py,
-        docs/recovery.md). Serialising, hashing and fsyncing costs seconds. Copying lets
+        (candidate texts and examples packed from fixed-width byte arrays, ~25 ms), ~230
+        MB for the default 256 MB budget: 0.3-0.5 s of ingestion pause in the 1 GiB
+        benchmark on a busy 2-core machine (scripts/bench_stream.py, docs/recovery.md).
+        Serialising, hashing and fsyncing costs seconds. Copying lets
         ingestion go on while another thread writes the file, at the price of holding the
         state twice for the duration of the write. The published list is immutable: it is
         turned into rows by the writer thread, not here under the engine lock (10,000

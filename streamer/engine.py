@@ -44,17 +44,26 @@ from streamer.sketch import (
     ExactCounter,
     blocks_for_bytes,
     counter_from_state,
+    ngram_count_keys,
 )
 from streamer.units import DENSE_SIZE, HAN_LIMIT, Encoded, dense_index, encode, encode_words
 
-#: bytes a candidate slot costs, all in arrays allocated (and touched) at start:
+#: resident bytes of a candidate slot, all in arrays allocated (and touched) at start:
 #: 48 for counts and times (6 x 8), 2 flags, 12 for the sorted index (key 8, slot 4),
 #: 4 for the free-slot stack, 49 for the text (48 bytes of UTF-8 + length), 8 for the
 #: bounded overflow of longer texts, 128 for 2 x 32 uint16 neighbour buckets, 4 for
 #: the slot's example entry, 49 for its share of the example pool (one entry of
 #: 3 x 128 bytes + lengths + owner + free stack per 8 slots), 16 for the once-listed
 #: registry (key and time, one per slot). discover keeps no examples: 267 there.
-SLOT_BYTES = 320
+SLOT_RESIDENT_BYTES = 320
+#: bytes a slot is budgeted at (the candidate half of `memory` / SLOT_BYTES = capacity):
+#: its resident arrays plus its share of what the daemon holds at peaks, ~245 for the
+#: private copy of its state while a snapshot is written (the texts and examples packed)
+#: and ~170 for each candidate a rescore scores (text, per-candidate arrays; about half
+#: the slots). The default budget so gives 239,674 slots: at 320 bytes (419,430 slots)
+#: a rescore took 0.59 s instead of 0.35 s on the benchmark stream, and up to 1.27 s in
+#: the daemon on the 2-core VM (target 1 s); the quality corpora fill neither table.
+SLOT_BYTES = 560
 #: 2: texts, examples and the once-listed registry are fixed-width arrays
 STATE_VERSION = 2
 
@@ -138,6 +147,7 @@ class Prepared:
     n_lines: int
     n_chars: int
     unit_counts: np.ndarray | None = None  # per dense unit index (prepare(count=True))
+    count_keys: np.ndarray | None = None   # keys the count phase adds, in its order
 
 
 @dataclass(slots=True)
@@ -261,28 +271,31 @@ class Engine:
     def prepare(self, lines: Sequence[str], count: bool = True) -> Prepared:
         """Encode a batch. Reads no state: safe in any thread.
 
-        With ``count`` it also makes the batch's unit histogram, so that the single
-        writer only adds; a batch that is only cut (discover's second pass) skips it.
-        The n-gram keys are made where they are used (the sketch's C kernels make
-        them on the fly).
+        With ``count`` it also makes what the count phase adds (the batch's unit
+        histogram and the keys of its n-grams), so that the single writer only adds;
+        a batch that is only cut (discover's second pass) skips that. The cut phase
+        makes no keys: the sketch's cohesion kernel makes them as it looks them up.
         """
         enc = encode("\n".join(lines), self.config.units)
+        mixed = mix(enc.ids)
         # characters of the text, not counting line breaks (a block of many lines,
         # as discover passes, counts the same as the lines one by one)
         n_chars = sum(len(x) - x.count("\n") for x in lines)
-        units = np.bincount(dense_index(enc.ids), minlength=DENSE_SIZE) if count else None
-        return Prepared(enc, mix(enc.ids), len(lines), n_chars, units)
+        units = keys = None
+        if count:
+            units = np.bincount(dense_index(enc.ids), minlength=DENSE_SIZE)
+            keys = ngram_count_keys(mixed, enc.first, enc.ids, self.config.order)
+        return Prepared(enc, mixed, len(lines), n_chars, units, keys)
 
     def count_prepared(self, p: Prepared, now: float = 0.0) -> None:
         """Count phase: add the batch's n-grams to the counters at stream time ``now``
         (writes state)."""
-        if p.unit_counts is None:
+        if p.unit_counts is None or p.count_keys is None:
             raise ValueError("batch prepared with count=False")
         self._advance_clock(now)
         w = self._weight = self.clock.weight()
         self.unigrams += p.unit_counts * w if w != 1 else p.unit_counts
-        # Han unigrams are exact in the unit table; the rest goes to the counter
-        self.counter.add_ngrams(p.mixed, p.enc.first, p.enc.ids, self.config.order, w)
+        self.counter.add(p.count_keys, weight=w)
         self.total_units += len(p.enc.ids) * w
         self.units_ingested += len(p.enc.ids)
 

@@ -133,27 +133,6 @@ class CountMinSketch:
             other.result()
         self.total += len(keys) * weight if c is None else int(c.sum())
 
-    def add_ngrams(self, mixed: np.ndarray, first: np.ndarray, ids: np.ndarray, order: int,
-                   weight: int = 1) -> None:
-        """Add every n-gram of a chunk, orders 1..order, ``weight`` times each: the keys
-        of ngrams.ngram_keys inside clauses, made in C as they are added (the unigrams
-        of Han units, counted exactly elsewhere, are left out). Single writer."""
-        n = len(mixed)
-        if n == 0:
-            return
-        args = (np.ascontiguousarray(mixed, dtype=np.uint64),
-                np.ascontiguousarray(first, dtype=bool),
-                np.ascontiguousarray(ids, dtype=np.int64), order, int(P), int(L), HAN_LIMIT)
-        if n * order < PARALLEL_MIN or self.blocks < 2:
-            _sketch.cu_add_ngrams(self.table, *self._params(), *args, 0, self.blocks, weight)
-        else:  # the two halves of the blocks in two threads, as add() does
-            half = self.blocks // 2
-            other = _pool().submit(_sketch.cu_add_ngrams, self.table, *self._params(), *args,
-                                   half, self.blocks, weight)
-            _sketch.cu_add_ngrams(self.table, *self._params(), *args, 0, half, weight)
-            other.result()
-        self.total += _ngram_total(first, ids, order) * weight
-
     def query(self, keys: np.ndarray) -> np.ndarray:
         """Estimated counts (int64), never below the true counts. Thread-safe for
         concurrent readers while nobody adds."""
@@ -227,24 +206,11 @@ def blocks_for_bytes(nbytes: int) -> int:
     return 1 << max(0, int(math.log2(max(nbytes // (4 * BLOCK), 1))))
 
 
-def _ngram_total(first: np.ndarray, ids: np.ndarray, order: int) -> int:
-    """How many keys add_ngrams adds: non-Han unigrams and every n-gram (n = 2..order)
-    inside a clause."""
-    n = len(ids)
-    total = int(np.count_nonzero(ids >= HAN_LIMIT))
-    # a clause of length m holds m - g + 1 g-grams
-    starts = np.flatnonzero(first) if n else np.empty(0, np.int64)
-    if n and (len(starts) == 0 or starts[0] != 0):
-        starts = np.concatenate([[0], starts])
-    lengths = np.diff(np.append(starts, n))
-    for g in range(2, order + 1):
-        total += int(np.maximum(lengths - g + 1, 0).sum())
-    return total
-
-
 def ngram_count_keys(mixed: np.ndarray, first: np.ndarray, ids: np.ndarray,
                      order: int) -> np.ndarray:
-    """The keys add_ngrams counts, as an array (non-Han unigrams, then each order)."""
+    """The keys the count phase adds, in its order (conservative update is
+    order-dependent): the unigrams of non-Han units, then every n-gram inside a
+    clause, order by order (ngrams.ngram_keys)."""
     keys = ngram_keys(mixed, first, order)
     parts = [keys[0][0][ids >= HAN_LIMIT]] + [k[valid] for k, valid in keys[1:]]
     return np.concatenate(parts)
@@ -284,11 +250,6 @@ class ExactCounter:
         self.total += int(c.sum())
         if self._pending_n > max(1 << 20, len(self.keys)):
             self._flush()
-
-    def add_ngrams(self, mixed: np.ndarray, first: np.ndarray, ids: np.ndarray, order: int,
-                   weight: int = 1) -> None:
-        """CountMinSketch.add_ngrams, with the keys as arrays."""
-        self.add(ngram_count_keys(mixed, first, ids, order), weight=weight)
 
     def _flush(self) -> None:
         if not self._pending:

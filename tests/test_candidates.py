@@ -77,6 +77,19 @@ def test_texts_longer_than_the_inline_width_round_trip(tmp_path: Path) -> None:
     assert table.texts(slots[[0, 2, 3, 4]]) == [texts[0], texts[2], texts[3], texts[4]]
 
 
+def test_packed_state_round_trips_texts_with_a_zero_byte(tmp_path: Path) -> None:
+    """The snapshot packs texts by dropping zero padding; a text holding U+0000 (the
+    engine never makes one) still round-trips, and a context holding one is shown with
+    a space."""
+    table = CandidateTable(64, example_pool=8)
+    texts = ["a\0b", "新词", ""]
+    slots = table.admit(np.array([1, 2, 3], dtype=np.uint64), texts, now=0.0)
+    table.add_example(int(slots[1]), "这个\0新词")
+    back = CandidateTable.from_state(through_file(tmp_path, "z.snap", table.state()))
+    assert back.texts(slots) == texts
+    assert back.examples_of(int(slots[1])) == ["这个 新词"]
+
+
 def test_the_overflow_is_bounded_and_long_pieces_beyond_it_are_not_tracked() -> None:
     table = CandidateTable(1024)
     cost = 3 * 30 + OVERFLOW_OVERHEAD

@@ -102,3 +102,20 @@ def single_thread() -> None:
 def pstr(p: Sequence[float], sep: str = "/") -> str:
     """p@20/50/100 as ``0.15/0.16/0.17``."""
     return sep.join(f"{x:.2f}" for x in p)
+
+
+def run_seeded(argv: Sequence[str] | None, description: str,
+               analyse: Any, report: Any, pools: Sequence[str] = TABLE_POOLS,
+               default_seeds: int = 5) -> None:
+    """The command line shared by the seeded analyses: parse the common options and
+    --seeds, then print report(pool, analyse(features of both corpora, seeds)) for
+    each pool."""
+    ap = argparse.ArgumentParser(description=description)
+    add_common_args(ap, pools=pools)
+    ap.add_argument("--seeds", type=int, default=default_seeds,
+                    help=f"CV repetitions (default {default_seeds})")
+    args = ap.parse_args(argv)
+    single_thread()
+    work = work_dir(args)
+    for pool in args.pools:
+        print(report(pool, analyse(load_pair(work, pool), range(args.seeds))), flush=True)

@@ -20,13 +20,12 @@ Run, from the repository root, after features.py (normally through run.py)::
 
 from __future__ import annotations
 
-import argparse
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from jb_common import CORPORA, add_common_args, bc, load_pair, other, pstr, single_thread, work_dir
+from jb_common import CORPORA, bc, other, pstr, run_seeded
 from models import fit_predict, models, rank_metrics
 from sklearn.model_selection import StratifiedKFold
 
@@ -87,15 +86,8 @@ def report(pool: str, res: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common_args(ap, pools=("mc4e0",))
-    ap.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
-                    help=f"CV repetitions (default {DEFAULT_SEEDS})")
-    args = ap.parse_args(argv)
-    single_thread()
-    work = work_dir(args)
-    for pool in args.pools:
-        print(report(pool, analyse(load_pair(work, pool), range(args.seeds))), flush=True)
+    run_seeded(argv, __doc__.splitlines()[0], analyse, report, pools=("mc4e0",),
+               default_seeds=DEFAULT_SEEDS)
 
 
 if __name__ == "__main__":
