@@ -110,21 +110,30 @@ static PyObject *expand(PyObject *self, PyObject *args) {
 #define CLS_HAN 1
 #define CLS_ALNUM 2
 
+/* splitmix64's finaliser: streamer/ngrams.py mix(), the spread-out form of a unit id */
+static inline uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
 /* units(cps uint32[n], cls uint8[han_limit], mixed, q, ids int64[n], starts int64[n],
- *       ends int64[n], first bool[n]) -> number of units m (the first m entries set).
+ *       ends int64[n], first bool[n], mixes uint64[n]) -> number of units m (the first
+ * m entries set; mixes[k] = mix64(ids[k])).
  * A Han character is a unit; in mixed mode a run of ASCII letters/digits is one unit
  * whose id is ASCII_TAG | (sum_j c_j q^j mod 2^64, low 61 bits), with DIGITS_TAG
  * also set for a run of digits only; everything else is a clause break. */
 static PyObject *units(PyObject *self, PyObject *args) {
-    Py_buffer cps, cls, ids, starts, ends, first;
+    Py_buffer cps, cls, ids, starts, ends, first, mixes;
     int mixed;
     unsigned long long q;
-    if (!PyArg_ParseTuple(args, "y*y*pKw*w*w*w*", &cps, &cls, &mixed, &q, &ids, &starts,
-                          &ends, &first))
+    if (!PyArg_ParseTuple(args, "y*y*pKw*w*w*w*w*", &cps, &cls, &mixed, &q, &ids, &starts,
+                          &ends, &first, &mixes))
         return NULL;
     PyObject *result = NULL;
     Py_ssize_t n = cps.len / 4, limit = cls.len;
-    if (ids.len != n * 8 || starts.len != n * 8 || ends.len != n * 8 || first.len != n) {
+    if (ids.len != n * 8 || starts.len != n * 8 || ends.len != n * 8 || first.len != n ||
+        mixes.len != n * 8) {
         PyErr_SetString(PyExc_ValueError, "ids/starts/ends int64 and first bool, one per code point");
         goto done;
     }
@@ -133,6 +142,7 @@ static PyObject *units(PyObject *self, PyObject *args) {
         const uint8_t *k = (const uint8_t *)cls.buf;
         int64_t *id = (int64_t *)ids.buf, *st = (int64_t *)starts.buf, *en = (int64_t *)ends.buf;
         uint8_t *fi = (uint8_t *)first.buf;
+        uint64_t *mx = (uint64_t *)mixes.buf;
         const uint64_t ascii_tag = 1ULL << 62, digits_tag = 1ULL << 61;
         Py_ssize_t m = 0, i = 0;
         int prev = CLS_BREAK;
@@ -142,7 +152,8 @@ static PyObject *units(PyObject *self, PyObject *args) {
             int kind = cp < (uint32_t)limit ? k[cp] : CLS_BREAK;
             if (kind == CLS_ALNUM && !mixed) kind = CLS_BREAK;
             if (kind == CLS_HAN) {
-                id[m] = cp; st[m] = i; en[m] = i + 1; fi[m] = prev == CLS_BREAK; m++;
+                id[m] = cp; st[m] = i; en[m] = i + 1; fi[m] = prev == CLS_BREAK;
+                mx[m] = mix64(cp); m++;
                 i++;
             } else if (kind == CLS_ALNUM) {
                 Py_ssize_t a = i;
@@ -155,7 +166,8 @@ static PyObject *units(PyObject *self, PyObject *args) {
                     i++;
                 }
                 id[m] = (int64_t)((h & ((1ULL << 61) - 1)) | ascii_tag | (digits ? digits_tag : 0));
-                st[m] = a; en[m] = i; fi[m] = prev == CLS_BREAK; m++;
+                st[m] = a; en[m] = i; fi[m] = prev == CLS_BREAK;
+                mx[m] = mix64((uint64_t)id[m]); m++;
             } else {
                 i++;
             }
@@ -171,6 +183,7 @@ done:
     PyBuffer_Release(&starts);
     PyBuffer_Release(&ends);
     PyBuffer_Release(&first);
+    PyBuffer_Release(&mixes);
     return result;
 }
 

@@ -21,6 +21,7 @@ rescores periodically; counts decay with a half-life in stream time.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import time
@@ -85,6 +86,9 @@ class EngineConfig:
     capacity     candidate slots; None = derived from memory (shape)
     max_words    most words published by a rescore (daemon)
     examples     example contexts kept per listed word (0: none, as in discover)
+    prefault     touch the sketch's pages at construction, so a long-running service
+                 pays its resident size at start (flat RSS); discover does not (its
+                 first pass touches them within seconds, in the update threads)
     """
 
     order: int = 4
@@ -100,6 +104,7 @@ class EngineConfig:
     capacity: int | None = None
     max_words: int | None = None
     examples: int = 3
+    prefault: bool = True
 
     def __post_init__(self) -> None:
         if self.order < 2:
@@ -189,7 +194,7 @@ class Engine:
         cfg = self.config
         blocks, capacity = cfg.layout()
         self.counter: Counter = ExactCounter() if cfg.exact else \
-            CountMinSketch(blocks, cfg.depth, cfg.seed)
+            CountMinSketch(blocks, cfg.depth, cfg.seed, touch=cfg.prefault)
         # per-unit tables (units.dense_index): occurrences (exact for Han units, the
         # unigram counts), and how often the unit was cut out as a 1-unit piece
         self.unigrams = np.zeros(DENSE_SIZE, dtype=np.int64)
@@ -277,7 +282,7 @@ class Engine:
         makes no keys: the sketch's cohesion kernel makes them as it looks them up.
         """
         enc = encode("\n".join(lines), self.config.units)
-        mixed = mix(enc.ids)
+        mixed = enc.mixed
         # characters of the text, not counting line breaks (a block of many lines,
         # as discover passes, counts the same as the lines one by one)
         n_chars = sum(len(x) - x.count("\n") for x in lines)
@@ -343,7 +348,8 @@ class Engine:
         slots = table.lookup(c.uniq)
         missing = np.flatnonzero(slots < 0)
         if len(missing):
-            texts = [enc.span_text(int(s[i]), int(e[i])) for i in first_occ[missing].tolist()]
+            occ = first_occ[missing]
+            texts = enc.span_texts(s[occ], e[occ])
             new = table.admit(c.uniq[missing], texts, now, protect=slots[slots >= 0])
             slots[missing] = new
             if seed:
@@ -496,7 +502,7 @@ class Engine:
             words = [w for w, k in zip(words, keep, strict=True) if k]
             enc, offsets = encode_words(words, cfg.units)
             lengths = np.diff(offsets)
-        mixed = mix(enc.ids)
+        mixed = enc.mixed
         keys = ngram_keys(mixed, enc.first, cfg.order)
         counts = [self._count_keys(n, k, enc.ids if n == 1 else None)
                   for n, (k, _) in enumerate(keys, start=1)]
@@ -590,10 +596,9 @@ class Engine:
                    left[order].tolist(), right[order].tolist(), known[order].tolist(),
                    (is_new & ~known[order]).tolist(), first.tolist(),
                    table.last_seen[listed].tolist(), examples, strict=True)
-        out = [Word(word=w, count=c, total_count=t, score=sc_, emergence=em, pmi=pm,
-                    left_entropy=hl, right_entropy=hr, known=kn, new=nw, first_seen=fs,
-                    last_seen=ls, example=ex)
-               for w, c, t, sc_, em, pm, hl, hr, kn, nw, fs, ls, ex in cols]
+        # in Word's field order: word, count, total_count, score, emergence, pmi,
+        # left_entropy, right_entropy, known, new, first_seen, last_seen, example
+        out = list(itertools.starmap(Word, cols))
         self._listed_slots = np.sort(listed)
         pub = Published(words=tuple(out), rescored_at=time.time(), stream_time=now,
                         rescore_seconds=time.perf_counter() - t0, stats=self.stats())

@@ -74,7 +74,7 @@ class CountMinSketch:
     kind = "sketch"
 
     def __init__(self, blocks: int, depth: int = 4, seed: int = 0,
-                 table: np.ndarray | None = None) -> None:
+                 table: np.ndarray | None = None, touch: bool = True) -> None:
         if blocks < 1 or blocks & (blocks - 1):
             raise ValueError("sketch blocks must be a power of two >= 1")
         if depth not in (1, 2, 4, 8, 16):
@@ -91,7 +91,8 @@ class CountMinSketch:
         self._m0, self._m1 = int(m[0]), int(m[1])
         if table is None:
             table = np.zeros((blocks, BLOCK), dtype=np.uint32)
-            table.fill(0)  # touch every page now, so the resident size is paid at start
+            if touch:  # every page now, so the resident size is paid at start
+                table.fill(0)
         self.table = table
         self.total = 0  # M, the sum of all counts added
 

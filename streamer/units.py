@@ -159,6 +159,7 @@ class Encoded:
     ends     int64[n] offset one past each unit
     first    bool[n]  unit i begins a clause (a break lies between unit i-1 and i)
     cps      uint32   the normalised text as code points (what the offsets refer to)
+    mixed    uint64[n] ngrams.mix of the ids (what n-gram keys are made of)
     source   the text as given, when normalising kept every offset (so example
              contexts show the writer's punctuation and case); else None
     normalised  the normalised text as a str, when it was built (else made on demand
@@ -170,6 +171,7 @@ class Encoded:
     ends: np.ndarray
     first: np.ndarray
     cps: np.ndarray
+    mixed: np.ndarray
     source: str | None = None
     normalised: str | None = None
 
@@ -189,6 +191,16 @@ class Encoded:
         if self.normalised is not None:
             return self.normalised[a:b]
         return _decode(self.cps[a:b])
+
+    def span_texts(self, i: np.ndarray, j: np.ndarray) -> list[str]:
+        """span_text for many spans at once (one decode for all of them)."""
+        a, b = self.starts[i], self.ends[j - 1]
+        if self.normalised is not None:
+            return [self.normalised[x:y] for x, y in zip(a.tolist(), b.tolist(), strict=True)]
+        lens = b - a
+        offs = np.cumsum(lens) - lens
+        joined = _decode(self.cps[np.repeat(a - offs, lens) + np.arange(int(lens.sum()))])
+        return [joined[x:y] for x, y in zip(offs.tolist(), (offs + lens).tolist(), strict=True)]
 
     def context(self, i: int, j: int, width: int = 12) -> str:
         """Up to ``width`` characters each side of units i..j-1, on one line, as
@@ -247,11 +259,12 @@ def encode(text: str, mode: str = "mixed") -> Encoded:
     starts = np.empty(n, dtype=np.int64)
     ends = np.empty(n, dtype=np.int64)
     first = np.empty(n, dtype=bool)
-    m = _units.units(cps, cls_table, mode == "mixed", _Q, ids, starts, ends, first)
+    mixed = np.empty(n, dtype=np.uint64)
+    m = _units.units(cps, cls_table, mode == "mixed", _Q, ids, starts, ends, first, mixed)
     # views, not copies: most characters of a chunk are units, so little is pinned
-    ids, starts, ends, first = ids[:m], starts[:m], ends[:m], first[:m]
+    ids, starts, ends, first, mixed = ids[:m], starts[:m], ends[:m], first[:m], mixed[:m]
     source = text if kept and normalised is not text else None
-    return Encoded(ids, starts, ends, first, cps, source, normalised)
+    return Encoded(ids, starts, ends, first, cps, mixed, source, normalised)
 
 
 def encode_words(words: list[str], mode: str = "mixed") -> tuple[Encoded, np.ndarray]:
