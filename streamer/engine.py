@@ -148,7 +148,6 @@ class Prepared:
     """A batch encoded and keyed (Engine.prepare)."""
 
     enc: Encoded
-    mixed: np.ndarray
     n_lines: int
     n_chars: int
     unit_counts: np.ndarray | None = None  # per dense unit index (prepare(count=True))
@@ -237,8 +236,8 @@ class Engine:
         """Count of the n-gram at every position, orders 1..N, looked up only where
         it can matter: an n-gram whose (n-1)-gram prefix or suffix has fewer than
         min_count occurrences has fewer itself, so it cannot be cohesive and is not
-        looked up (its count is left 0). About half the order-3 and order-4 lookups,
-        each a cache miss, are skipped; every n-gram that is looked up has all its
+        looked up (its count is left 0). About 30% of the lookups, each a cache miss,
+        are skipped (half of the order-4 ones); every n-gram that is looked up has all its
         parts looked up, so the pmi of its splits is never taken on a skipped count.
         """
         mc = self.clock.units(self.config.min_count)
@@ -282,15 +281,14 @@ class Engine:
         makes no keys: the sketch's cohesion kernel makes them as it looks them up.
         """
         enc = encode("\n".join(lines), self.config.units)
-        mixed = enc.mixed
         # characters of the text, not counting line breaks (a block of many lines,
         # as discover passes, counts the same as the lines one by one)
         n_chars = sum(len(x) - x.count("\n") for x in lines)
         units = keys = None
         if count:
             units = np.bincount(dense_index(enc.ids), minlength=DENSE_SIZE)
-            keys = ngram_count_keys(mixed, enc.first, enc.ids, self.config.order)
-        return Prepared(enc, mixed, len(lines), n_chars, units, keys)
+            keys = ngram_count_keys(enc.mixed, enc.first, enc.ids, self.config.order)
+        return Prepared(enc, len(lines), n_chars, units, keys)
 
     def count_prepared(self, p: Prepared, now: float = 0.0) -> None:
         """Count phase: add the batch's n-grams to the counters at stream time ``now``
@@ -308,14 +306,14 @@ class Engine:
         """Cut a batch with the current counts. Reads state, writes none: several
         batches may be cut concurrently while no thread counts."""
         enc = p.enc
-        masks = self._cohesive(enc, p.mixed)
+        masks = self._cohesive(enc, enc.mixed)
         pieces = cut(enc.ids, enc.first, masks)
         lengths = pieces.ends - pieces.starts
         alone = np.bincount(dense_index(enc.ids[pieces.starts[lengths == 1]]),
                             minlength=DENSE_SIZE)
         multi = np.flatnonzero(lengths >= 2)
         s, e = pieces.starts[multi], pieces.ends[multi]
-        pkeys = span_keys(p.mixed, s, e)
+        pkeys = span_keys(enc.mixed, s, e)
         order = np.argsort(pkeys)  # not stable (3x faster): first_occ is taken below
         sk = pkeys[order]
         edge = np.ones(len(sk), dtype=bool)
