@@ -10,10 +10,14 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
 fi
 STAMP="$VENV/.streamer-installed-$1"
-# reinstall when the project's metadata or the C extension changed (or it is missing)
+# reinstall when the project's metadata or a C extension changed (or one is not built)
+stale=0
+for c in "$ROOT"/streamer/*.c; do
+    so=$(ls "${c%.c}".*.so 2>/dev/null | head -n 1)
+    if [ -z "$so" ] || [ "$c" -nt "$STAMP" ]; then stale=1; fi
+done
 if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ] || [ "$ROOT/setup.py" -nt "$STAMP" ] \
-        || [ "$ROOT/streamer/_sketch.c" -nt "$STAMP" ] \
-        || ! ls "$ROOT"/streamer/_sketch*.so >/dev/null 2>&1; then
+        || [ "$stale" = 1 ]; then
     "$VENV/bin/python" -m pip install --quiet --upgrade pip >/dev/null
     if [ "$1" = test ]; then
         "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test]"
