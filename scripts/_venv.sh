@@ -13,7 +13,7 @@ STAMP="$VENV/.streamer-installed-$1"
 # reinstall when the project's metadata or a C extension changed (or one is not built)
 stale=0
 for c in "$ROOT"/streamer/*.c; do
-    so=$(ls "${c%.c}".*.so 2>/dev/null | head -n 1)
+    so=$(ls "${c%.c}".*.so 2>/dev/null | head -n 1 || true)
     if [ -z "$so" ] || [ "$c" -nt "$STAMP" ]; then stale=1; fi
 done
 if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ] || [ "$ROOT/setup.py" -nt "$STAMP" ] \
