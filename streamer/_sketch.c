@@ -57,21 +57,28 @@ add_loop(uint32_t *t, const uint64_t *k, const uint64_t *c, uint64_t weight, Py_
     }
 }
 
+/* The estimate of one key: the minimum of its counters in its block. */
+static inline __attribute__((always_inline)) uint32_t
+query_one(const uint32_t *t, uint64_t k, uint64_t m0, uint64_t m1, unsigned shift,
+          unsigned depth, unsigned bits) {
+    const unsigned group = 1u << bits, top_shift = 64 - bits;
+    const uint32_t *blk = t + block_of(k, m0, shift) * BLOCK;
+    uint64_t h = k * m1;
+    uint32_t est = UINT32_MAX;
+    for (unsigned r = 0; r < depth; r++) {
+        uint32_t v = blk[r * group + (unsigned)(bits ? h >> top_shift : 0)];
+        h <<= bits;
+        est = v < est ? v : est;
+    }
+    return est;
+}
+
 static inline __attribute__((always_inline)) void
 query_loop(const uint32_t *t, const uint64_t *k, uint32_t *o, Py_ssize_t n, uint64_t m0,
            uint64_t m1, unsigned shift, unsigned depth, unsigned bits) {
-    const unsigned group = 1u << bits, top_shift = 64 - bits;
     for (Py_ssize_t i = 0; i < n; i++) {
         if (i + AHEAD < n) __builtin_prefetch(t + block_of(k[i + AHEAD], m0, shift) * BLOCK, 0, 0);
-        const uint32_t *blk = t + block_of(k[i], m0, shift) * BLOCK;
-        uint64_t h = k[i] * m1;
-        uint32_t est = UINT32_MAX;
-        for (unsigned r = 0; r < depth; r++) {
-            uint32_t v = blk[r * group + (unsigned)(bits ? h >> top_shift : 0)];
-            h <<= bits;
-            est = v < est ? v : est;
-        }
-        o[i] = est;
+        o[i] = query_one(t, k[i], m0, m1, shift, depth, bits);
     }
 }
 
@@ -172,22 +179,6 @@ done:
     PyBuffer_Release(&keys);
     PyBuffer_Release(&out);
     return result;
-}
-
-/* Query one key (the minimum of its counters); the loop of query_loop for one key. */
-static inline __attribute__((always_inline)) uint32_t
-query_one(const uint32_t *t, uint64_t k, uint64_t m0, uint64_t m1, unsigned shift,
-          unsigned depth, unsigned bits) {
-    const unsigned group = 1u << bits, top_shift = 64 - bits;
-    const uint32_t *blk = t + block_of(k, m0, shift) * BLOCK;
-    uint64_t h = k * m1;
-    uint32_t est = UINT32_MAX;
-    for (unsigned r = 0; r < depth; r++) {
-        uint32_t v = blk[r * group + (unsigned)(bits ? h >> top_shift : 0)];
-        h <<= bits;
-        est = v < est ? v : est;
-    }
-    return est;
 }
 
 #define MAX_ORDER 16

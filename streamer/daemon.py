@@ -44,7 +44,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -921,14 +921,21 @@ class Daemon:
     _snapshot_generation = -1
 
     async def _snapshot_timer(self) -> None:
+        await self._every(self.cfg.intervals.snapshot, self.take_snapshot,
+                          lambda: self.generation != self._snapshot_generation)
+
+    async def _every(self, interval: float, job: Callable[[], Awaitable[Any]],
+                     due: Callable[[], bool]) -> None:
+        """Run ``job`` every ``interval`` seconds when ``due()`` says there is something
+        new for it, until the service stops."""
         assert self.stopping is not None
         while not self.stopping.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), self.cfg.intervals.snapshot)
+                await asyncio.wait_for(self.stopping.wait(), interval)
             if self.stopping.is_set():
                 return
-            if self.generation != self._snapshot_generation:
-                await self.take_snapshot()
+            if due():
+                await job()
 
     # ------------------------------------------------------------------ export
 
@@ -957,14 +964,9 @@ class Daemon:
                  ", ".join(p.name for p in written), len(pub.words))
 
     async def _export_timer(self) -> None:
-        assert self.stopping is not None
-        while not self.stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), self.cfg.intervals.export)
-            if self.stopping.is_set():
-                return
-            if self._published is not self._exported and self._published.rescored_at:
-                await self.export()
+        await self._every(self.cfg.intervals.export, self.export,
+                          lambda: self._published is not self._exported
+                          and bool(self._published.rescored_at))
 
     # ------------------------------------------------------------------ SIGHUP
 

@@ -13,15 +13,16 @@ Example (from the tests): with 共和国 cohesive and 共和 not, 中华人民�
 whole while 我一共和三个人去玩 is cut between 共 and 和 (no cohesive n-gram there
 covers both).
 
-Every n-gram's count at every position is looked up once (``position_counts``),
-and each order's split minimum is taken over shifted views of those arrays, so
-the cost is O(units * order**2) array operations, with no per-character Python.
+Every n-gram's count at every position is looked up once (Engine._position_counts,
+or in C by CountMinSketch.cohesive), and each order's split maximum of products is
+taken over shifted views of those arrays, so the cost is O(units * order**2) array
+operations, with no per-character Python.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,12 +36,6 @@ def min_pmi_for(order: int, min_pmi: Sequence[float]) -> list[float]:
     while len(th) < order - 1:
         th.append(th[-1] + 2.0)
     return th[: order - 1]
-
-
-def position_counts(keys: list[tuple[np.ndarray, np.ndarray]],
-                    count: Callable[[int, np.ndarray], np.ndarray]) -> list[np.ndarray]:
-    """Count of the n-gram at every position, orders 1..N: count(n, keys) -> int64."""
-    return [count(n, k) for n, (k, _) in enumerate(keys, start=1)]
 
 
 def log_counts(counts: list[np.ndarray]) -> list[np.ndarray]:
