@@ -1,13 +1,13 @@
-"""Build the C extensions (streamer/_sketch.c, streamer/_units.c); everything else is in
+"""Build the C extensions (streamer/core/_sketch.c, streamer/core/_units.c); everything else is in
 pyproject.toml."""
 
 from setuptools import Extension, setup
 
 setup(
     ext_modules=[
-        Extension("streamer._sketch", ["streamer/_sketch.c"],
+        Extension("streamer.core._sketch", ["streamer/core/_sketch.c"],
                   extra_compile_args=["-O3", "-std=c11"]),
-        Extension("streamer._units", ["streamer/_units.c"],
+        Extension("streamer.core._units", ["streamer/core/_units.c"],
                   extra_compile_args=["-O3", "-std=c11"]),
     ],
 )

@@ -1,5 +1,5 @@
 # Shared set-up for scripts/run and scripts/test: create .venv if needed and
-# (re)install the project (which compiles streamer/_sketch.c; gcc and the Python
+# (re)install the project (which compiles the C extensions in streamer/core/; gcc and the Python
 # headers are needed) when its metadata or C source is newer than the last install.
 # Sourced, not executed.
 set -euo pipefail
@@ -12,7 +12,7 @@ fi
 STAMP="$VENV/.streamer-installed-$1"
 # reinstall when the project's metadata or a C extension changed (or one is not built)
 stale=0
-for c in "$ROOT"/streamer/*.c; do
+for c in "$ROOT"/streamer/*/*.c; do
     so=$(ls "${c%.c}".*.so 2>/dev/null | head -n 1 || true)
     if [ -z "$so" ] || [ "$c" -nt "$STAMP" ]; then stale=1; fi
 done

@@ -1,5 +1,5 @@
 """`python -m streamer` entry point."""
 
-from streamer.cli import main
+from streamer.cli.main import main
 
 raise SystemExit(main())

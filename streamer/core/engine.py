@@ -1,0 +1,808 @@
+"""The discovery engine: synchronous, single writer, no asyncio.
+
+Where a line of text goes::
+
+    lines ──units.encode──> unit ids + clause starts
+          ──ngrams.ngram_keys──> keys of n-grams, orders 1..N
+          ──count phase──> n-gram counter (count-min sketch or exact) + unigram table
+          ──cut phase──> segmentation.cohesive_masks (pmi from current counts)
+                         segmentation.cut -> pieces
+                         candidates.CandidateTable (multi-unit pieces, counted)
+                         neighbours.NeighbourTable (left/right units of each piece)
+    rescore ──> back-check, neighbour entropy, known lexicon, scoring.rank
+            ──> results.Published (immutable)
+
+A batch run (``discover``) does the count phase over all input, then the cut
+phase over all input again, so every piece is cut with the final counts. The
+daemon does both phases on each batch (cutting with the counts so far) and
+rescores periodically; counts decay with a half-life in stream time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from streamer.core import scoring
+from streamer.core.candidates import POOL_SHARE, CandidateTable, ListedRegistry
+from streamer.core.decay import CountClock
+from streamer.core.lexicon import Lexicon
+from streamer.core.neighbours import NeighbourTable
+from streamer.core.ngrams import L, mix, ngram_keys, span_keys
+from streamer.core.results import Published, Word
+from streamer.core.segmentation import cohesive_masks, cut, log_counts, min_pmi_for, pmi_at
+from streamer.core.sketch import (
+    Counter,
+    CountMinSketch,
+    ExactCounter,
+    blocks_for_bytes,
+    counter_from_state,
+    ngram_count_keys,
+)
+from streamer.core.units import DENSE_SIZE, HAN_LIMIT, Encoded, dense_index, encode, encode_words
+
+#: resident bytes of a candidate slot, all in arrays allocated (and touched) at start:
+#: 48 for counts and times (6 x 8), 2 flags, 12 for the sorted index (key 8, slot 4),
+#: 4 for the free-slot stack, 49 for the text (48 bytes of UTF-8 + length), 8 for the
+#: bounded overflow of longer texts, 128 for 2 x 32 uint16 neighbour buckets, 4 for
+#: the slot's example entry, 49 for its share of the example pool (one entry of
+#: 3 x 128 bytes + lengths + owner + free stack per 8 slots), 16 for the once-listed
+#: registry (key and time, one per slot). discover keeps no examples: 267 there.
+SLOT_RESIDENT_BYTES = 320
+#: bytes a slot is budgeted at (the candidate half of `memory` / SLOT_BYTES = capacity):
+#: its resident arrays plus its share of what the daemon holds at peaks, ~245 for the
+#: private copy of its state while a snapshot is written (the texts and examples packed)
+#: and ~170 for each candidate a rescore scores (text, per-candidate arrays; about half
+#: the slots). The default budget so gives 239,674 slots: at 320 bytes (419,430 slots)
+#: a rescore took 0.59 s instead of 0.35 s on the benchmark stream, and up to 1.27 s in
+#: the daemon on the 2-core VM (target 1 s); the quality corpora fill neither table.
+SLOT_BYTES = 560
+#: 2: texts, examples and the once-listed registry are fixed-width arrays
+STATE_VERSION = 2
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Engine parameters. Fields marked (shape) change the state's layout.
+
+    order        longest n-gram counted, units (shape)
+    min_count    minimum count of a cohesive n-gram and of a listed word
+    min_pmi      pmi thresholds for orders 2, 3, ...; nats; continued +2 per order
+    min_entropy  minimum of left and right neighbour entropy, nats
+    units        "mixed" (Han characters and ASCII runs) or "han" (shape)
+    memory       bytes for the counting state: sketch, candidates, neighbours (shape)
+    exact        exact n-gram counts instead of a sketch (unbounded memory) (shape)
+    depth        count-min rows: counters per key in its block, 1, 2, 4, 8 or 16 (shape)
+    seed         hash seed (shape)
+    half_life    seconds of stream time for decay; inf = no decay
+    capacity     candidate slots; None = derived from memory (shape)
+    max_words    most words published by a rescore (daemon)
+    examples     example contexts kept per listed word (0: none, as in discover)
+    prefault     touch the sketch's pages at construction, so a long-running service
+                 pays its resident size at start (flat RSS); discover does not (its
+                 first pass touches them within seconds, in the update threads)
+    """
+
+    order: int = 4
+    min_count: int = 8
+    min_pmi: tuple[float, ...] = (2.0, 4.0, 6.0)
+    min_entropy: float = 0.6
+    units: str = "mixed"
+    memory: int = 256 * 2**20
+    exact: bool = False
+    depth: int = 4
+    seed: int = 0
+    half_life: float = math.inf
+    capacity: int | None = None
+    max_words: int | None = None
+    examples: int = 3
+    prefault: bool = True
+
+    def __post_init__(self) -> None:
+        if self.order < 2:
+            raise ValueError("order must be at least 2")
+        if self.min_count < 1:
+            raise ValueError("min_count must be at least 1")
+        if self.units not in ("han", "mixed"):
+            raise ValueError("units must be 'han' or 'mixed'")
+        if self.memory < 4 * 2**20:
+            raise ValueError("memory must be at least 4MB")
+        if not self.half_life > 0:
+            raise ValueError("half_life must be positive")
+        if self.depth not in (1, 2, 4, 8, 16):
+            raise ValueError("depth must be 1, 2, 4, 8 or 16")
+
+    def thresholds(self) -> list[float]:
+        return min_pmi_for(self.order, self.min_pmi)
+
+    def layout(self) -> tuple[int, int]:
+        """(sketch blocks, candidate capacity) from the memory budget.
+
+        Half the budget goes to the sketch (the largest power of two of 64-byte
+        blocks that fits), the rest to candidate slots of SLOT_BYTES each.
+        """
+        blocks = blocks_for_bytes(self.memory // 2)
+        rest = self.memory - (0 if self.exact else blocks * 64)
+        capacity = self.capacity or max(1024, rest // SLOT_BYTES)
+        return blocks, capacity
+
+    def fingerprint(self) -> str:
+        """Hex digest of the fields that shape the state (snapshots must match)."""
+        blocks, capacity = self.layout()
+        shape = {"order": self.order, "units": self.units, "exact": self.exact,
+                 "depth": self.depth, "seed": self.seed, "blocks": blocks,
+                 "capacity": capacity, "version": STATE_VERSION}
+        return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A batch encoded and keyed (Engine.prepare)."""
+
+    enc: Encoded
+    n_lines: int
+    n_chars: int
+    unit_counts: np.ndarray | None = None  # per dense unit index (prepare(count=True))
+    count_keys: np.ndarray | None = None   # keys the count phase adds, in its order
+
+
+@dataclass(slots=True)
+class CutBatch:
+    """A batch cut into pieces, not yet recorded (Engine.cut_prepared).
+
+    starts/ends/left/right describe each multi-unit piece occurrence; uniq/counts
+    the distinct piece keys; first_occ the first occurrence of each distinct key;
+    inverse maps each occurrence to its distinct key.
+    """
+
+    enc: Encoded  # the batch's text and units (its n-gram keys are dropped: not needed)
+    n_chars: int
+    alone: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    uniq: np.ndarray
+    counts: np.ndarray
+    first_occ: np.ndarray
+    inverse: np.ndarray
+
+
+@dataclass
+class _Scored:
+    slots: np.ndarray
+    pmi: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    words: list[str] = field(default_factory=list)
+
+
+class Engine:
+    """Incremental new-word discovery over batches of lines (see module docstring)."""
+
+    def __init__(self, config: EngineConfig | None = None, known: Lexicon | None = None) -> None:
+        self.config = config or EngineConfig()
+        cfg = self.config
+        blocks, capacity = cfg.layout()
+        self.counter: Counter = ExactCounter() if cfg.exact else \
+            CountMinSketch(blocks, cfg.depth, cfg.seed, touch=cfg.prefault)
+        # per-unit tables (units.dense_index): occurrences (exact for Han units, the
+        # unigram counts), and how often the unit was cut out as a 1-unit piece
+        self.unigrams = np.zeros(DENSE_SIZE, dtype=np.int64)
+        self.alone = np.zeros(DENSE_SIZE, dtype=np.int64)
+        # counts of units and n-grams are in clock units (decay.CountClock): an
+        # occurrence adds clock.weight() units, the same for every table in a batch
+        self.clock = CountClock.for_half_life(cfg.half_life)
+        self._weight = 1              # units the last counted batch added per occurrence
+        self.total_units = 0          # N, in clock units
+        self.units_ingested = 0       # all-time, never decayed
+        self.units_cut = 0            # units through the cut phase (stream position)
+        self.lines_ingested = 0
+        self.chars_ingested = 0
+        self.candidates = CandidateTable(capacity, example_pool=capacity // POOL_SHARE
+                                         if cfg.examples else 0)
+        self.neighbours = NeighbourTable(capacity)
+        self.candidates._on_remove = self.neighbours.clear  # type: ignore[method-assign]
+        self.known = known or Lexicon()
+        # key of each word ever listed -> its first_seen when first listed
+        self.discovered = ListedRegistry(capacity)
+        self.last_decay: float | None = None
+        self.rng = np.random.default_rng(cfg.seed)
+        self.published = Published()
+
+    # ------------------------------------------------------------------ counting
+
+    def _count_keys(self, n: int, keys: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
+        """Counts of n-gram keys; unigrams of Han units come from the exact table."""
+        if n == 1 and ids is not None:
+            out = np.zeros(len(ids), dtype=np.int64)
+            han = ids < HAN_LIMIT
+            out[han] = self.unigrams[ids[han]]
+            if not han.all():
+                out[~han] = self.counter.query(keys[~han])
+            return out
+        return self.counter.query(keys)
+
+    def _position_counts(self, keys: list[tuple[np.ndarray, np.ndarray]],
+                         ids: np.ndarray) -> list[np.ndarray]:
+        """Count of the n-gram at every position, orders 1..N, looked up only where
+        it can matter: an n-gram whose (n-1)-gram prefix or suffix has fewer than
+        min_count occurrences has fewer itself, so it cannot be cohesive and is not
+        looked up (its count is left 0). About 30% of the lookups, each a cache miss,
+        are skipped (half of the order-4 ones); every n-gram that is looked up has all its
+        parts looked up, so the pmi of its splits is never taken on a skipped count.
+        """
+        mc = self.clock.units(self.config.min_count)
+        counts = [self._count_keys(1, keys[0][0], ids)]
+        for k, valid in keys[1:]:
+            prev = counts[-1]
+            out = np.zeros(len(k), dtype=np.int64)
+            if len(k):
+                frequent = prev >= mc
+                need = np.flatnonzero(valid & frequent[:-1] & frequent[1:])
+                out[need] = self.counter.query(k[need])
+            counts.append(out)
+        return counts
+
+    def _cohesive(self, enc: Encoded, mixed: np.ndarray,
+                  keys: list[tuple[np.ndarray, np.ndarray]] | None = None) -> list[np.ndarray]:
+        """Cohesive masks of a chunk's n-grams, orders 2..N, from the current counts:
+        in one C kernel for the sketch, else from ``keys`` (made if None)."""
+        cfg = self.config
+        if isinstance(self.counter, CountMinSketch):
+            c1 = np.zeros(len(enc.ids), dtype=np.int64)
+            han = enc.ids < HAN_LIMIT
+            c1[han] = self.unigrams[enc.ids[han]]
+            if not han.all():
+                c1[~han] = self.counter.query(mixed[~han] + L)
+            return self.counter.cohesive(c1, mixed, enc.first, cfg.order,
+                                         self.clock.units(cfg.min_count), self.total_units,
+                                         cfg.thresholds())
+        if keys is None:
+            keys = ngram_keys(mixed, enc.first, cfg.order)
+        counts = self._position_counts(keys, enc.ids)
+        return cohesive_masks(keys, counts, self.total_units, self.clock.units(cfg.min_count),
+                              cfg.thresholds())
+
+    def prepare(self, lines: Sequence[str], count: bool = True) -> Prepared:
+        """Encode a batch. Reads no state: safe in any thread.
+
+        With ``count`` it also makes what the count phase adds (the batch's unit
+        histogram and the keys of its n-grams), so that the single writer only adds;
+        a batch that is only cut (discover's second pass) skips that. The cut phase
+        makes no keys: the sketch's cohesion kernel makes them as it looks them up.
+        """
+        enc = encode("\n".join(lines), self.config.units)
+        # characters of the text, not counting line breaks (a block of many lines,
+        # as discover passes, counts the same as the lines one by one)
+        n_chars = sum(len(x) - x.count("\n") for x in lines)
+        units = keys = None
+        if count:
+            units = np.bincount(dense_index(enc.ids), minlength=DENSE_SIZE)
+            keys = ngram_count_keys(enc.mixed, enc.first, enc.ids, self.config.order)
+        return Prepared(enc, len(lines), n_chars, units, keys)
+
+    def count_prepared(self, p: Prepared, now: float = 0.0) -> None:
+        """Count phase: add the batch's n-grams to the counters at stream time ``now``
+        (writes state)."""
+        if p.unit_counts is None or p.count_keys is None:
+            raise ValueError("batch prepared with count=False")
+        self._advance_clock(now)
+        w = self._weight = self.clock.weight()
+        self.unigrams += p.unit_counts * w if w != 1 else p.unit_counts
+        self.counter.add(p.count_keys, weight=w)
+        self.total_units += len(p.enc.ids) * w
+        self.units_ingested += len(p.enc.ids)
+
+    def cut_prepared(self, p: Prepared) -> CutBatch:
+        """Cut a batch with the current counts. Reads state, writes none: several
+        batches may be cut concurrently while no thread counts."""
+        enc = p.enc
+        masks = self._cohesive(enc, enc.mixed)
+        pieces = cut(enc.ids, enc.first, masks)
+        lengths = pieces.ends - pieces.starts
+        alone = np.bincount(dense_index(enc.ids[pieces.starts[lengths == 1]]),
+                            minlength=DENSE_SIZE)
+        multi = np.flatnonzero(lengths >= 2)
+        s, e = pieces.starts[multi], pieces.ends[multi]
+        pkeys = span_keys(enc.mixed, s, e)
+        order = np.argsort(pkeys)  # not stable (3x faster): first_occ is taken below
+        sk = pkeys[order]
+        edge = np.ones(len(sk), dtype=bool)
+        np.not_equal(sk[1:], sk[:-1], out=edge[1:])
+        group_start = np.flatnonzero(edge)
+        inverse = np.empty(len(sk), dtype=np.int64)
+        inverse[order] = np.cumsum(edge) - 1
+        first_occ = np.minimum.reduceat(order, group_start) if len(order) else order
+        return CutBatch(p.enc, p.n_chars, alone, s, e, pieces.left[multi], pieces.right[multi],
+                        uniq=sk[group_start], counts=np.diff(np.append(group_start, len(sk))),
+                        first_occ=first_occ, inverse=inverse)
+
+    def apply_cut(self, c: CutBatch, now: float, seed: bool = False) -> None:
+        """Record a cut batch: candidate counts, neighbours, examples (writes state).
+
+        With ``seed`` (incremental use), a newly admitted piece of at most ``order``
+        units starts from its n-gram count so far instead of 0: before its n-grams
+        became cohesive its earlier occurrences could not be cut out as a piece,
+        but they were occurrences of the same string. So a word is listed as soon
+        as the string has been seen min_count times and has become cohesive,
+        instead of min_count occurrences after that.
+        """
+        cfg = self.config
+        self.alone += c.alone * self._weight if self._weight != 1 else c.alone
+        if len(c.uniq) == 0:
+            self.units_cut += len(c.enc)
+            return
+        enc, s, e, first_occ = c.enc, c.starts, c.ends, c.first_occ
+        table = self.candidates
+        slots = table.lookup(c.uniq)
+        missing = np.flatnonzero(slots < 0)
+        if len(missing):
+            occ = first_occ[missing]
+            texts = enc.span_texts(s[occ], e[occ])
+            new = table.admit(c.uniq[missing], texts, now, protect=slots[slots >= 0])
+            slots[missing] = new
+            if seed:
+                self._seed_counts(new, c.uniq[missing], c.counts[missing],
+                                  (e - s)[first_occ[missing]], now)
+        ok = slots >= 0
+        us, uc = slots[ok], c.counts[ok]
+        table.total[us] += uc
+        fast, slow = self._forward(now)
+        table.recent[us] += uc * fast
+        table.slow[us] += uc * slow
+        table.last_seen[us] = now
+        occ_slots = slots[c.inverse]
+        tracked = occ_slots >= 0
+        # edges are spread over buckets by stream position, not batch position, so a
+        # word that starts every line gets the same entropy however lines are batched
+        self.neighbours.add(occ_slots[tracked], c.left[tracked], c.right[tracked],
+                            s[tracked] + self.units_cut)
+        self.units_cut += len(enc)
+        # examples: one context per batch for listed words, and a first one for each
+        # piece once it reaches min_count (contexts of every piece would cost more
+        # than the counting)
+        if cfg.examples == 0:
+            return
+        safe = np.maximum(slots, 0)
+        want = ok & (table.total[safe] >= cfg.min_count)
+        want &= np.isin(slots, self._listed_slots) | ~table.sampled[safe]
+        pick = np.flatnonzero(want)
+        if len(pick):
+            occ = first_occ[pick].tolist()
+            table.add_examples(slots[pick], [enc.context(int(s[o]), int(e[o])) for o in occ],
+                               cfg.examples, protect=self._listed_slots)
+
+    _listed_slots: np.ndarray = np.empty(0, np.int64)
+
+    def _seed_counts(self, slots: np.ndarray, keys: np.ndarray, batch: np.ndarray,
+                     lengths: np.ndarray, now: float) -> None:
+        ok = (slots >= 0) & (lengths <= self.config.order)
+        if not ok.any():
+            return
+        # the n-gram's count before this batch, in occurrences as of now
+        units = np.maximum(self.counter.query(keys[ok]) - batch[ok] * self._weight, 0)
+        prior = self.clock.occurrences(units)
+        t = self.candidates
+        t.total[slots[ok]] += np.rint(prior).astype(np.int64)
+        fast, slow = self._forward(now)
+        t.recent[slots[ok]] += prior * fast
+        t.slow[slots[ok]] += prior * slow
+
+    def count(self, lines: Sequence[str]) -> None:
+        """Count phase only (first pass of a batch run)."""
+        p = self.prepare(lines)
+        self.count_prepared(p)
+        self.lines_ingested += p.n_lines
+        self.chars_ingested += p.n_chars
+
+    def cut(self, lines: Sequence[str], now: float = 0.0) -> None:
+        """Cut phase only (second pass of a batch run): pieces, candidates, neighbours."""
+        self.apply_cut(self.cut_prepared(self.prepare(lines, count=False)), now)
+
+    def ingest(self, lines: Sequence[str], now: float) -> None:
+        """Count and cut one batch (the daemon's step)."""
+        self.ingest_prepared(self.prepare(lines), now)
+
+    def ingest_prepared(self, p: Prepared, now: float) -> None:
+        """ingest() of a batch already prepared (possibly in another thread)."""
+        self.count_prepared(p, now)
+        self.apply_cut(self.cut_prepared(p), now, seed=True)
+        self.lines_ingested += p.n_lines
+        self.chars_ingested += p.n_chars
+
+    # ------------------------------------------------------------------ decay
+
+    def _forward(self, now: float) -> tuple[float, float]:
+        """Weights of a count added at ``now`` to the recent and baseline counts.
+
+        Candidate counts are decayed only at rescores (decay_to), so an occurrence at
+        time t after the last decay at t0 is added as 2^((t - t0) / h) (forward
+        decay): the next decay_to(T) multiplies it by 2^(-(T - t0) / h), which leaves
+        exactly 2^(-(T - t) / h), its weight had it been decayed continuously.
+        """
+        hl = self.config.half_life
+        if math.isinf(hl):
+            return 1.0, 1.0
+        if self.last_decay is None or (now - self.last_decay) / hl > 32:
+            self.decay_to(now)  # start the clock, or keep the weights far from overflow
+        assert self.last_decay is not None
+        dt = now - self.last_decay
+        return 2.0 ** (dt / hl), 2.0 ** (dt / (16 * hl))
+
+    def decay_to(self, now: float) -> None:
+        """Apply the half-life decay up to stream time ``now``: candidate counts are
+        multiplied out; the counters only move their clock (see decay.py), which
+        halves them once a half-life."""
+        self._advance_clock(now)
+        hl = self.config.half_life
+        if self.last_decay is None or math.isinf(hl):
+            self.last_decay = now
+            return
+        dt = now - self.last_decay
+        if dt <= 0:
+            return
+        self.candidates.decay(0.5 ** (dt / hl), 0.5 ** (dt / (16 * hl)))
+        self.last_decay = now
+
+    def _advance_clock(self, now: float) -> None:
+        factor = self.clock.advance(now)
+        if factor is not None:
+            self._scale_counts(factor)
+
+    def _scale_counts(self, factor: float) -> None:
+        """Multiply the n-gram counter and the per-unit tables by ``factor``, rounding
+        stochastically (unbiased). ~0.1 s per 100 MB of sketch."""
+        self.counter.scale(factor, self.rng)
+        for name in ("unigrams", "alone"):
+            u = getattr(self, name) * factor + self.rng.random(DENSE_SIZE)
+            setattr(self, name, np.floor(u).astype(np.int64))
+        self.total_units = int(self.total_units * factor)
+
+    # ------------------------------------------------------------------ scoring
+
+    def _score_candidates(self, slots: np.ndarray, chunk: int = 1 << 14) -> _Scored:
+        """_score_chunk over ``chunk`` candidates at a time: the temporaries (n-gram
+        keys and counts of every candidate's units) stay a few MB however many
+        candidates there are."""
+        parts = [self._score_chunk(slots[a:a + chunk])
+                 for a in range(0, max(len(slots), 1), chunk)]
+        return _Scored(np.concatenate([p.slots for p in parts]),
+                       np.concatenate([p.pmi for p in parts]),
+                       np.concatenate([p.left for p in parts]),
+                       np.concatenate([p.right for p in parts]),
+                       [w for p in parts for w in p.words])
+
+    def _score_chunk(self, slots: np.ndarray) -> _Scored:
+        """Back-check and neighbour entropies for candidate slots.
+
+        Returns the slots that pass the back-check, with pmi (min split, or for
+        pieces longer than the order the minimum over its order-N windows).
+        """
+        cfg = self.config
+        words = self.candidates.texts(slots)
+        if not words:
+            empty = np.empty(0)
+            return _Scored(slots[:0], empty, empty, empty, [])
+        enc, offsets = encode_words(words, cfg.units)
+        lengths = np.diff(offsets)
+        if len(lengths) != len(words):  # a word that no longer encodes to units
+            keep = np.array([len(encode(w, cfg.units)) >= 2 for w in words])
+            slots = slots[keep]
+            words = [w for w, k in zip(words, keep, strict=True) if k]
+            enc, offsets = encode_words(words, cfg.units)
+            lengths = np.diff(offsets)
+        mixed = enc.mixed
+        keys = ngram_keys(mixed, enc.first, cfg.order)
+        counts = [self._count_keys(n, k, enc.ids if n == 1 else None)
+                  for n, (k, _) in enumerate(keys, start=1)]
+        # the cutter's own test, so the back-check agrees with how pieces were cut
+        masks = self._cohesive(enc, mixed, keys)
+        log_total = float(np.log(max(self.total_units, 1)))
+        starts = offsets[:-1]
+        logs = log_counts(counts)
+        pmi = np.full(len(words), np.inf)
+        passed = np.ones(len(words), dtype=bool)
+        for n in range(2, cfg.order + 1):
+            sel = lengths == n
+            if sel.any():
+                p = pmi_at(logs, n, log_total)
+                pmi[sel] = p[starts[sel]]
+                if n >= 3:
+                    passed[sel] = masks[n - 2][starts[sel]]
+        long = np.flatnonzero(lengths > cfg.order)
+        if len(long):
+            n = cfg.order
+            p = pmi_at(logs, n, log_total)
+            m = masks[n - 2]
+            # windows a..b-1 of each long word: disjoint and increasing, so one
+            # reduceat over the interleaved bounds does them all (odd slots are gaps)
+            a = starts[long]
+            b = a + lengths[long] - n + 1
+            bounds = np.empty(2 * len(long), dtype=np.int64)
+            bounds[0::2], bounds[1::2] = a, b
+            if bounds[-1] >= len(p):
+                bounds = bounds[:-1]
+            pmi[long] = np.minimum.reduceat(p, bounds)[0::2]
+            passed[long] = np.logical_and.reduceat(m, bounds)[0::2]
+        slots, pmi = slots[passed], pmi[passed]
+        words = [w for w, ok in zip(words, passed.tolist(), strict=True) if ok]
+        left, right = self.neighbours.entropies(slots)
+        return _Scored(slots, pmi, left, right, words)
+
+    def rescore(self, now: float | None = None) -> Published:
+        """Score all candidates and publish an immutable ranked list."""
+        t0 = time.perf_counter()
+        cfg = self.config
+        now = time.time() if now is None else now
+        self.decay_to(now)
+        table = self.candidates
+        counts = table.recent if not math.isinf(cfg.half_life) else table.total
+        # min_count applies to the recent count, as cohesion (on decayed counts) does:
+        # the list is about now, a word is listed while it is used min_count times a
+        # half-life, and a faded word leaves the list (total_count keeps the history)
+        slots = np.flatnonzero(table.used & (counts >= cfg.min_count))
+        sc = self._score_candidates(slots)
+        # entropy is evidence: a side seen fewer than twice (a word just admitted in
+        # the daemon, whose earlier occurrences were not yet cut out) is not judged;
+        # its freedom is 0, so it is listed last until its contexts are seen
+        seen = np.minimum(self.neighbours.observations(sc.slots, "left"),
+                          self.neighbours.observations(sc.slots, "right"))
+        keep = (np.minimum(sc.left, sc.right) >= cfg.min_entropy) | (seen < 2)
+        slots = sc.slots[keep]
+        words = [w for w, k in zip(sc.words, keep.tolist(), strict=True) if k]
+        pmi, left, right = sc.pmi[keep], sc.left[keep], sc.right[keep]
+        known = np.array([w in self.known for w in words], dtype=bool)
+        recent = counts[slots].astype(np.float64)
+        emergence = self._emergence(slots, now)
+        score = scoring.score(recent, left, right, scoring.part_features(
+            words, self.alone, self.unigrams, self.known, self.config.units))
+        order = np.arange(len(words))
+        if cfg.max_words is not None and len(order) > cfg.max_words:
+            order = np.argpartition(-score, cfg.max_words - 1)[: cfg.max_words]
+        # best first; ties by the word itself, so the order never depends on slots
+        if len(order):
+            order = order[np.lexsort((np.array([words[i] for i in order.tolist()]),
+                                      -score[order]))]
+        listed = slots[order]
+        # the strings of every scored candidate are dropped before the published words
+        # are made, and the listed ones decoded afresh: the long-lived Word objects then
+        # do not pin the allocator's arenas those transient strings filled (resident
+        # memory would step up at rescores)
+        words.clear()
+        sc.words.clear()
+        names = table.texts(listed)
+        # first_seen of a word when it was first listed; a word is new unless it was
+        # listed before it was first seen (it was evicted and came back)
+        keys = table.keys[listed]
+        first = self.discovered.get(keys)
+        fresh = np.isnan(first)
+        first[fresh] = table.first_seen[listed[fresh]]
+        self.discovered.add(keys[fresh], first[fresh])
+        is_new = first >= table.first_seen[listed]
+        examples = table.newest_examples(listed)
+        # columns as Python lists first: one conversion per column, not per value
+        cols = zip(names, recent[order].tolist(), table.total[listed].tolist(),
+                   score[order].tolist(), emergence[order].tolist(), pmi[order].tolist(),
+                   left[order].tolist(), right[order].tolist(), known[order].tolist(),
+                   (is_new & ~known[order]).tolist(), first.tolist(),
+                   table.last_seen[listed].tolist(), examples, strict=True)
+        # in Word's field order: word, count, total_count, score, emergence, pmi,
+        # left_entropy, right_entropy, known, new, first_seen, last_seen, example
+        out = list(itertools.starmap(Word, cols))
+        self._listed_slots = np.sort(listed)
+        pub = Published(words=tuple(out), rescored_at=time.time(), stream_time=now,
+                        rescore_seconds=time.perf_counter() - t0, stats=self.stats())
+        self.published = pub
+        return pub
+
+    def _emergence(self, slots: np.ndarray, now: float) -> np.ndarray:
+        """Recent rate over baseline rate, each bias-corrected for the word's age.
+
+        fast = count decayed with half-life h, slow = with 16 h; for a word seen
+        for age a at a steady rate both corrected rates are equal, so
+
+            emergence = [fast / (1 - 2^(-a/h))] / [slow / (1 - 2^(-a/16h))] * (1/16)
+
+        is 1 for a steady word, > 1 for a rising one, < 1 for a fading one.
+        """
+        hl = self.config.half_life
+        if math.isinf(hl) or len(slots) == 0:
+            return np.zeros(len(slots))
+        t = self.candidates
+        age = np.maximum(now - t.first_seen[slots], 1e-3)
+        fast = t.recent[slots] / (1 - 0.5 ** (age / hl)) * (math.log(2) / hl)
+        slow = t.slow[slots] / (1 - 0.5 ** (age / (16 * hl))) * (math.log(2) / (16 * hl))
+        return np.where(slow > 0, fast / np.maximum(slow, 1e-12), 0.0)
+
+    # ------------------------------------------------------------------ known, state
+
+    def set_known(self, known: Lexicon | None) -> None:
+        self.known = known or Lexicon()
+
+    def fingerprint(self) -> str:
+        return self.config.fingerprint()
+
+    def stats(self) -> dict[str, Any]:
+        blocks, capacity = self.config.layout()
+        return {
+            "lines_ingested": self.lines_ingested,
+            "chars_ingested": self.chars_ingested,
+            "units_ingested": self.units_ingested,
+            "total_units_decayed": float(self.clock.occurrences(self.total_units)),
+            "candidates": len(self.candidates),
+            "candidate_capacity": self.candidates.capacity,
+            "candidates_evicted": self.candidates.evicted,
+            "counter": self.counter.kind,
+            "sketch_blocks": blocks if not self.config.exact else None,
+            "sketch_width": getattr(self.counter, "width", None),
+            "sketch_depth": self.config.depth,
+            "sketch_error_bound": float(self.clock.occurrences(self.counter.error_bound())),
+            "memory_bytes": {
+                "counter": self.counter.nbytes,
+                "unigrams": int(self.unigrams.nbytes),
+                "candidates": self.candidates.nbytes,
+                "neighbours": self.neighbours.nbytes,
+                "discovered": self.discovered.nbytes,
+            },
+            "known_words": len(self.known),
+            "discovered_words": len(self.discovered),
+            "long_texts_dropped": self.candidates.long_dropped,
+        }
+
+    def examples(self, word: str) -> list[str]:
+        slot = self.candidates.lookup(self._word_key(word))[0]
+        return self.candidates.examples_of(int(slot)) if slot >= 0 else []
+
+    def _word_key(self, word: str) -> np.ndarray:
+        enc = encode(word, self.config.units)
+        m = mix(enc.ids)
+        return span_keys(m, np.array([0]), np.array([len(enc)]))
+
+    def merge(self, other: Engine) -> None:
+        """Add another shard's state (same fingerprint) into this one.
+
+        Counters add (for count-min sketches the sum of two conservative-update
+        tables is an overestimate of the union, equal to one run's table where no
+        two keys share a counter); per-unit tables add; candidates are matched by
+        key: counts add, first_seen is the earlier, last_seen the later, neighbour
+        buckets add. Candidates beyond the capacity evict the lowest-count ones.
+        """
+        if other.fingerprint() != self.fingerprint():
+            raise ValueError("engines differ in configuration (fingerprint)")
+        self._align_clocks(other)
+        self.counter.merge(other.counter)  # type: ignore[arg-type]
+        self.unigrams += other.unigrams
+        self.alone += other.alone
+        for name in ("total_units", "units_ingested", "units_cut", "lines_ingested",
+                     "chars_ingested"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        src, dst = other.candidates, self.candidates
+        theirs = np.flatnonzero(src.used)
+        slots = dst.lookup(src.keys[theirs])
+        missing = slots < 0
+        if missing.any():
+            new_slots = dst.admit(src.keys[theirs[missing]], src.texts(theirs[missing]),
+                                  0.0, protect=slots[~missing])
+            slots[missing] = new_slots
+            ok_new = new_slots >= 0
+            dst.first_seen[new_slots[ok_new]] = src.first_seen[theirs[missing][ok_new]]
+            dst.last_seen[new_slots[ok_new]] = src.last_seen[theirs[missing][ok_new]]
+        ok = slots >= 0
+        mine, theirs = slots[ok], theirs[ok]
+        dst.total[mine] += src.total[theirs]
+        dst.recent[mine] += src.recent[theirs]
+        dst.slow[mine] += src.slow[theirs]
+        dst.first_seen[mine] = np.minimum(dst.first_seen[mine], src.first_seen[theirs])
+        dst.last_seen[mine] = np.maximum(dst.last_seen[mine], src.last_seen[theirs])
+        # their examples, oldest first, one round per position (slots are distinct)
+        held = np.flatnonzero(src.has_examples(theirs))
+        theirs_ex = [src.examples_of(t) for t in theirs[held].tolist()]
+        for k in range(max(map(len, theirs_ex), default=0)):
+            has = [i for i, ex in enumerate(theirs_ex) if len(ex) > k]
+            dst.add_examples(mine[held[has]], [theirs_ex[i][k] for i in has])
+        for side in ("left", "right"):
+            a = getattr(self.neighbours, side)
+            b = getattr(other.neighbours, side)
+            total = a[mine].astype(np.int64) + b[theirs]
+            peak = total.max(axis=1, keepdims=True)
+            shift = np.maximum(np.ceil(np.log2(np.maximum(peak, 1) / 65535.0)), 0)
+            a[mine] = (total // (2 ** shift).astype(np.int64)).astype(np.uint16)
+        self.discovered.merge(other.discovered)
+
+    def _align_clocks(self, other: Engine) -> None:
+        """Bring both engines' counters to the same clock units (merge)."""
+        a, b = self.clock, other.clock
+        if math.isinf(a.half_life) != math.isinf(b.half_life):
+            other._convert_clock(a.half_life)
+            b = other.clock
+        if a.epoch is None or b.epoch is None or a.epoch == b.epoch:
+            if a.epoch is None:
+                a.epoch, a.unit, a.carry = b.epoch, b.unit, b.carry
+            return
+        late, early = (self, other) if a.epoch > b.epoch else (other, self)
+        assert late.clock.epoch is not None and early.clock.epoch is not None
+        hl = late.clock.half_life
+        early._scale_counts(0.5 ** ((late.clock.epoch - early.clock.epoch) / hl))
+        early.clock.epoch, early.clock.unit = late.clock.epoch, late.clock.unit
+        if early is self:
+            self.clock.carry = other.clock.carry
+
+    def _convert_clock(self, half_life: float) -> None:
+        """Re-express the counters for a half-life that is finite where the state's was
+        infinite or the other way round (a ``discover --save-state`` snapshot seeds a
+        daemon): plain occurrences <-> clock units."""
+        new = CountClock.for_half_life(half_life)
+        if not math.isinf(half_life):
+            new.epoch = self.last_decay if self.last_decay is not None else None
+        self._scale_counts(new.unit / self.clock.unit)
+        self.clock = new
+        self._weight = 1
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly (msgpack-able; arrays as arrays)."""
+        return {
+            "version": STATE_VERSION,
+            "config": {**asdict(self.config), "min_pmi": list(self.config.min_pmi),
+                       "half_life": None if math.isinf(self.config.half_life)
+                       else self.config.half_life},
+            "counter": self.counter.state(),
+            "unigrams": self.unigrams,
+            "alone": self.alone,
+            "total_units": self.total_units,
+            "units_ingested": self.units_ingested,
+            "units_cut": self.units_cut,
+            "lines_ingested": self.lines_ingested,
+            "chars_ingested": self.chars_ingested,
+            "candidates": self.candidates.state(),
+            "neighbours": self.neighbours.state(),
+            "discovered": self.discovered.state(),
+            "last_decay": self.last_decay,
+            "clock": self.clock.state(),
+            "weight": self._weight,
+            "rng": self.rng.bit_generator.state,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], known: Lexicon | None = None,
+                   config: EngineConfig | None = None) -> Engine:
+        """Rebuild an engine; ``config`` may change non-shape fields (thresholds)."""
+        saved = dict(state["config"])
+        saved["min_pmi"] = tuple(saved["min_pmi"])
+        saved["half_life"] = math.inf if saved["half_life"] is None else saved["half_life"]
+        cfg = config or EngineConfig(**saved)
+        eng = cls.__new__(cls)
+        eng.config = cfg
+        eng.counter = counter_from_state(state["counter"])
+        eng.unigrams = np.array(state["unigrams"], dtype=np.int64)
+        eng.alone = np.array(state["alone"], dtype=np.int64)
+        eng.total_units = int(state["total_units"])
+        eng.units_ingested = int(state["units_ingested"])
+        eng.units_cut = int(state.get("units_cut", 0))
+        eng.lines_ingested = int(state["lines_ingested"])
+        eng.chars_ingested = int(state["chars_ingested"])
+        eng.candidates = CandidateTable.from_state(state["candidates"])
+        if cfg.examples:  # a state from discover has no example pool
+            eng.candidates.ensure_pool(eng.candidates.capacity // POOL_SHARE)
+        eng.neighbours = NeighbourTable.from_state(state["neighbours"])
+        eng.candidates._on_remove = eng.neighbours.clear  # type: ignore[method-assign]
+        eng.known = known or Lexicon()
+        eng.discovered = ListedRegistry.from_state(state["discovered"])
+        eng.last_decay = state["last_decay"]
+        eng.rng = np.random.default_rng()
+        eng.rng.bit_generator.state = state["rng"]
+        eng.clock = CountClock.from_state(state["clock"])
+        eng._weight = int(state["weight"])
+        if math.isinf(eng.clock.half_life) != math.isinf(cfg.half_life):
+            eng._convert_clock(cfg.half_life)
+        eng.clock.half_life = cfg.half_life  # a changed (finite) half-life applies from now
+        eng.published = Published()
+        return eng

@@ -1,0 +1,1257 @@
+"""Asyncio text sources: growing files matched by globs, and standard input.
+
+A source turns bytes into batches of lines and puts them into a bounded
+``asyncio.Queue`` given by the caller (``await queue.put`` blocks while the engine is
+behind, so nothing is buffered without bound). Every batch carries a *position*: what
+to resume from once the batch has been consumed. The daemon calls ``commit(position)``
+after the engine ingested the batch, snapshots ``committed_positions()`` together with
+the engine state, and after a restart calls ``restore(positions)`` before ``run()``.
+Because offsets only ever point just after a line that was handed out, and are only
+committed after the engine consumed it, restoring a snapshot counts every line exactly
+once.
+
+File identity
+    A file is identified by device + inode + a fingerprint of its first bytes:
+    ``sha1(first min(size, 256) bytes)`` together with the number of bytes hashed.
+    Device + inode alone are not enough across restarts, because an inode freed by a
+    deletion is soon reused by an unrelated file. While the file is shorter than 256
+    bytes the fingerprint grows: each time the file is seen larger, it is recomputed over
+    the new ``min(size, 256)`` bytes. A stored fingerprint of ``n`` bytes matches a file
+    when the file has at least ``n`` bytes and the sha1 of its first ``n`` bytes is equal
+    (bytes of an append-only file never change, so the stored prefix stays valid).
+    An empty file has the empty fingerprint and is matched by device + inode only:
+    there is nothing else to compare, and an empty file has nothing to lose.
+    Filebeat's filestream ``fingerprint`` and Vector's ``checksum`` strategies are the
+    models; unlike them we do not wait for the file to reach the fingerprint length
+    before reading, because short files (one chat message) are normal input here.
+
+Change detection (polling, no inotify)
+    Every ``poll_interval`` each open file is ``fstat``-ed through its descriptor and its
+    path is ``stat``-ed. The path pointing at another inode (or at nothing) means the file
+    was renamed or deleted: the open descriptor is kept and read to the end (state
+    ``rotated``, or ``gone`` when its link count is 0), and a new file at the path is read
+    from 0 -- but only after the old one has been drained, so lines keep their order. A
+    rotated file is closed once it is fully read, has not grown for ``rotate_wait``
+    seconds (writers that still hold it open get that long to finish) and a glob scan did
+    not find it under another watched name (``a.log`` -> ``a.log.1`` with a glob
+    ``a.log*`` keeps it watched, never re-read). A deleted file is closed as soon as it is
+    fully read. The size dropping below the read offset, or the first bytes no longer
+    matching the fingerprint (a file truncated and refilled between two polls), means
+    copytruncate: reading starts again at 0 (state ``truncated``). Lines written to a
+    copytruncated file between the copy and the truncation are lost; that is inherent to
+    copytruncate, not something a reader can fix.
+
+Lines
+    Files are read in binary; only complete lines (ending in ``b"\\n"``) are handed out,
+    so a partial last line waits for its newline and a multi-byte character split across
+    two writes is never broken: decoding happens only on complete lines, as UTF-8 with
+    ``errors="replace"``; replaced bytes are counted. A trailing ``"\\r"`` is stripped. A
+    line longer than ``max_line_bytes`` is handed out in pieces of at most that many
+    bytes, each cut after the last clause separator in the window (space, tab, ASCII
+    ``,;!?`` or ``，。！？；、``) or else at a character boundary, so no word is glued to a
+    fragment of the next and no character is cut in two; one warning per long line.
+
+Standard input
+    :class:`StdinSource` applies the same line rules to ``sys.stdin.buffer``. Its
+    position is the number of bytes consumed; standard input cannot be replayed, so
+    ``restore`` only logs that it is ignoring the stored positions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import hashlib
+import logging
+import os
+import select
+import stat
+import sys
+import threading
+import time
+from bisect import bisect_right
+from collections import deque
+from dataclasses import dataclass, field
+from itertools import accumulate
+from typing import Any, BinaryIO, NamedTuple, Protocol, TypeAlias
+
+log = logging.getLogger("streamer.input.sources")
+
+#: bytes of the start of a file hashed into its fingerprint (at most)
+FINGERPRINT_BYTES = 256
+#: bytes read per system call
+READ_SIZE = 256 * 1024
+#: bytes a long line may be cut after, in order of no preference (the last one wins)
+CUT_SEPARATORS: tuple[bytes, ...] = (
+    b" ",
+    b"\t",
+    b",",
+    b";",
+    b"!",
+    b"?",
+    *(c.encode("utf-8") for c in "，。！？；、"),
+)
+#: bytes read from the end of a file to start at a line boundary (from_beginning=False)
+_TAIL_PROBE = 64 * 1024
+#: closed files kept in status() so that "gone"/"rotated" stay visible for a while
+_RECENT_CLOSED = 100
+_REPLACEMENT = "\ufffd"
+_REPLACEMENT_UTF8 = _REPLACEMENT.encode("utf-8")
+
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """What makes a file the same file: device, inode and a fingerprint of its start.
+
+    ``fingerprint`` is the sha1 hex digest of the first ``fingerprint_bytes`` bytes.
+    """
+
+    dev: int
+    ino: int
+    fingerprint: str
+    fingerprint_bytes: int
+
+
+@dataclass(frozen=True)
+class FilePosition:
+    """Resume point of one file: the byte offset just after the last line handed out.
+
+    ``handle`` tells which open file of this process the position belongs to (two files
+    can share a device+inode over time); it is not part of the stored form.
+    """
+
+    path: str
+    dev: int
+    ino: int
+    fingerprint: str
+    fingerprint_bytes: int
+    offset: int
+    handle: int = field(default=-1, compare=False, repr=False)
+
+    @property
+    def identity(self) -> FileIdentity:
+        return FileIdentity(self.dev, self.ino, self.fingerprint, self.fingerprint_bytes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored form (JSON/msgpack-able)."""
+        return {
+            "path": self.path,
+            "dev": self.dev,
+            "ino": self.ino,
+            "fingerprint": self.fingerprint,
+            "fingerprint_bytes": self.fingerprint_bytes,
+            "offset": self.offset,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FilePosition:
+        """Parse a stored position; ``ValueError`` names what is wrong with it."""
+        try:
+            pos = cls(
+                path=str(data["path"]),
+                dev=int(data["dev"]),
+                ino=int(data["ino"]),
+                fingerprint=str(data["fingerprint"]),
+                fingerprint_bytes=int(data["fingerprint_bytes"]),
+                offset=int(data["offset"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"bad file position {data!r}: {exc}") from exc
+        if pos.offset < 0 or not 0 <= pos.fingerprint_bytes <= FINGERPRINT_BYTES:
+            raise ValueError(f"bad file position {data!r}: offset or fingerprint size")
+        return pos
+
+
+@dataclass(frozen=True)
+class StdinPosition:
+    """Bytes of standard input consumed. Informational: stdin cannot be replayed."""
+
+    offset: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": "stdin", "offset": self.offset}
+
+
+SourcePosition: TypeAlias = FilePosition | StdinPosition
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Lines for the engine, and the position to commit once they have been consumed.
+
+    All lines of a batch come from one file (``position.path`` for a file source).
+    """
+
+    source_id: str
+    lines: list[str]
+    position: SourcePosition
+
+
+class Source(Protocol):
+    """What the daemon needs from any source."""
+
+    source_id: str
+
+    def restore(self, positions: list[dict[str, Any]]) -> None: ...
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def commit(self, position: Any) -> None: ...
+
+    def committed_positions(self) -> list[dict[str, Any]]: ...
+
+    def status(self) -> list[dict[str, Any]]: ...
+
+
+# ------------------------------------------------------------------ lines and bytes
+
+
+def decode_line(raw: bytes) -> tuple[str, int]:
+    """Decode one complete line as UTF-8, replacing bad bytes; return (text, bad bytes).
+
+    The count is exact without a Python loop: each U+FFFD the decoder introduced
+    (beyond those genuinely in the input, which are always decoded as themselves)
+    stands for a run of bad bytes, and the valid bytes re-encode to themselves.
+    """
+    text = raw.decode("utf-8", "replace")
+    if _REPLACEMENT not in text:
+        return text, 0
+    introduced = text.count(_REPLACEMENT) - raw.count(_REPLACEMENT_UTF8)
+    if introduced <= 0:
+        return text, 0
+    valid = len(text.encode("utf-8")) - len(_REPLACEMENT_UTF8) * introduced
+    return text, len(raw) - valid
+
+
+def cut_point(buf: bytes, start: int, end: int) -> int:
+    """Where to cut ``buf[start:]`` so that the piece is at most ``end - start`` bytes.
+
+    After the last clause separator inside the window if there is one (a separator never
+    belongs to a word, so no word is split), else at ``end`` moved back to the start of a
+    UTF-8 character (at most 3 bytes: beyond that the data is not UTF-8 anyway).
+    ``buf[end]`` must exist.
+    """
+    best = -1
+    for sep in CUT_SEPARATORS:
+        i = buf.rfind(sep, start, end)
+        if i >= 0 and i + len(sep) > best:
+            best = i + len(sep)
+    if best > start:
+        return best
+    cut = end
+    for _ in range(3):
+        if cut - 1 > start and (buf[cut] & 0xC0) == 0x80:
+            cut -= 1
+        else:
+            break
+    if (buf[cut] & 0xC0) == 0x80:  # not UTF-8: any cut is as good as another
+        return end
+    return cut
+
+
+class Piece(NamedTuple):
+    """A line (without its newline and trailing CR) or a piece of a long line."""
+
+    raw: bytes
+    consumed: int  # bytes of input it accounts for (newline included)
+    cut: bool  # a piece of a line longer than max_line_bytes (no newline consumed)
+    new_long: bool  # the first piece of such a line
+
+
+@dataclass
+class Lines:
+    """Decoded lines being gathered into one batch, and what they account for."""
+
+    lines: list[str] = field(default_factory=list)
+    consumed: int = 0  # input bytes, newlines included
+    nbytes: int = 0  # bytes of line content (the batch_bytes measure)
+    bad: int = 0  # bytes replaced by U+FFFD
+    long_at: list[int] = field(default_factory=list)  # consumed-offsets of long lines
+    full: bool = False  # stopped at a batch limit
+
+    def add(self, piece: Piece) -> None:
+        if piece.new_long:
+            self.long_at.append(self.consumed)
+        text, bad = decode_line(piece.raw)
+        self.lines.append(text)
+        self.consumed += piece.consumed
+        self.nbytes += len(piece.raw)
+        self.bad += bad
+
+
+class LineSplitter:
+    """Cuts a byte stream into complete lines and bounded pieces of overlong lines.
+
+    It buffers at most one partial line (up to ``max_line_bytes``) plus the data of the
+    last ``feed``; callers feed more only when :meth:`next` returns ``None``.
+    """
+
+    def __init__(self, max_line_bytes: int) -> None:
+        if max_line_bytes < 4:
+            raise ValueError("max_line_bytes must be at least 4 (one UTF-8 character)")
+        self.max_line_bytes = max_line_bytes
+        self._buf = b""
+        self._start = 0
+        self._in_long = False
+
+    @property
+    def pending(self) -> int:
+        """Bytes fed but not yet handed out."""
+        return len(self._buf) - self._start
+
+    def feed(self, data: bytes) -> None:
+        if self._start:
+            self._buf = self._buf[self._start :] + data
+            self._start = 0
+        else:
+            self._buf += data
+
+    def next(self) -> Piece | None:
+        """The next complete line or long-line piece, or None until more data is fed."""
+        buf, s, m = self._buf, self._start, self.max_line_bytes
+        nl = buf.find(b"\n", s, s + m + 1)
+        if nl >= 0:
+            raw = buf[s:nl]
+            self._start = nl + 1
+            self._in_long = False
+            if raw.endswith(b"\r"):
+                raw = raw[:-1]
+            return Piece(raw, nl + 1 - s, False, False)
+        if len(buf) - s > m:
+            cut = cut_point(buf, s, s + m)
+            new_long = not self._in_long
+            self._in_long = True
+            self._start = cut
+            return Piece(buf[s:cut], cut - s, True, new_long)
+        return None
+
+    def flush(self) -> Piece | None:
+        """Hand out the unterminated rest (the input ended for good), if any."""
+        if not self.pending:
+            return None
+        raw = self._buf[self._start :]
+        consumed = len(raw)
+        self.reset()
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        return Piece(raw, consumed, False, False)
+
+    def reset(self) -> None:
+        self._buf = b""
+        self._start = 0
+        self._in_long = False
+
+    def take_into(self, out: Lines, max_lines: int, max_bytes: int) -> None:
+        """Move complete lines (and long-line pieces) into ``out`` up to the limits.
+
+        A line is added only if ``out`` stays within ``max_bytes`` of content, except
+        that an empty ``out`` always takes one line. ``out.full`` is set when a limit
+        stopped it; otherwise every complete line buffered has been taken.
+        """
+        while len(out.lines) < max_lines:
+            taken = self._take_fast(out, max_lines, max_bytes)
+            if taken > 0:
+                continue
+            if taken < 0:
+                out.full = True
+                return
+            saved = (self._start, self._in_long)
+            piece = self.next()
+            if piece is None:
+                return
+            if out.lines and out.nbytes + len(piece.raw) > max_bytes:
+                self._start, self._in_long = saved  # give it back for the next batch
+                out.full = True
+                return
+            out.add(piece)
+        out.full = True
+
+    def _take_fast(self, out: Lines, max_lines: int, max_bytes: int) -> int:
+        """Take a run of ordinary complete lines with one split and one decode.
+
+        Per-line Python work would cap a source at a few MB/s. Returns the number of
+        lines taken, 0 when the next item needs :meth:`next` (no complete line, or a long
+        line), -1 when the next line does not fit in ``max_bytes``.
+        """
+        if self._in_long:
+            return 0
+        buf, s, m = self._buf, self._start, self.max_line_bytes
+        end = buf.rfind(b"\n", s)
+        if end < 0:
+            return 0
+        room = max_lines - len(out.lines)
+        parts = buf[s:end].split(b"\n", room)
+        if len(parts) > room:
+            parts.pop()  # the unsplit rest
+        lens = list(map(len, parts))
+        if max(lens) > m:
+            first_long = next(i for i, n in enumerate(lens) if n > m)
+            if first_long == 0:
+                return 0
+            del lens[first_long:]
+        sizes = list(accumulate(lens))
+        k = bisect_right(sizes, max_bytes - out.nbytes)
+        if k == 0:
+            if out.lines:
+                return -1
+            k = 1
+        length = sizes[k - 1] + k  # content plus newlines
+        text, bad = decode_line(buf[s : s + length - 1])
+        lines = text.split("\n")
+        if "\r" in text:
+            lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+        out.lines.extend(lines)
+        out.consumed += length
+        out.nbytes += sizes[k - 1]
+        out.bad += bad
+        self._start = s + length
+        return k
+
+
+# ------------------------------------------------------------------------- helpers
+
+
+def _fingerprint(fd: int, size: int) -> tuple[str, int]:
+    n = min(size, FINGERPRINT_BYTES)
+    data = os.pread(fd, n, 0) if n else b""
+    return hashlib.sha1(data).hexdigest(), len(data)
+
+
+def _fingerprint_matches(fd: int, fingerprint: str, nbytes: int) -> bool:
+    data = os.pread(fd, nbytes, 0) if nbytes else b""
+    return len(data) == nbytes and hashlib.sha1(data).hexdigest() == fingerprint
+
+
+def _stat(path: str) -> os.stat_result | None:
+    """stat() that says None for 'nothing there' and raises for real errors."""
+    try:
+        return os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _line_start_near_end(fd: int, size: int) -> int:
+    """Offset just after the last newline, so that starting at the end of a file never
+    hands out the tail of a line being written; the end itself if no newline is near."""
+    if size == 0:
+        return 0
+    n = min(size, _TAIL_PROBE)
+    tail = os.pread(fd, n, size - n)
+    i = tail.rfind(b"\n")
+    return size if i < 0 else size - len(tail) + i + 1
+
+
+def _validate(max_line_bytes: int, batch_lines: int, batch_bytes: int) -> None:
+    if max_line_bytes < 4:
+        raise ValueError("max_line_bytes must be at least 4")
+    if batch_lines < 1 or batch_bytes < 1:
+        raise ValueError("batch_lines and batch_bytes must be positive")
+
+
+# --------------------------------------------------------------------- file source
+
+
+@dataclass(eq=False)
+class _File:
+    """One open file. Mutated only by the thread doing I/O or by the loop in between."""
+
+    uid: int
+    path: str
+    fd: int | None
+    dev: int
+    ino: int
+    fingerprint: str
+    fingerprint_bytes: int
+    offset: int  # just after the last line handed out
+    read_offset: int  # bytes read into the splitter (offset + splitter.pending)
+    splitter: LineSplitter
+    size: int = 0
+    mtime_ns: int = -1
+    last_change: float = 0.0  # monotonic time the size last changed
+    attached: bool = True  # the path still names this file
+    detached_scan: int = 0  # scan count when it stopped being attached
+    drained: bool = False  # read to the end since it was opened or detached
+    after: _File | None = None  # predecessor at the same path, drained first
+    more: bool = False  # the last fill stopped at a batch limit
+    state: str = "open"
+    errors: dict[str, str] = field(default_factory=dict)  # operation -> last OS error
+    bytes_read: int = 0
+    lines: int = 0
+    replaced_bytes: int = 0
+    long_lines: int = 0
+    truncations: int = 0
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.dev, self.ino)
+
+    def has_data(self) -> bool:
+        return self.more or self.size > self.read_offset
+
+
+class FileSource:
+    """Tails every file matched by ``patterns`` (``glob`` syntax, ``**`` recursive).
+
+    ``from_beginning`` applies to the very first start only (``restore`` not called):
+    read the files that exist when ``run()`` starts whole (True) or only what is appended
+    later (False; the start is moved back to the beginning of the line being written, if
+    any). Files that appear later are read from 0, and so are files without a stored
+    position after a ``restore``: they appeared while the service was down.
+
+    Call ``stop()`` (from the event loop's thread) to end ``run()``: the batch being
+    built is still put into the queue, then every file is closed. Commit positions in
+    the order their batches were delivered.
+    """
+
+    def __init__(
+        self,
+        patterns: list[str] | str,
+        queue: asyncio.Queue[Batch],
+        *,
+        from_beginning: bool = True,
+        scan_interval: float = 1.0,
+        max_line_bytes: int = 1 << 20,
+        batch_lines: int = 2000,
+        batch_bytes: int = 1 << 20,
+        poll_interval: float = 0.2,
+        rotate_wait: float = 5.0,
+        source_id: str = "files",
+    ) -> None:
+        _validate(max_line_bytes, batch_lines, batch_bytes)
+        if isinstance(patterns, str):
+            patterns = [patterns]
+        self.patterns = [os.path.expanduser(p) for p in patterns]
+        self.queue = queue
+        self.from_beginning = from_beginning
+        self.scan_interval = scan_interval
+        self.max_line_bytes = max_line_bytes
+        self.batch_lines = batch_lines
+        self.batch_bytes = batch_bytes
+        self.poll_interval = poll_interval
+        self.rotate_wait = rotate_wait
+        self.source_id = source_id
+        self._files: dict[tuple[int, int], _File] = {}  # open files by device+inode
+        self._committed: dict[int, FilePosition] = {}  # by _File.uid
+        self._closed_unacked: dict[int, _File] = {}  # closed, final position not committed
+        self._restored: list[FilePosition] = []  # from restore(), applied when run() starts
+        self._restore_called = False  # not the first start: every unknown file is new
+        self._recent_closed: deque[dict[str, Any]] = deque(maxlen=_RECENT_CLOSED)
+        self._reported: dict[str, str] = {}  # path -> problem already logged
+        self._next_uid = 0
+        self._scans = 0
+        self._io_lock = threading.Lock()
+        self._stop_requested = False
+        self._wake: asyncio.Event | None = None
+        self._running = False
+        self._ran = False
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def scans(self) -> int:
+        """Glob scans completed (the one at start included)."""
+        return self._scans
+
+    def restore(self, positions: list[dict[str, Any]]) -> None:
+        """Resume from committed positions; call before ``run()``.
+
+        Each file is matched by identity (device+inode+fingerprint) at its stored path,
+        or else under another name in the same directory (renamed while the service
+        was down: it is finished from the stored offset, then the new file at the path
+        is read from 0). A stored file found nowhere is logged and dropped; a different
+        file at a stored path is a new file and is read from 0.
+        """
+        if self._running:
+            raise RuntimeError("restore() must be called before run()")
+        restored = []
+        for data in positions:
+            try:
+                restored.append(FilePosition.from_dict(data))
+            except ValueError as exc:
+                log.warning("%s: ignoring stored position: %s", self.source_id, exc)
+        self._restored = restored
+        self._restore_called = True
+
+    async def run(self) -> None:
+        """Read until ``stop()``; put batches into the queue (blocking when it is full)."""
+        if self._running or self._ran:
+            raise RuntimeError("a FileSource runs once")
+        self._running = self._ran = True
+        self._wake = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.to_thread(self._startup)
+            next_scan = loop.time() + self.scan_interval
+            while not self._stop_requested:
+                if loop.time() >= next_scan:
+                    await asyncio.to_thread(self._scan)
+                    next_scan = loop.time() + self.scan_interval
+                busy = await self._poll()
+                if self._stop_requested:
+                    break
+                if not busy:
+                    delay = min(self.poll_interval, next_scan - loop.time())
+                    if delay > 0:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._wake.wait(), delay)
+        finally:
+            self._close_all()
+            self._running = False
+
+    def stop(self) -> None:
+        """Ask ``run()`` to return after the batch it is building (loop thread only)."""
+        self._stop_requested = True
+        if self._wake is not None:
+            self._wake.set()
+
+    def commit(self, position: FilePosition) -> None:
+        """Record that the batch ending at ``position`` has been consumed."""
+        if not isinstance(position, FilePosition):
+            raise TypeError(f"not a FilePosition: {position!r}")
+        self._committed[position.handle] = position
+        closed = self._closed_unacked.get(position.handle)
+        if closed is not None and position.offset >= closed.offset:
+            del self._closed_unacked[position.handle]
+            del self._committed[position.handle]
+
+    def committed_positions(self) -> list[dict[str, Any]]:
+        """Committed positions, JSON/msgpack-able, for snapshots (see ``restore``)."""
+        restored = self._restored
+        if restored:  # run() has not applied them yet: they are still the whole state
+            return [p.to_dict() for p in restored]
+        # list() first: the I/O thread may add entries meanwhile (list() is atomic).
+        return [p.to_dict() for p in list(self._committed.values())]
+
+    def status(self) -> list[dict[str, Any]]:
+        """Per-file counters and state, open files first, then recently closed ones."""
+        return [self._status_of(f) for f in list(self._files.values())] + list(
+            self._recent_closed
+        )
+
+    # -------------------------------------------------------------- event loop side
+
+    async def _poll(self) -> bool:
+        """Check every file, then hand out at most one batch per file. True if a file
+        has more to read right away (the caller then polls again without sleeping)."""
+        now = time.monotonic()
+        await asyncio.to_thread(self._check_all, now)
+        busy = False
+        # Detached (rotated) files first: their lines were written before the new file's.
+        files = sorted(self._files.values(), key=lambda f: (f.attached, f.uid))
+        for f in files:
+            if self._stop_requested:
+                break
+            if f.fd is None:
+                continue
+            if f.after is not None:
+                if not (f.after.drained or f.after.fd is None):
+                    continue
+                f.after = None
+            if f.has_data():
+                lines = await asyncio.to_thread(self._fill, f)
+                if lines:
+                    await self.queue.put(Batch(self.source_id, lines, self._position(f)))
+                busy = busy or f.more
+            if f.fd is not None and not f.has_data():
+                f.drained = True  # read to the end: a successor at its old path may start
+            if not f.attached and not f.has_data() and f.fd is not None:
+                if f.state == "gone" or (
+                    now - f.last_change >= self.rotate_wait and self._scans > f.detached_scan
+                ):
+                    lines = self._close(f)
+                    if lines:
+                        await self.queue.put(Batch(self.source_id, lines, self._position(f)))
+        return busy
+
+    def _position(self, f: _File) -> FilePosition:
+        return FilePosition(
+            f.path, f.dev, f.ino, f.fingerprint, f.fingerprint_bytes, f.offset, f.uid
+        )
+
+    def _status_of(self, f: _File) -> dict[str, Any]:
+        committed = self._committed.get(f.uid)
+        return {
+            "source": self.source_id,
+            "path": f.path,
+            "dev": f.dev,
+            "ino": f.ino,
+            "state": f.state,
+            "closed": f.fd is None,
+            "offset": f.offset,
+            "committed_offset": committed.offset if committed else None,
+            "size": f.size,
+            "bytes_read": f.bytes_read,
+            "lines": f.lines,
+            "replaced_bytes": f.replaced_bytes,
+            "long_lines": f.long_lines,
+            "truncations": f.truncations,
+            "error": "; ".join(f.errors.values()) or None,
+        }
+
+    def _close(self, f: _File) -> list[str]:
+        """Close a detached file that is fully read; hand out an unterminated last line."""
+        out = Lines()
+        piece = f.splitter.flush()
+        if piece is not None:
+            log.warning(
+                "%s: %s ended without a newline; handing out its last %d bytes",
+                self.source_id,
+                f.path,
+                piece.consumed,
+            )
+            out.add(piece)
+            self._account(f, out)
+        lines = out.lines
+        with self._io_lock:
+            if f.fd is not None:
+                os.close(f.fd)
+                f.fd = None
+        self._files.pop(f.key, None)
+        log.info(
+            "%s: %s %s: closed after %d bytes, %d lines",
+            self.source_id,
+            f.state,
+            f.path,
+            f.offset,
+            f.lines,
+        )
+        self._recent_closed.append(self._status_of(f))
+        committed = self._committed.get(f.uid)
+        if committed is not None and committed.offset >= f.offset and not lines:
+            del self._committed[f.uid]
+        else:
+            self._closed_unacked[f.uid] = f
+        return lines
+
+    def _close_all(self) -> None:
+        """Close every descriptor; counters stay visible in status()."""
+        with self._io_lock:
+            for f in self._files.values():
+                if f.fd is not None:
+                    os.close(f.fd)
+                    f.fd = None
+
+    # -------------------------------------------------------- I/O thread side (sync)
+
+    def _report(self, path: str, problem: str) -> None:
+        """Log a problem with a path once (again only if the problem changes)."""
+        if self._reported.get(path) != problem:
+            self._reported[path] = problem
+            log.warning("%s: skipping %s: %s", self.source_id, path, problem)
+
+    def _glob(self) -> dict[str, os.stat_result]:
+        """Regular files matched by the patterns; other matches are reported once."""
+        found: dict[str, os.stat_result] = {}
+        seen: set[str] = set()
+        keys: set[tuple[int, int]] = set()
+        for pattern in self.patterns:
+            for path in sorted(glob.glob(pattern, recursive=True)):
+                if path in seen:
+                    continue
+                seen.add(path)
+                try:
+                    st = os.stat(path)
+                except FileNotFoundError:
+                    if os.path.islink(path):
+                        self._report(path, "broken symbolic link")
+                    continue  # else: gone since the glob
+                except OSError as exc:
+                    self._report(path, f"unreadable: {exc}")
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    self._report(path, "is a directory")
+                elif not stat.S_ISREG(st.st_mode):
+                    self._report(path, "not a regular file")
+                elif (st.st_dev, st.st_ino) not in keys:  # one name per file (hard links)
+                    keys.add((st.st_dev, st.st_ino))
+                    found[path] = st
+        for path in list(self._reported):
+            if path not in seen:
+                del self._reported[path]  # report again if it comes back broken
+        return found
+
+    def _open(
+        self,
+        path: str,
+        *,
+        start: str | int,
+        restore: FilePosition | None = None,
+        attached: bool = True,
+    ) -> _File | None:
+        """Open a file and start tracking it at ``start`` (an offset, "begin" or "end").
+
+        With ``restore``, the file must have the stored identity, else None.
+        """
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        except OSError as exc:
+            self._report(path, f"unreadable: {exc}")
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                os.close(fd)
+                self._report(path, "not a regular file")
+                return None
+            if (st.st_dev, st.st_ino) in self._files:  # raced with a rename: tracked
+                os.close(fd)
+                return None
+            if restore is not None:
+                if (st.st_dev, st.st_ino) != (restore.dev, restore.ino) or not (
+                    _fingerprint_matches(fd, restore.fingerprint, restore.fingerprint_bytes)
+                ):
+                    os.close(fd)
+                    return None
+                offset = restore.offset
+                if st.st_size < offset:
+                    log.warning(
+                        "%s: truncated while stopped: %s is %d bytes, stored offset %d;"
+                        " reading again from 0",
+                        self.source_id,
+                        path,
+                        st.st_size,
+                        offset,
+                    )
+                    offset = 0
+            elif start == "begin":
+                offset = 0
+            elif start == "end":
+                offset = _line_start_near_end(fd, st.st_size)
+            else:
+                offset = int(start)
+            fingerprint, fp_bytes = _fingerprint(fd, st.st_size)
+        except OSError as exc:
+            os.close(fd)
+            self._report(path, f"unreadable: {exc}")
+            return None
+        self._reported.pop(path, None)
+        self._next_uid += 1
+        f = _File(
+            uid=self._next_uid,
+            path=path,
+            fd=fd,
+            dev=st.st_dev,
+            ino=st.st_ino,
+            fingerprint=fingerprint,
+            fingerprint_bytes=fp_bytes,
+            offset=offset,
+            read_offset=offset,
+            splitter=LineSplitter(self.max_line_bytes),
+            size=st.st_size,
+            mtime_ns=st.st_mtime_ns,
+            last_change=time.monotonic(),
+            attached=attached,
+        )
+        if not attached:
+            f.state = "rotated"
+            f.detached_scan = self._scans
+        self._files[f.key] = f
+        self._committed[f.uid] = self._position(f)
+        log.info(
+            "%s: opened %s at offset %d of %d (dev %d, inode %d)",
+            self.source_id,
+            path,
+            offset,
+            st.st_size,
+            f.dev,
+            f.ino,
+        )
+        return f
+
+    def _startup(self) -> None:
+        """First scan: apply restored positions, then open the other matched files."""
+        with self._io_lock:
+            matched = self._glob()
+            restored = self._restored
+            at_path: list[_File] = []
+            unresolved: list[FilePosition] = []
+            for pos in restored:
+                if (pos.dev, pos.ino) in self._files:
+                    continue  # duplicate entry
+                st = _stat_quiet(pos.path)
+                if st is None or (st.st_dev, st.st_ino) != (pos.dev, pos.ino):
+                    unresolved.append(pos)
+                    continue
+                f = self._open(pos.path, start=0, restore=pos, attached=pos.path in matched)
+                if f is not None:
+                    at_path.append(f)
+                else:
+                    # The inode is in use by this path, so the stored file cannot exist
+                    # elsewhere: the inode was reused, or the file rewritten in place.
+                    log.warning(
+                        "%s: %s is a different file than in the last run (inode reused"
+                        " or content replaced); reading it from 0",
+                        self.source_id,
+                        pos.path,
+                    )
+            predecessors: dict[str, _File] = {}
+            for pos in unresolved:
+                found = self._find_renamed(pos)
+                f = None
+                if found is not None:
+                    f = self._open(found, start=0, restore=pos, attached=found in matched)
+                if f is None:
+                    log.warning(
+                        "%s: gone: %s (dev %d, inode %d) no longer exists;"
+                        " dropping its position",
+                        self.source_id,
+                        pos.path,
+                        pos.dev,
+                        pos.ino,
+                    )
+                    continue
+                log.info(
+                    "%s: rotated while stopped: %s -> %s; finishing it from offset %d",
+                    self.source_id,
+                    pos.path,
+                    found,
+                    f.offset,
+                )
+                if not f.attached:
+                    f.path = pos.path  # the name it was followed under, as when running
+                    f.detached_scan = self._scans + 1  # closable after the next scan
+                predecessors[pos.path] = f
+            for f in at_path:
+                f.after = predecessors.get(f.path)
+            for path, st in matched.items():
+                if (st.st_dev, st.st_ino) in self._files:
+                    continue
+                # from_beginning is for the very first start only: after a restore, a
+                # file without a stored position appeared while the service was down.
+                start = "begin" if self.from_beginning or self._restore_called else "end"
+                f = self._open(path, start=start)
+                if f is not None:
+                    f.after = predecessors.get(path)
+            self._scans += 1
+            self._restored = []  # applied: committed positions take over
+
+    def _find_renamed(self, pos: FilePosition) -> str | None:
+        """A file with the stored device+inode in the stored file's directory."""
+        directory = os.path.dirname(pos.path)
+        try:
+            with os.scandir(directory or ".") as entries:
+                for entry in entries:
+                    if entry.inode() != pos.ino or not entry.is_file(follow_symlinks=False):
+                        continue
+                    path = os.path.join(directory, entry.name)
+                    if os.stat(path).st_dev == pos.dev and (pos.dev, pos.ino) not in self._files:
+                        return path
+        except OSError:
+            return None
+        return None
+
+    def _predecessor(self, path: str, new: _File) -> _File | None:
+        """The detached, not yet drained file last followed at ``path``."""
+        for f in self._files.values():
+            if f is not new and not f.attached and f.path == path and not f.drained:
+                return f
+        return None
+
+    def _scan(self) -> None:
+        """Pick up new files; notice watched files that moved to another watched name."""
+        with self._io_lock:
+            matched = self._glob()
+            by_key = {(st.st_dev, st.st_ino): path for path, st in matched.items()}
+            moved_from: dict[str, _File] = {}
+            # Known files under new watched names (a.log -> a.log.1 with a glob a.log*):
+            # still the same files, never read again.
+            for key, path in by_key.items():
+                f = self._files.get(key)
+                if f is not None and (not f.attached or f.path != path):
+                    log.info("%s: %s is now %s (still watched)", self.source_id, f.path, path)
+                    if f.attached:  # renamed since the last poll: a rotation
+                        moved_from[f.path] = f
+                        f.drained = False
+                    f.path, f.attached = path, True
+                    if f.state == "rotated":
+                        f.state = "open"
+            for key, path in by_key.items():
+                if key in self._files:
+                    continue
+                for old in list(self._files.values()):
+                    if old.attached and old.path == path:
+                        self._detach(old)  # rotated since the last poll
+                new = self._open(path, start="begin")
+                if new is not None:
+                    new.after = moved_from.get(path) or self._predecessor(path, new)
+            self._scans += 1
+
+    def _detach(self, f: _File) -> None:
+        """The path no longer names ``f``: finish it through the open descriptor."""
+        f.attached = False
+        f.detached_scan = self._scans
+        f.drained = False
+        assert f.fd is not None
+        if os.fstat(f.fd).st_nlink == 0:
+            f.state = "gone"
+            log.info("%s: %s was deleted; reading what is left", self.source_id, f.path)
+        else:
+            f.state = "rotated"
+            log.info(
+                "%s: rotated: %s moved away; finishing the old file (inode %d)",
+                self.source_id,
+                f.path,
+                f.ino,
+            )
+
+    def _check_all(self, now: float) -> None:
+        with self._io_lock:
+            for f in list(self._files.values()):
+                if f.fd is None:
+                    continue
+                try:
+                    self._check(f, now)
+                except OSError as exc:
+                    self._os_error(f, "check", exc)
+                else:
+                    self._os_ok(f, "check")
+
+    def _check(self, f: _File, now: float) -> None:
+        """Rotation, deletion, truncation and growth of one file."""
+        assert f.fd is not None
+        if f.attached:
+            st = _stat(f.path)
+            if st is None or (st.st_dev, st.st_ino) != (f.dev, f.ino):
+                self._detach(f)
+                if (
+                    st is not None
+                    and stat.S_ISREG(st.st_mode)
+                    and (st.st_dev, st.st_ino) not in self._files
+                ):
+                    new = self._open(f.path, start="begin")
+                    if new is not None:
+                        new.after = f
+        fst = os.fstat(f.fd)
+        if not f.attached and f.state != "gone" and fst.st_nlink == 0:
+            f.state = "gone"
+            log.info("%s: %s was deleted; reading what is left", self.source_id, f.path)
+        size = fst.st_size
+        if size < f.read_offset:
+            self._truncated(f, f"size {size} < read offset {f.read_offset}")
+        elif (size, fst.st_mtime_ns) != (f.size, f.mtime_ns):
+            if f.fingerprint_bytes and not _fingerprint_matches(
+                f.fd, f.fingerprint, f.fingerprint_bytes
+            ):
+                self._truncated(f, "its first bytes changed")
+            elif f.fingerprint_bytes < FINGERPRINT_BYTES and size > f.fingerprint_bytes:
+                f.fingerprint, f.fingerprint_bytes = _fingerprint(f.fd, size)
+        if size != f.size:
+            f.last_change = now
+        f.size, f.mtime_ns = size, fst.st_mtime_ns
+
+    def _truncated(self, f: _File, why: str) -> None:
+        assert f.fd is not None
+        log.warning(
+            "%s: truncated: %s (%s); reading again from 0", self.source_id, f.path, why
+        )
+        f.truncations += 1
+        f.state = "truncated"
+        f.offset = f.read_offset = 0
+        f.more = False
+        f.splitter.reset()
+        f.fingerprint, f.fingerprint_bytes = _fingerprint(f.fd, os.fstat(f.fd).st_size)
+
+    def _os_error(self, f: _File, operation: str, exc: OSError) -> None:
+        """Keep the file and retry on the next poll; log each new error once."""
+        if f.errors.get(operation) != str(exc):
+            f.errors[operation] = str(exc)
+            log.warning("%s: unreadable: %s: %s", self.source_id, f.path, exc)
+
+    def _os_ok(self, f: _File, operation: str) -> None:
+        if f.errors.pop(operation, None) is not None:
+            log.info("%s: %s is readable again", self.source_id, f.path)
+
+    def _fill(self, f: _File) -> list[str]:
+        """Read and split up to one batch of lines from ``f``."""
+        out = Lines()
+        with self._io_lock:
+            if f.fd is None:
+                return out.lines
+            splitter = f.splitter
+            try:
+                while True:
+                    splitter.take_into(out, self.batch_lines, self.batch_bytes)
+                    if out.full:
+                        break
+                    data = os.pread(f.fd, READ_SIZE, f.read_offset)
+                    if not data:
+                        break
+                    f.read_offset += len(data)
+                    f.bytes_read += len(data)
+                    f.size = max(f.size, f.read_offset)
+                    f.last_change = time.monotonic()
+                    splitter.feed(data)
+            except OSError as exc:
+                self._os_error(f, "read", exc)
+            else:
+                self._os_ok(f, "read")
+            self._account(f, out)
+            f.more = out.full
+        return out.lines
+
+    def _account(self, f: _File, out: Lines) -> None:
+        for at in out.long_at:
+            f.long_lines += 1
+            log.warning(
+                "%s: long line cut: %s at offset %d is longer than %d bytes;"
+                " handing it out in pieces",
+                self.source_id,
+                f.path,
+                f.offset + at,
+                self.max_line_bytes,
+            )
+        f.offset += out.consumed
+        f.lines += len(out.lines)
+        f.replaced_bytes += out.bad
+
+
+def _stat_quiet(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
+
+
+# -------------------------------------------------------------------- stdin source
+
+
+class StdinSource:
+    """Reads lines from standard input (or any readable file descriptor).
+
+    Reads happen in a worker thread after ``select`` says data is ready (with a
+    ``poll_interval`` timeout, so ``stop()`` is honoured promptly and no thread stays
+    blocked on a silent terminal); the same line, long-line and decoding rules as files
+    apply. ``run()`` returns at end of input, after handing out an unterminated last
+    line. The position is the number of bytes consumed; it cannot be resumed, because
+    standard input cannot be rewound (POSIX only: ``select`` on pipes).
+    """
+
+    def __init__(
+        self,
+        queue: asyncio.Queue[Batch],
+        *,
+        stream: BinaryIO | int | None = None,
+        source_id: str = "stdin",
+        max_line_bytes: int = 1 << 20,
+        batch_lines: int = 2000,
+        batch_bytes: int = 1 << 20,
+        poll_interval: float = 0.2,
+    ) -> None:
+        _validate(max_line_bytes, batch_lines, batch_bytes)
+        self.queue = queue
+        self.source_id = source_id
+        self.max_line_bytes = max_line_bytes
+        self.batch_lines = batch_lines
+        self.batch_bytes = batch_bytes
+        self.poll_interval = poll_interval
+        self._stream = stream
+        self._splitter = LineSplitter(max_line_bytes)
+        self._offset = 0
+        self._committed = 0
+        self._state = "open"
+        self._bytes_read = 0
+        self._lines = 0
+        self._replaced_bytes = 0
+        self._long_lines = 0
+        self._stop_requested = False
+
+    def restore(self, positions: list[dict[str, Any]]) -> None:
+        """Standard input cannot be rewound: stored positions are logged and ignored."""
+        if positions:
+            log.info("%s: standard input cannot be resumed; starting fresh", self.source_id)
+
+    async def run(self) -> None:
+        """Read until end of input or ``stop()``."""
+        stream = sys.stdin.buffer if self._stream is None else self._stream
+        fd = stream if isinstance(stream, int) else stream.fileno()
+        try:
+            while not self._stop_requested:
+                data = await asyncio.to_thread(self._read_available, fd)
+                if data is None:
+                    continue  # nothing within poll_interval
+                self._bytes_read += len(data)
+                self._splitter.feed(data)
+                while True:
+                    out = Lines()
+                    self._splitter.take_into(out, self.batch_lines, self.batch_bytes)
+                    if not data and not out.full:  # end of input: the rest is a line too
+                        piece = self._splitter.flush()
+                        if piece is not None:
+                            out.add(piece)
+                    if out.lines:
+                        await self._put(out)
+                    if not out.full:
+                        break
+                if not data:
+                    self._state = "eof"
+                    log.info("%s: end of input after %d bytes", self.source_id, self._offset)
+                    return
+        finally:
+            if self._state == "open":
+                self._state = "stopped"
+
+    async def _put(self, out: Lines) -> None:
+        for at in out.long_at:
+            self._long_lines += 1
+            log.warning(
+                "%s: long line cut at offset %d: longer than %d bytes",
+                self.source_id,
+                self._offset + at,
+                self.max_line_bytes,
+            )
+        self._offset += out.consumed
+        self._lines += len(out.lines)
+        self._replaced_bytes += out.bad
+        await self.queue.put(Batch(self.source_id, out.lines, StdinPosition(self._offset)))
+
+    def _read_available(self, fd: int) -> bytes | None:
+        """Bytes ready now (b"" at end of input), or None if none came in time."""
+        ready, _, _ = select.select([fd], [], [], self.poll_interval)
+        if not ready:
+            return None
+        chunks: list[bytes] = []
+        total = 0
+        while total < self.batch_bytes:
+            data = os.read(fd, READ_SIZE)
+            if not data:
+                break
+            chunks.append(data)
+            total += len(data)
+            if not select.select([fd], [], [], 0)[0]:
+                break
+        # End of input right after data is reported by the next call.
+        return b"".join(chunks)
+
+    def stop(self) -> None:
+        """Ask ``run()`` to return (within ``poll_interval``)."""
+        self._stop_requested = True
+
+    def commit(self, position: StdinPosition) -> None:
+        if not isinstance(position, StdinPosition):
+            raise TypeError(f"not a StdinPosition: {position!r}")
+        self._committed = position.offset
+
+    def committed_positions(self) -> list[dict[str, Any]]:
+        """Bytes consumed, for the record; ``restore`` cannot use them."""
+        return [StdinPosition(self._committed).to_dict()]
+
+    def status(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "source": self.source_id,
+                "path": "<stdin>",
+                "state": self._state,
+                "offset": self._offset,
+                "committed_offset": self._committed,
+                "bytes_read": self._bytes_read,
+                "lines": self._lines,
+                "replaced_bytes": self._replaced_bytes,
+                "long_lines": self._long_lines,
+            }
+        ]

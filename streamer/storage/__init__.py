@@ -1,0 +1,4 @@
+"""Files streamer writes and reads back: exports and snapshots, always written atomically.
+
+Storage knows dicts of arrays and published words, not the engine's internals.
+"""
