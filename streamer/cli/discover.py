@@ -23,8 +23,10 @@ from typing import IO, Any, BinaryIO, TypeVar
 
 from streamer.cli.main import UsageError
 from streamer.core.engine import CutBatch, Engine, EngineConfig, Prepared
+from streamer.core.engine_config import SettingError
 from streamer.core.lexicon import Lexicon
 from streamer.core.results import Word
+from streamer.core.segmentation import min_pmi_for
 from streamer.input.blocks import Decoded, ReadStats, decode_block, iter_raw_blocks
 from streamer.service.config import parse_size
 
@@ -57,8 +59,9 @@ def register(sub: Any) -> None:
     p.add_argument("--order", type=int, default=DEFAULTS.order, help="longest n-gram, units")
     p.add_argument("--min-count", type=int, default=DEFAULTS.min_count,
                    help="minimum count of a word and of a cohesive n-gram")
-    p.add_argument("--min-pmi", default=",".join(f"{x:g}" for x in DEFAULTS.min_pmi),
-                   help="pmi thresholds for orders 2,3,4,... in nats (+2 per further order)")
+    p.add_argument("--min-pmi", default=",".join(f"{x:g}" for x in DEFAULTS.thresholds()),
+                   help="pmi thresholds for orders 2,3,4,... in nats (missing orders continue "
+                        "+2 per order)")
     p.add_argument("--min-entropy", type=float, default=DEFAULTS.min_entropy,
                    help="minimum left and right neighbour entropy, nats")
     p.add_argument("--known", action="append", default=[], metavar="PATH",
@@ -83,16 +86,16 @@ def _config(args: argparse.Namespace) -> EngineConfig:
             memory = parse_size(args.memory)
         except ValueError as exc:
             raise ValueError(f"--memory {exc}") from None
-        min_pmi = parse_pmi(args.min_pmi)
+        min_pmi = tuple(min_pmi_for(max(args.order, 2), parse_pmi(args.min_pmi)))
         if args.top is not None and args.top < 1:
             raise ValueError("--top must be at least 1")
-        if args.min_entropy < 0:
-            raise ValueError("--min-entropy must be >= 0")
         # no example contexts: the batch formats do not carry them, and a context
         # for each of hundreds of thousands of candidates is memory for nothing
         return EngineConfig(order=args.order, min_count=args.min_count, min_pmi=min_pmi,
                             min_entropy=args.min_entropy, units=args.units, memory=memory,
                             exact=args.exact, examples=0, prefault=False)
+    except SettingError as exc:
+        raise UsageError(f"--{exc.field.replace('_', '-')} {exc.problem}") from None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 

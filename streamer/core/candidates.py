@@ -19,8 +19,8 @@ contexts.
 Memory is flat: everything is a numpy array allocated *and touched* at
 construction, so the resident size is paid at start and does not grow as the
 table fills (Python strings and lists per slot did grow, and freed small objects
-stayed in the allocator's arenas). What a slot costs: ``engine.SLOT_RESIDENT_BYTES``
-(and what it is budgeted at, peaks included: ``engine.SLOT_BYTES``).
+stayed in the allocator's arenas). What a slot costs: ``engine_config.SLOT_RESIDENT_BYTES``
+(and what it is budgeted at, peaks included: ``engine_config.SLOT_BYTES``).
 
 - Text: the UTF-8 bytes of each piece, inline in ``TEXT_BYTES`` (48) bytes a
   slot, zero-padded, with the length in ``text_len``. A longer text (over 16 Han

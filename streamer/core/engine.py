@@ -20,9 +20,7 @@ rescores periodically; counts decay with a half-life in stream time.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -34,113 +32,20 @@ import numpy as np
 from streamer.core import scoring
 from streamer.core.candidates import POOL_SHARE, CandidateTable, ListedRegistry
 from streamer.core.decay import CountClock
+from streamer.core.engine_config import STATE_VERSION, EngineConfig
 from streamer.core.lexicon import Lexicon
 from streamer.core.neighbours import NeighbourTable
 from streamer.core.ngrams import L, mix, ngram_keys, span_keys
 from streamer.core.results import Published, Word
-from streamer.core.segmentation import cohesive_masks, cut, log_counts, min_pmi_for, pmi_at
+from streamer.core.segmentation import cohesive_masks, cut, log_counts, pmi_at
 from streamer.core.sketch import (
     Counter,
     CountMinSketch,
     ExactCounter,
-    blocks_for_bytes,
     counter_from_state,
     ngram_count_keys,
 )
 from streamer.core.units import DENSE_SIZE, HAN_LIMIT, Encoded, dense_index, encode, encode_words
-
-#: resident bytes of a candidate slot, all in arrays allocated (and touched) at start:
-#: 48 for counts and times (6 x 8), 2 flags, 12 for the sorted index (key 8, slot 4),
-#: 4 for the free-slot stack, 49 for the text (48 bytes of UTF-8 + length), 8 for the
-#: bounded overflow of longer texts, 128 for 2 x 32 uint16 neighbour buckets, 4 for
-#: the slot's example entry, 49 for its share of the example pool (one entry of
-#: 3 x 128 bytes + lengths + owner + free stack per 8 slots), 16 for the once-listed
-#: registry (key and time, one per slot). discover keeps no examples: 267 there.
-SLOT_RESIDENT_BYTES = 320
-#: bytes a slot is budgeted at (the candidate half of `memory` / SLOT_BYTES = capacity):
-#: its resident arrays plus its share of what the daemon holds at peaks, ~245 for the
-#: private copy of its state while a snapshot is written (the texts and examples packed)
-#: and ~170 for each candidate a rescore scores (text, per-candidate arrays; about half
-#: the slots). The default budget so gives 239,674 slots: at 320 bytes (419,430 slots)
-#: a rescore took 0.59 s instead of 0.35 s on the benchmark stream, and up to 1.27 s in
-#: the daemon on the 2-core VM (target 1 s); the quality corpora fill neither table.
-SLOT_BYTES = 560
-#: 2: texts, examples and the once-listed registry are fixed-width arrays
-STATE_VERSION = 2
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """Engine parameters. Fields marked (shape) change the state's layout.
-
-    order        longest n-gram counted, units (shape)
-    min_count    minimum count of a cohesive n-gram and of a listed word
-    min_pmi      pmi thresholds for orders 2, 3, ...; nats; continued +2 per order
-    min_entropy  minimum of left and right neighbour entropy, nats
-    units        "mixed" (Han characters and ASCII runs) or "han" (shape)
-    memory       bytes for the counting state: sketch, candidates, neighbours (shape)
-    exact        exact n-gram counts instead of a sketch (unbounded memory) (shape)
-    depth        count-min rows: counters per key in its block, 1, 2, 4, 8 or 16 (shape)
-    seed         hash seed (shape)
-    half_life    seconds of stream time for decay; inf = no decay
-    capacity     candidate slots; None = derived from memory (shape)
-    max_words    most words published by a rescore (daemon)
-    examples     example contexts kept per listed word (0: none, as in discover)
-    prefault     touch the sketch's pages at construction, so a long-running service
-                 pays its resident size at start (flat RSS); discover does not (its
-                 first pass touches them within seconds, in the update threads)
-    """
-
-    order: int = 4
-    min_count: int = 8
-    min_pmi: tuple[float, ...] = (2.0, 4.0, 6.0)
-    min_entropy: float = 0.6
-    units: str = "mixed"
-    memory: int = 256 * 2**20
-    exact: bool = False
-    depth: int = 4
-    seed: int = 0
-    half_life: float = math.inf
-    capacity: int | None = None
-    max_words: int | None = None
-    examples: int = 3
-    prefault: bool = True
-
-    def __post_init__(self) -> None:
-        if self.order < 2:
-            raise ValueError("order must be at least 2")
-        if self.min_count < 1:
-            raise ValueError("min_count must be at least 1")
-        if self.units not in ("han", "mixed"):
-            raise ValueError("units must be 'han' or 'mixed'")
-        if self.memory < 4 * 2**20:
-            raise ValueError("memory must be at least 4MB")
-        if not self.half_life > 0:
-            raise ValueError("half_life must be positive")
-        if self.depth not in (1, 2, 4, 8, 16):
-            raise ValueError("depth must be 1, 2, 4, 8 or 16")
-
-    def thresholds(self) -> list[float]:
-        return min_pmi_for(self.order, self.min_pmi)
-
-    def layout(self) -> tuple[int, int]:
-        """(sketch blocks, candidate capacity) from the memory budget.
-
-        Half the budget goes to the sketch (the largest power of two of 64-byte
-        blocks that fits), the rest to candidate slots of SLOT_BYTES each.
-        """
-        blocks = blocks_for_bytes(self.memory // 2)
-        rest = self.memory - (0 if self.exact else blocks * 64)
-        capacity = self.capacity or max(1024, rest // SLOT_BYTES)
-        return blocks, capacity
-
-    def fingerprint(self) -> str:
-        """Hex digest of the fields that shape the state (snapshots must match)."""
-        blocks, capacity = self.layout()
-        shape = {"order": self.order, "units": self.units, "exact": self.exact,
-                 "depth": self.depth, "seed": self.seed, "blocks": blocks,
-                 "capacity": capacity, "version": STATE_VERSION}
-        return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(slots=True)

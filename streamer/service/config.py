@@ -35,18 +35,10 @@ from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any, TypeVar
 
+from streamer.core.engine_config import EngineConfig, SettingError, default_min_pmi
+
 T = TypeVar("T")
 
-#: The smallest memory budget accepted: below this the sketches are too narrow to be useful
-#: (collisions dominate every count) and the engine would only produce noise.
-MIN_MEMORY = 4 * 2**20
-
-#: Longest n-gram order accepted: the cost of counting grows linearly with the order and the
-#: cohesive-set tables with its square; nothing in Chinese needs more than 8-unit atoms
-#: (longer words emerge from chained cohesive n-grams anyway).
-MAX_ORDER = 8
-
-UNITS = ("mixed", "han")
 TIME_MODES = ("wall", "replay")
 EXPORT_FORMATS = ("jsonl", "csv", "tsv", "jieba")
 EXPORT_SELECTIONS = ("all", "new", "top")  # as streamer.storage.exports.SELECTIONS
@@ -179,176 +171,7 @@ def format_duration(s: float) -> str:
     return f"{s:g}s"
 
 
-# --------------------------------------------------------------------------- sections
-
-
-@dataclass(frozen=True)
-class SourcesConfig:
-    """What to tail.
-
-    globs           file globs, relative to the working directory; new matches are picked up.
-    stdin           also read standard input (``tail -F x | streamer run --stdin``).
-    from_beginning  for files that already exist at the very first start (no stored position):
-                    read them whole (true) or only what is appended from now on (false).
-                    Files that appear later are always read from their first byte, and
-                    restored positions always win.
-    max_line_bytes  longer lines are cut into clause-safe pieces instead of buffered whole.
-    scan_interval   how often globs are re-expanded to pick up new files.
-    poll_interval   how often open files are checked for growth, rotation and truncation.
-    rotate_wait     how long a rotated-away file that stopped growing is kept open (writers
-                    that still hold it get this long to finish).
-    queue_batches   capacity of the queue between sources and the engine (backpressure).
-    batch_bytes     target size of one batch handed to the engine.
-    """
-
-    globs: tuple[str, ...] = ("inbox/*.txt",)
-    stdin: bool = False
-    from_beginning: bool = True
-    max_line_bytes: int = 2**20
-    scan_interval: float = 1.0
-    poll_interval: float = 0.2
-    rotate_wait: float = 5.0
-    queue_batches: int = 16
-    batch_bytes: int = 2**20
-
-
-def _engine_default(name: str) -> Any:
-    """The engine's own default for a field, so that the daemon and `streamer discover`
-    never drift apart (a state saved by one must load in the other)."""
-    from streamer.core.engine import EngineConfig
-
-    for f in dataclasses.fields(EngineConfig):
-        if f.name == name:
-            return f.default
-    raise KeyError(name)
-
-
-@dataclass(frozen=True)
-class EngineSection:
-    """Engine parameters; mirrors streamer.core.engine.EngineConfig (docs/contracts.md).
-
-    Defaults are the engine's, except half_life (the engine's batch default is "no decay";
-    a service needs the ranking to follow what is happening now) and max_words (bounds
-    the published list of a service that runs for months)."""
-
-    order: int = _engine_default("order")
-    min_count: int = _engine_default("min_count")
-    min_pmi: tuple[float, ...] = _engine_default("min_pmi")
-    min_entropy: float = _engine_default("min_entropy")
-    units: str = _engine_default("units")
-    memory: int = _engine_default("memory")
-    exact: bool = _engine_default("exact")
-    depth: int = _engine_default("depth")
-    seed: int = _engine_default("seed")
-    half_life: float = 3600.0
-    capacity: int | None = None
-    max_words: int | None = 10_000
-    known: tuple[str, ...] = ()
-
-    def engine_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for EngineConfig (everything but the lexicon paths)."""
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        d.pop("known")
-        return d
-
-
-@dataclass(frozen=True)
-class TimeConfig:
-    """Stream time.
-
-    mode "wall": stream time is the wall clock.
-    mode "replay": stream time = start + characters ingested / chars_per_second, so a run over
-    the same input gives the same times, rankings and first_seen whatever the machine speed.
-    """
-
-    mode: str = "wall"
-    chars_per_second: float = 1000.0
-    start: float = 1_704_067_200.0  # 2024-01-01T00:00:00Z
-
-
-@dataclass(frozen=True)
-class IntervalsConfig:
-    rescore: float = 10.0
-    snapshot: float = 60.0
-    export: float = 60.0
-
-
-@dataclass(frozen=True)
-class StateConfig:
-    dir: str = "state"
-    keep: int = 2
-
-
-@dataclass(frozen=True)
-class ExportConfig:
-    """Periodic exports. ``latest.jsonl`` is also replaced after every rescore, with the same
-    selection and top_k, so that it always agrees with the newest timestamped export."""
-
-    dir: str = "exports"
-    formats: tuple[str, ...] = ("jsonl",)
-    selection: str = "all"
-    top_k: int | None = None
-    retention_files: int = 0  # 0 = keep every timestamped export
-    retention_days: float = 0.0  # 0 = no age limit
-
-
-@dataclass(frozen=True)
-class HttpConfig:
-    listen: str = "127.0.0.1:8377"
-    enabled: bool = True
-    ingest_enabled: bool = False
-    ingest_token: str = ""
-    max_body: int = 2**20
-
-    @property
-    def host(self) -> str:
-        return parse_listen(self.listen)[0]
-
-    @property
-    def port(self) -> int:
-        return parse_listen(self.listen)[1]
-
-
-@dataclass(frozen=True)
-class LogConfig:
-    level: str = "info"
-
-
-@dataclass(frozen=True)
-class Config:
-    """The whole daemon configuration. ``origin`` names where it came from, for messages."""
-
-    sources: SourcesConfig = field(default_factory=SourcesConfig)
-    engine: EngineSection = field(default_factory=EngineSection)
-    time: TimeConfig = field(default_factory=TimeConfig)
-    intervals: IntervalsConfig = field(default_factory=IntervalsConfig)
-    state: StateConfig = field(default_factory=StateConfig)
-    export: ExportConfig = field(default_factory=ExportConfig)
-    http: HttpConfig = field(default_factory=HttpConfig)
-    log: LogConfig = field(default_factory=LogConfig)
-    origin: str = "built-in defaults"
-    #: dotted key -> the command-line flag that set it (for messages about its value)
-    flags: tuple[tuple[str, str], ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict of every section (for `--dump-config`-style logging and tests)."""
-        d = dataclasses.asdict(self)
-        d.pop("origin")
-        d.pop("flags")
-        return d
-
-    def where(self, key: str) -> str:
-        """'<file>: <key>' or 'command line: <flag>' - who set the value of *key*."""
-        flag = dict(self.flags).get(key)
-        return f"command line: {flag}" if flag else f"{self.origin}: {key}"
-
-
 # --------------------------------------------------------------------------- table reader
-
-
-def default_min_pmi(order: int) -> tuple[float, ...]:
-    """The reference thresholds 2, 4, 6 for orders 2..4, continued +2 per further order."""
-    return tuple(2.0 * (n - 1) for n in range(2, order + 1))
 
 
 class _Table:
@@ -491,129 +314,6 @@ def _fields(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls))
 
 
-# --------------------------------------------------------------------------- loading
-
-
-def from_dict(data: Mapping[str, Any], origin: str = "<config>") -> Config:
-    """Validate a parsed TOML document into a Config (raises ConfigError)."""
-    root = _Table(origin, "", data)
-
-    t = _section(root, "sources")
-    d = SourcesConfig()
-    sources = SourcesConfig(
-        globs=t.take("globs", d.globs, _list_of(_path)),
-        stdin=t.take("stdin", d.stdin, _bool),
-        from_beginning=t.take("from_beginning", d.from_beginning, _bool),
-        max_line_bytes=t.take("max_line_bytes", d.max_line_bytes, _min_size(256)),
-        scan_interval=t.take("scan_interval", d.scan_interval, _positive_duration),
-        poll_interval=t.take("poll_interval", d.poll_interval, _positive_duration),
-        rotate_wait=t.take("rotate_wait", d.rotate_wait, parse_duration),
-        queue_batches=t.take("queue_batches", d.queue_batches, _int(1, 10_000)),
-        batch_bytes=t.take("batch_bytes", d.batch_bytes, _min_size(1024)),
-    )
-    t.finish(_fields(SourcesConfig))
-
-    t = _section(root, "engine")
-    e = EngineSection()
-    order = t.take("order", e.order, _int(2, MAX_ORDER))
-    explicit_pmi = "min_pmi" in t.data
-    min_pmi = t.take("min_pmi", default_min_pmi(order), _list_of(_float()))
-    if explicit_pmi:
-        if len(min_pmi) != order - 1:
-            raise t.error("min_pmi", f"needs {order - 1} values (one per order 2..{order}, "
-                                     f"engine.order = {order}), got {len(min_pmi)}")
-        for i in range(1, len(min_pmi)):
-            if min_pmi[i] <= min_pmi[i - 1]:
-                raise t.error("min_pmi", "must increase with the order (longer n-grams have "
-                                         f"larger PMI by construction), got {list(min_pmi)}")
-    engine = EngineSection(
-        order=order,
-        min_count=t.take("min_count", e.min_count, _int(1)),
-        min_pmi=min_pmi,
-        min_entropy=t.take("min_entropy", e.min_entropy, _float(0.0)),
-        units=t.take("units", e.units, _choice(UNITS)),
-        memory=t.take("memory", e.memory, _min_size(MIN_MEMORY)),
-        exact=t.take("exact", e.exact, _bool),
-        depth=t.take("depth", e.depth, _int(1, 16)),
-        seed=t.take("seed", e.seed, _int(0, 2**63 - 1)),
-        half_life=t.take("half_life", e.half_life, _positive_duration),
-        capacity=t.take("capacity", e.capacity, _optional_int(1)),
-        max_words=t.take("max_words", e.max_words, _optional_int(1)),
-        known=t.take("known", e.known, _list_of(_path)),
-    )
-    t.finish(_fields(EngineSection))
-
-    t = _section(root, "time")
-    tm = TimeConfig()
-    time_cfg = TimeConfig(
-        mode=t.take("mode", tm.mode, _choice(TIME_MODES)),
-        chars_per_second=t.take("chars_per_second", tm.chars_per_second,
-                                _float(0.0, strict=True)),
-        start=t.take("start", tm.start, _timestamp),
-    )
-    t.finish(_fields(TimeConfig))
-
-    t = _section(root, "intervals")
-    iv = IntervalsConfig()
-    intervals = IntervalsConfig(
-        rescore=t.take("rescore", iv.rescore, _positive_duration),
-        snapshot=t.take("snapshot", iv.snapshot, _positive_duration),
-        export=t.take("export", iv.export, _positive_duration),
-    )
-    t.finish(_fields(IntervalsConfig))
-
-    t = _section(root, "state")
-    st = StateConfig()
-    state = StateConfig(
-        dir=t.take("dir", st.dir, _path),
-        keep=t.take("keep", st.keep, _int(1, 1000)),
-    )
-    t.finish(_fields(StateConfig))
-
-    t = _section(root, "export")
-    ex = ExportConfig()
-    export = ExportConfig(
-        dir=t.take("dir", ex.dir, _path),
-        formats=t.take("formats", ex.formats, _unique(_list_of(_choice(EXPORT_FORMATS)))),
-        selection=t.take("selection", ex.selection, _choice(EXPORT_SELECTIONS)),
-        top_k=t.take("top_k", ex.top_k, _optional_int(1)),
-        retention_files=t.take("retention_files", ex.retention_files, _int(0)),
-        retention_days=t.take("retention_days", ex.retention_days, _float(0.0)),
-    )
-    t.finish(_fields(ExportConfig))
-
-    t = _section(root, "http")
-    h = HttpConfig()
-    listen = t.take("listen", h.listen, _listen)
-    http = HttpConfig(
-        listen=listen,
-        enabled=t.take("enabled", h.enabled, _bool),
-        ingest_enabled=t.take("ingest_enabled", h.ingest_enabled, _bool),
-        ingest_token=t.take("ingest_token", h.ingest_token, _str),
-        max_body=t.take("max_body", h.max_body, _min_size(1)),
-    )
-    t.finish(_fields(HttpConfig))
-
-    t = _section(root, "log")
-    log = LogConfig(level=t.take("level", LogConfig().level, _choice(LOG_LEVELS)))
-    t.finish(_fields(LogConfig))
-
-    root.finish(tuple(f for f in _fields(Config) if f not in ("origin", "flags")))
-    cfg = Config(sources=sources, engine=engine, time=time_cfg, intervals=intervals,
-                 state=state, export=export, http=http, log=log, origin=origin)
-    check(cfg)
-    return cfg
-
-
-def check(cfg: Config) -> None:
-    """Cross-field rules (apply to the file and to the result of overrides)."""
-    h = cfg.http
-    if h.enabled and h.ingest_enabled and not h.ingest_token and not is_loopback(h.host):
-        raise ConfigError(cfg.origin, "http.ingest_token",
-                          f"must be set when http.ingest_enabled is true and http.listen "
-                          f"({h.listen}) is not a loopback address")
-
-
 def _min_size(lo: int) -> Callable[[Any], int]:
     def conv(v: Any) -> int:
         n = parse_size(v)
@@ -623,15 +323,22 @@ def _min_size(lo: int) -> Callable[[Any], int]:
     return conv
 
 
-def _optional_int(lo: int) -> Callable[[Any], int | None]:
-    inner = _int(lo)
+def _optional_int(v: Any) -> int | None:
+    # TOML has no null; 0 is accepted as "derive it" / "no limit" for capacity, max_words, top_k.
+    if type(v) is int and v == 0:
+        return None
+    return _int()(v)
 
-    def conv(v: Any) -> int | None:
-        # TOML has no null; 0 is accepted as "derive it" for capacity/top_k.
-        if type(v) is int and v == 0:
-            return None
-        return inner(v)
-    return conv
+
+def _optional_positive(v: Any) -> int | None:
+    n = _optional_int(v)
+    if n is not None and n < 1:
+        raise ValueError(f"must be an integer >= 1 (or 0 for none), got {n}")
+    return n
+
+
+def _lower(v: Any) -> str:
+    return _str(v).lower()
 
 
 def _unique(conv: Callable[[Any], tuple[str, ...]]) -> Callable[[Any], tuple[str, ...]]:
@@ -644,6 +351,224 @@ def _unique(conv: Callable[[Any], tuple[str, ...]]) -> Callable[[Any], tuple[str
 def _listen(v: Any) -> str:
     parse_listen(v)
     return v.strip()
+
+
+# --------------------------------------------------------------------------- sections
+#
+# Each key is declared once: its default and the reader that turns a TOML value into it (the
+# reader checks the type and the range of service settings). Engine values are only converted
+# here: EngineConfig checks them, and check() reports its SettingError under the key.
+
+
+def setting(default: Any, read: Callable[[Any], Any]) -> Any:
+    """A dataclass field with its TOML reader."""
+    return field(default=default, metadata={"read": read})
+
+
+_ENGINE = EngineConfig()
+
+
+@dataclass(frozen=True)
+class SourcesConfig:
+    """What to tail.
+
+    globs           file globs, relative to the working directory; new matches are picked up.
+    stdin           also read standard input (``tail -F x | streamer run --stdin``).
+    from_beginning  for files that already exist at the very first start (no stored position):
+                    read them whole (true) or only what is appended from now on (false).
+                    Files that appear later are always read from their first byte, and
+                    restored positions always win.
+    max_line_bytes  longer lines are cut into clause-safe pieces instead of buffered whole.
+    scan_interval   how often globs are re-expanded to pick up new files.
+    poll_interval   how often open files are checked for growth, rotation and truncation.
+    rotate_wait     how long a rotated-away file that stopped growing is kept open (writers
+                    that still hold it get this long to finish).
+    queue_batches   capacity of the queue between sources and the engine (backpressure).
+    batch_bytes     target size of one batch handed to the engine.
+    """
+
+    globs: tuple[str, ...] = setting(("inbox/*.txt",), _list_of(_path))
+    stdin: bool = setting(False, _bool)
+    from_beginning: bool = setting(True, _bool)
+    max_line_bytes: int = setting(2**20, _min_size(256))
+    scan_interval: float = setting(1.0, _positive_duration)
+    poll_interval: float = setting(0.2, _positive_duration)
+    rotate_wait: float = setting(5.0, parse_duration)
+    queue_batches: int = setting(16, _int(1, 10_000))
+    batch_bytes: int = setting(2**20, _min_size(1024))
+
+
+@dataclass(frozen=True)
+class EngineSection:
+    """Engine parameters (streamer.core.engine_config.EngineConfig documents each) and the
+    known lexicons.
+
+    Defaults are the engine's, except half_life (the engine's batch default is "no decay";
+    a service needs the ranking to follow what is happening now) and max_words (bounds
+    the published list of a service that runs for months). min_pmi None = derived from the
+    order (2, 4, 6, ... nats)."""
+
+    order: int = setting(_ENGINE.order, _int())
+    min_count: int = setting(_ENGINE.min_count, _int())
+    min_pmi: tuple[float, ...] | None = setting(None, _list_of(_float()))
+    min_entropy: float = setting(_ENGINE.min_entropy, _float())
+    units: str = setting(_ENGINE.units, _lower)
+    memory: int = setting(_ENGINE.memory, parse_size)
+    exact: bool = setting(_ENGINE.exact, _bool)
+    depth: int = setting(_ENGINE.depth, _int())
+    seed: int = setting(_ENGINE.seed, _int())
+    half_life: float = setting(3600.0, parse_duration)
+    capacity: int | None = setting(None, _optional_int)
+    max_words: int | None = setting(10_000, _optional_int)
+    known: tuple[str, ...] = setting((), _list_of(_path))
+
+    def __post_init__(self) -> None:
+        if self.min_pmi is None:  # derived from the order, as the engine derives it
+            object.__setattr__(self, "min_pmi", default_min_pmi(self.order))
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for EngineConfig (everything but the lexicon paths)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d.pop("known")
+        return d
+
+    def engine_config(self) -> EngineConfig:
+        """The engine's configuration (raises SettingError for an impossible value)."""
+        return EngineConfig(**self.engine_kwargs())
+
+
+@dataclass(frozen=True)
+class TimeConfig:
+    """Stream time.
+
+    mode "wall": stream time is the wall clock.
+    mode "replay": stream time = start + characters ingested / chars_per_second, so a run over
+    the same input gives the same times, rankings and first_seen whatever the machine speed.
+    """
+
+    mode: str = setting("wall", _choice(TIME_MODES))
+    chars_per_second: float = setting(1000.0, _float(0.0, strict=True))
+    start: float = setting(1_704_067_200.0, _timestamp)  # 2024-01-01T00:00:00Z
+
+
+@dataclass(frozen=True)
+class IntervalsConfig:
+    rescore: float = setting(10.0, _positive_duration)
+    snapshot: float = setting(60.0, _positive_duration)
+    export: float = setting(60.0, _positive_duration)
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    dir: str = setting("state", _path)
+    keep: int = setting(2, _int(1, 1000))
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Periodic exports. ``latest.jsonl`` is also replaced after every rescore, with the same
+    selection and top_k, so that it always agrees with the newest timestamped export."""
+
+    dir: str = setting("exports", _path)
+    formats: tuple[str, ...] = setting(("jsonl",), _unique(_list_of(_choice(EXPORT_FORMATS))))
+    selection: str = setting("all", _choice(EXPORT_SELECTIONS))
+    top_k: int | None = setting(None, _optional_positive)
+    retention_files: int = setting(0, _int(0))  # 0 = keep every timestamped export
+    retention_days: float = setting(0.0, _float(0.0))  # 0 = no age limit
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    listen: str = setting("127.0.0.1:8377", _listen)
+    enabled: bool = setting(True, _bool)
+    ingest_enabled: bool = setting(False, _bool)
+    ingest_token: str = setting("", _str)
+    max_body: int = setting(2**20, _min_size(1))
+
+    @property
+    def host(self) -> str:
+        return parse_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return parse_listen(self.listen)[1]
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = setting("info", _choice(LOG_LEVELS))
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole daemon configuration. ``origin`` names where it came from, for messages."""
+
+    sources: SourcesConfig = field(default_factory=SourcesConfig)
+    engine: EngineSection = field(default_factory=EngineSection)
+    time: TimeConfig = field(default_factory=TimeConfig)
+    intervals: IntervalsConfig = field(default_factory=IntervalsConfig)
+    state: StateConfig = field(default_factory=StateConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    origin: str = "built-in defaults"
+    #: dotted key -> the command-line flag that set it (for messages about its value)
+    flags: tuple[tuple[str, str], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every section (for `--dump-config`-style logging and tests)."""
+        d = dataclasses.asdict(self)
+        d.pop("origin")
+        d.pop("flags")
+        return d
+
+    def where(self, key: str) -> str:
+        """'<file>: <key>' or 'command line: <flag>' - who set the value of *key*."""
+        flag = dict(self.flags).get(key)
+        return f"command line: {flag}" if flag else f"{self.origin}: {key}"
+
+
+#: the TOML tables: [name] -> its section class (every other top-level key is unknown)
+SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(Config)
+            if f.default_factory is not dataclasses.MISSING}
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _read_section(root: _Table, name: str, cls: Callable[..., T]) -> T:
+    t = _section(root, name)
+    values = {f.name: t.take(f.name, f.default, f.metadata["read"])
+              for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    t.finish(_fields(cls))  # type: ignore[arg-type]
+    return cls(**values)
+
+
+def from_dict(data: Mapping[str, Any], origin: str = "<config>") -> Config:
+    """Validate a parsed TOML document into a Config (raises ConfigError)."""
+    root = _Table(origin, "", data)
+    sections = {name: _read_section(root, name, cls) for name, cls in SECTIONS.items()}
+    root.finish(tuple(SECTIONS))
+    cfg = Config(**sections, origin=origin)  # type: ignore[arg-type]
+    check(cfg)
+    return cfg
+
+
+def check(cfg: Config) -> None:
+    """Rules across fields, and the engine's own check of its values (apply to the file and
+    to the result of overrides); errors name the key, or the flag that set it."""
+    try:
+        cfg.engine.engine_config()
+    except SettingError as exc:
+        key = f"engine.{exc.field}"
+        flag = dict(cfg.flags).get(key)
+        raise (ConfigError("command line", flag, exc.problem) if flag
+               else ConfigError(cfg.origin, key, exc.problem)) from None
+    h = cfg.http
+    if h.enabled and h.ingest_enabled and not h.ingest_token and not is_loopback(h.host):
+        raise ConfigError(cfg.origin, "http.ingest_token",
+                          f"must be set when http.ingest_enabled is true and http.listen "
+                          f"({h.listen}) is not a loopback address")
 
 
 def load(path: str | Path | None) -> Config:
@@ -729,7 +654,8 @@ def apply_overrides(cfg: Config, args: argparse.Namespace) -> Config:
                             ("state_dir", "state.dir", "--state-dir"),
                             ("export_dir", "export.dir", "--export-dir"),
                             ("listen", "http.listen", "--listen"),
-                            ("known", "engine.known", "--known")):
+                            ("known", "engine.known", "--known"),
+                            ("min_count", "engine.min_count", "--min-count")):
         if g(args, attr, None):
             flags[key] = flag
     if g(args, "sources", None):
@@ -755,7 +681,7 @@ def apply_overrides(cfg: Config, args: argparse.Namespace) -> Config:
             iv = dataclasses.replace(iv, **{attr: conv(flag, number(value), _positive_duration)})
     if g(args, "min_count", None) is not None:
         eng = dataclasses.replace(eng, min_count=conv("--min-count", number(args.min_count),
-                                                      _int(1)))
+                                                      _int()))
     if g(args, "known", None):
         eng = dataclasses.replace(eng, known=conv("--known", list(args.known), _list_of(_path)))
     if g(args, "log_level", None) is not None:

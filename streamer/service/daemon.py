@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from streamer import __version__
-from streamer.core.engine import Engine, EngineConfig, Prepared
+from streamer.core.engine import Engine, Prepared
 from streamer.core.lexicon import Lexicon
 from streamer.core.results import Published, Word
 from streamer.input.sources import Batch, FileSource, StdinSource
@@ -193,7 +193,7 @@ class Daemon:
         self.state_from = state_from
         self.state_dir = Path(cfg.state.dir)
         self.export_dir = Path(cfg.export.dir)
-        self.engine_config = EngineConfig(**cfg.engine.engine_kwargs())
+        self.engine_config = cfg.engine.engine_config()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         # encodes the next batch while the engine thread ingests this one
         # (Engine.prepare reads no state); the machine has two cores

@@ -149,14 +149,17 @@ def test_parse_listen_rejects(bad: str) -> None:
     ("[engine]\norder = 1\n", "engine.order", ">= 2"),
     ("[engine]\norder = 50\n", "engine.order", "<="),
     ("[engine]\nmin_pmi = [2.0, 1.0, 6.0]\n", "engine.min_pmi", "increase"),
-    ("[engine]\nmin_pmi = [2.0, 4.0]\n", "engine.min_pmi", "3 values"),
-    ("[engine]\norder = 3\nmin_pmi = [2.0, 4.0, 6.0]\n", "engine.min_pmi", "2 values"),
+    ("[engine]\nmin_pmi = []\n", "engine.min_pmi", "1 to 3 values"),
+    ("[engine]\norder = 3\nmin_pmi = [2.0, 4.0, 6.0]\n", "engine.min_pmi", "1 to 2 values"),
     ("[engine]\nmemory = '1KB'\n", "engine.memory", "at least"),
     ("[engine]\nmemory = 'lots'\n", "engine.memory", "size"),
     ("[engine]\nmin_entropy = -1\n", "engine.min_entropy", ">="),
     ("[engine]\nunits = 'latin'\n", "engine.units", "'mixed', 'han'"),
     ("[engine]\nhalf_life = '0s'\n", "engine.half_life", "positive"),
-    ("[engine]\ndepth = 0\n", "engine.depth", ">= 1"),
+    ("[engine]\ndepth = 0\n", "engine.depth", "1, 2, 4, 8 or 16"),
+    ("[engine]\ndepth = 3\n", "engine.depth", "1, 2, 4, 8 or 16"),
+    ("[engine]\nmemory = '100TB'\n", "engine.memory", "physical memory"),
+    ("[engine]\nseed = -1\n", "engine.seed", ">= 0"),
     ("[intervals]\nrescore = -1\n", "intervals.rescore", "negative"),
     ("[intervals]\nsnapshot = '-5s'\n", "intervals.snapshot", "duration"),
     ("[intervals]\nexport = 0\n", "intervals.export", "positive"),
@@ -316,6 +319,10 @@ def run_streamer(args: list[str], cwd: Path, timeout: float = 60) -> subprocess.
     ("[intervals]\nrescore = '-10s'\n", "intervals.rescore"),
     ("[sources]\nbogus = 1\n", "sources.bogus"),
     ("[time]\nmode = 'fast'\n", "time.mode"),
+    # values only the engine can judge: one validator (EngineConfig), reported under the key
+    ("[engine]\ndepth = 3\n", "engine.depth"),
+    ("[engine]\nmemory = '100TB'\n", "engine.memory"),
+    ("[engine]\norder = 3\nmin_pmi = [2.0, 4.0, 6.0]\n", "engine.min_pmi"),
 ])
 def test_run_with_bad_config_exits_2_naming_key(tmp_path: Path, text: str, key: str) -> None:
     path = write(tmp_path, text)
@@ -333,6 +340,13 @@ def test_run_with_malformed_toml_exits_2(tmp_path: Path) -> None:
     proc = run_streamer(["run", "--config", str(path), "--no-http"], cwd=tmp_path)
     assert proc.returncode == 2
     assert str(path) in proc.stderr and "line 1" in proc.stderr, proc.stderr
+
+
+def test_run_with_impossible_min_count_flag_names_the_flag(tmp_path: Path) -> None:
+    proc = run_streamer(["run", "--config", str(SHIPPED), "--min-count", "0", "--no-http"],
+                        cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("streamer run: error: command line: --min-count: "), proc.stderr
 
 
 def test_run_with_bad_flag_exits_2(tmp_path: Path) -> None:

@@ -376,11 +376,11 @@ BAD_OPTIONS = [
     ("min-pmi-empty", ["--min-pmi", ""], "--min-pmi", None),
     ("top-0", ["--top", "0"], "--top", None),
     ("top-abc", ["--top", "abc"], "--top", ARGPARSE_ONE_LINE),
-    ("order-1", ["--order", "1"], "order", None),
+    ("order-1", ["--order", "1"], "--order", None),
     ("order-x", ["--order", "x"], "--order", ARGPARSE_ONE_LINE),
     ("format-bad", ["--format", "bad"], "--format", ARGPARSE_ONE_LINE),
     ("units-latin", ["--units", "latin"], "--units", ARGPARSE_ONE_LINE),
-    ("min-count-0", ["--min-count", "0"], "min_count", None),
+    ("min-count-0", ["--min-count", "0"], "--min-count", None),
     ("min-entropy-negative", ["--min-entropy=-1"], "--min-entropy", None),
 ]
 
