@@ -42,7 +42,7 @@ class TopError(Exception):
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class WordList:
     """Words to show and where they came from."""
 
     words: list[dict[str, Any]]
@@ -55,7 +55,7 @@ class Snapshot:
 
 
 def fetch_url(base: str, n: int, *, new_only: bool = False,
-              timeout: float = HTTP_TIMEOUT) -> Snapshot:
+              timeout: float = HTTP_TIMEOUT) -> WordList:
     """The first *n* words from a daemon's GET /words."""
     parts = urllib.parse.urlsplit(base)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -87,11 +87,11 @@ def fetch_url(base: str, n: int, *, new_only: bool = False,
             raise TypeError("words is not a list")
     except (ValueError, KeyError, TypeError) as exc:
         raise TopError(f"{url}: not a streamer /words answer ({exc})") from None
-    return Snapshot(words=words, source=base, as_of=data.get("rescored_at"),
+    return WordList(words=words, source=base, as_of=data.get("rescored_at"),
                     total=data.get("total"))
 
 
-def read_export_dir(directory: Path, n: int, *, new_only: bool = False) -> Snapshot:
+def read_export_dir(directory: Path, n: int, *, new_only: bool = False) -> WordList:
     """The first *n* words of ``latest.jsonl`` in an export directory (best first)."""
     if not directory.is_dir():
         raise TopError(f"export directory not found: {directory}")
@@ -108,7 +108,7 @@ def read_export_dir(directory: Path, n: int, *, new_only: bool = False) -> Snaps
     if new_only:
         words = [w for w in words if w.get("new")]
     as_of = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(mtime))
-    return Snapshot(words=words[:n], source=str(path), as_of=as_of, total=len(words))
+    return WordList(words=words[:n], source=str(path), as_of=as_of, total=len(words))
 
 
 # --------------------------------------------------------------------------- table
@@ -189,7 +189,7 @@ def format_table(words: Sequence[dict[str, Any]]) -> list[str]:
             for row in rows]
 
 
-def render_snapshot(snap: Snapshot) -> str:
+def render_word_list(snap: WordList) -> str:
     shown = len(snap.words)
     total = f" of {snap.total}" if isinstance(snap.total, int) else ""
     head = f"streamer top · {snap.source} · as of {_time(snap.as_of)} · {shown}{total} words"
@@ -239,7 +239,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(func=run)
 
 
-def _snapshot(args: argparse.Namespace) -> Snapshot:
+def _word_list(args: argparse.Namespace) -> WordList:
     if args.export_dir is not None:
         return read_export_dir(args.export_dir, args.n, new_only=args.new)
     return fetch_url(args.url or DEFAULT_URL, args.n, new_only=args.new)
@@ -251,7 +251,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     err = err or sys.stderr
     try:
         try:
-            text = render_snapshot(_snapshot(args))
+            text = render_word_list(_word_list(args))
         except TopError as exc:
             print(f"streamer top: error: {exc}", file=err)
             return 2
@@ -267,7 +267,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             out.flush()
             time.sleep(args.watch)
             try:
-                text = render_snapshot(_snapshot(args))
+                text = render_word_list(_word_list(args))
             except TopError as exc:
                 text = f"streamer top: error: {exc} (retrying)\n"
     except KeyboardInterrupt:

@@ -24,7 +24,7 @@ import itertools
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,17 +32,17 @@ import numpy as np
 from streamer.core import scoring
 from streamer.core.candidates import POOL_SHARE, CandidateTable, ListedRegistry
 from streamer.core.decay import CountClock
-from streamer.core.engine_config import STATE_VERSION, EngineConfig
+from streamer.core.engine_config import EngineConfig
+from streamer.core.engine_state import EngineState
 from streamer.core.lexicon import Lexicon
 from streamer.core.neighbours import NeighbourTable
 from streamer.core.ngrams import L, mix, ngram_keys, span_keys
 from streamer.core.results import Published, Word
 from streamer.core.segmentation import cohesive_masks, cut, log_counts, pmi_at
 from streamer.core.sketch import (
-    Counter,
     CountMinSketch,
     ExactCounter,
-    counter_from_state,
+    NgramCounter,
     ngram_count_keys,
 )
 from streamer.core.units import DENSE_SIZE, HAN_LIMIT, Encoded, dense_index, encode, encode_words
@@ -90,14 +90,19 @@ class _Scored:
     words: list[str] = field(default_factory=list)
 
 
-class Engine:
-    """Incremental new-word discovery over batches of lines (see module docstring)."""
+class Engine(EngineState):
+    """Incremental new-word discovery over batches of lines (see module docstring).
+
+    One class because every step (count, cut, record, decay, rescore) reads and writes the
+    same tables and the engine has one writer; its whole-state operations (snapshot state,
+    restore, merge) are in :class:`streamer.core.engine_state.EngineState`.
+    """
 
     def __init__(self, config: EngineConfig | None = None, known: Lexicon | None = None) -> None:
         self.config = config or EngineConfig()
         cfg = self.config
         blocks, capacity = cfg.layout()
-        self.counter: Counter = ExactCounter() if cfg.exact else \
+        self.counter: NgramCounter = ExactCounter() if cfg.exact else \
             CountMinSketch(blocks, cfg.depth, cfg.seed, touch=cfg.prefault)
         # per-unit tables (units.dense_index): occurrences (exact for Han units, the
         # unigram counts), and how often the unit was cut out as a 1-unit piece
@@ -118,7 +123,7 @@ class Engine:
         self.candidates._on_remove = self.neighbours.clear  # type: ignore[method-assign]
         self.known = known or Lexicon()
         # key of each word ever listed -> its first_seen when first listed
-        self.discovered = ListedRegistry(capacity)
+        self.listed = ListedRegistry(capacity)
         self.last_decay: float | None = None
         self.rng = np.random.default_rng(cfg.seed)
         self.published = Published()
@@ -363,15 +368,6 @@ class Engine:
         if factor is not None:
             self._scale_counts(factor)
 
-    def _scale_counts(self, factor: float) -> None:
-        """Multiply the n-gram counter and the per-unit tables by ``factor``, rounding
-        stochastically (unbiased). ~0.1 s per 100 MB of sketch."""
-        self.counter.scale(factor, self.rng)
-        for name in ("unigrams", "alone"):
-            u = getattr(self, name) * factor + self.rng.random(DENSE_SIZE)
-            setattr(self, name, np.floor(u).astype(np.int64))
-        self.total_units = int(self.total_units * factor)
-
     # ------------------------------------------------------------------ scoring
 
     def _score_candidates(self, slots: np.ndarray, chunk: int = 1 << 14) -> _Scored:
@@ -488,10 +484,10 @@ class Engine:
         # first_seen of a word when it was first listed; a word is new unless it was
         # listed before it was first seen (it was evicted and came back)
         keys = table.keys[listed]
-        first = self.discovered.get(keys)
+        first = self.listed.get(keys)
         fresh = np.isnan(first)
         first[fresh] = table.first_seen[listed[fresh]]
-        self.discovered.add(keys[fresh], first[fresh])
+        self.listed.add(keys[fresh], first[fresh])
         is_new = first >= table.first_seen[listed]
         examples = table.newest_examples(listed)
         # columns as Python lists first: one conversion per column, not per value
@@ -533,9 +529,6 @@ class Engine:
     def set_known(self, known: Lexicon | None) -> None:
         self.known = known or Lexicon()
 
-    def fingerprint(self) -> str:
-        return self.config.fingerprint()
-
     def stats(self) -> dict[str, Any]:
         blocks, capacity = self.config.layout()
         return {
@@ -556,10 +549,10 @@ class Engine:
                 "unigrams": int(self.unigrams.nbytes),
                 "candidates": self.candidates.nbytes,
                 "neighbours": self.neighbours.nbytes,
-                "discovered": self.discovered.nbytes,
+                "discovered": self.listed.nbytes,
             },
             "known_words": len(self.known),
-            "discovered_words": len(self.discovered),
+            "discovered_words": len(self.listed),
             "long_texts_dropped": self.candidates.long_dropped,
         }
 
@@ -571,143 +564,3 @@ class Engine:
         enc = encode(word, self.config.units)
         m = mix(enc.ids)
         return span_keys(m, np.array([0]), np.array([len(enc)]))
-
-    def merge(self, other: Engine) -> None:
-        """Add another shard's state (same fingerprint) into this one.
-
-        Counters add (for count-min sketches the sum of two conservative-update
-        tables is an overestimate of the union, equal to one run's table where no
-        two keys share a counter); per-unit tables add; candidates are matched by
-        key: counts add, first_seen is the earlier, last_seen the later, neighbour
-        buckets add. Candidates beyond the capacity evict the lowest-count ones.
-        """
-        if other.fingerprint() != self.fingerprint():
-            raise ValueError("engines differ in configuration (fingerprint)")
-        self._align_clocks(other)
-        self.counter.merge(other.counter)  # type: ignore[arg-type]
-        self.unigrams += other.unigrams
-        self.alone += other.alone
-        for name in ("total_units", "units_ingested", "units_cut", "lines_ingested",
-                     "chars_ingested"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        src, dst = other.candidates, self.candidates
-        theirs = np.flatnonzero(src.used)
-        slots = dst.lookup(src.keys[theirs])
-        missing = slots < 0
-        if missing.any():
-            new_slots = dst.admit(src.keys[theirs[missing]], src.texts(theirs[missing]),
-                                  0.0, protect=slots[~missing])
-            slots[missing] = new_slots
-            ok_new = new_slots >= 0
-            dst.first_seen[new_slots[ok_new]] = src.first_seen[theirs[missing][ok_new]]
-            dst.last_seen[new_slots[ok_new]] = src.last_seen[theirs[missing][ok_new]]
-        ok = slots >= 0
-        mine, theirs = slots[ok], theirs[ok]
-        dst.total[mine] += src.total[theirs]
-        dst.recent[mine] += src.recent[theirs]
-        dst.slow[mine] += src.slow[theirs]
-        dst.first_seen[mine] = np.minimum(dst.first_seen[mine], src.first_seen[theirs])
-        dst.last_seen[mine] = np.maximum(dst.last_seen[mine], src.last_seen[theirs])
-        # their examples, oldest first, one round per position (slots are distinct)
-        held = np.flatnonzero(src.has_examples(theirs))
-        theirs_ex = [src.examples_of(t) for t in theirs[held].tolist()]
-        for k in range(max(map(len, theirs_ex), default=0)):
-            has = [i for i, ex in enumerate(theirs_ex) if len(ex) > k]
-            dst.add_examples(mine[held[has]], [theirs_ex[i][k] for i in has])
-        for side in ("left", "right"):
-            a = getattr(self.neighbours, side)
-            b = getattr(other.neighbours, side)
-            total = a[mine].astype(np.int64) + b[theirs]
-            peak = total.max(axis=1, keepdims=True)
-            shift = np.maximum(np.ceil(np.log2(np.maximum(peak, 1) / 65535.0)), 0)
-            a[mine] = (total // (2 ** shift).astype(np.int64)).astype(np.uint16)
-        self.discovered.merge(other.discovered)
-
-    def _align_clocks(self, other: Engine) -> None:
-        """Bring both engines' counters to the same clock units (merge)."""
-        a, b = self.clock, other.clock
-        if math.isinf(a.half_life) != math.isinf(b.half_life):
-            other._convert_clock(a.half_life)
-            b = other.clock
-        if a.epoch is None or b.epoch is None or a.epoch == b.epoch:
-            if a.epoch is None:
-                a.epoch, a.unit, a.carry = b.epoch, b.unit, b.carry
-            return
-        late, early = (self, other) if a.epoch > b.epoch else (other, self)
-        assert late.clock.epoch is not None and early.clock.epoch is not None
-        hl = late.clock.half_life
-        early._scale_counts(0.5 ** ((late.clock.epoch - early.clock.epoch) / hl))
-        early.clock.epoch, early.clock.unit = late.clock.epoch, late.clock.unit
-        if early is self:
-            self.clock.carry = other.clock.carry
-
-    def _convert_clock(self, half_life: float) -> None:
-        """Re-express the counters for a half-life that is finite where the state's was
-        infinite or the other way round (a ``discover --save-state`` snapshot seeds a
-        daemon): plain occurrences <-> clock units."""
-        new = CountClock.for_half_life(half_life)
-        if not math.isinf(half_life):
-            new.epoch = self.last_decay if self.last_decay is not None else None
-        self._scale_counts(new.unit / self.clock.unit)
-        self.clock = new
-        self._weight = 1
-
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume exactly (msgpack-able; arrays as arrays)."""
-        return {
-            "version": STATE_VERSION,
-            "config": {**asdict(self.config), "min_pmi": list(self.config.min_pmi),
-                       "half_life": None if math.isinf(self.config.half_life)
-                       else self.config.half_life},
-            "counter": self.counter.state(),
-            "unigrams": self.unigrams,
-            "alone": self.alone,
-            "total_units": self.total_units,
-            "units_ingested": self.units_ingested,
-            "units_cut": self.units_cut,
-            "lines_ingested": self.lines_ingested,
-            "chars_ingested": self.chars_ingested,
-            "candidates": self.candidates.state(),
-            "neighbours": self.neighbours.state(),
-            "discovered": self.discovered.state(),
-            "last_decay": self.last_decay,
-            "clock": self.clock.state(),
-            "weight": self._weight,
-            "rng": self.rng.bit_generator.state,
-        }
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any], known: Lexicon | None = None,
-                   config: EngineConfig | None = None) -> Engine:
-        """Rebuild an engine; ``config`` may change non-shape fields (thresholds)."""
-        saved = dict(state["config"])
-        saved["min_pmi"] = tuple(saved["min_pmi"])
-        saved["half_life"] = math.inf if saved["half_life"] is None else saved["half_life"]
-        cfg = config or EngineConfig(**saved)
-        eng = cls.__new__(cls)
-        eng.config = cfg
-        eng.counter = counter_from_state(state["counter"])
-        eng.unigrams = np.array(state["unigrams"], dtype=np.int64)
-        eng.alone = np.array(state["alone"], dtype=np.int64)
-        eng.total_units = int(state["total_units"])
-        eng.units_ingested = int(state["units_ingested"])
-        eng.units_cut = int(state.get("units_cut", 0))
-        eng.lines_ingested = int(state["lines_ingested"])
-        eng.chars_ingested = int(state["chars_ingested"])
-        eng.candidates = CandidateTable.from_state(state["candidates"])
-        if cfg.examples:  # a state from discover has no example pool
-            eng.candidates.ensure_pool(eng.candidates.capacity // POOL_SHARE)
-        eng.neighbours = NeighbourTable.from_state(state["neighbours"])
-        eng.candidates._on_remove = eng.neighbours.clear  # type: ignore[method-assign]
-        eng.known = known or Lexicon()
-        eng.discovered = ListedRegistry.from_state(state["discovered"])
-        eng.last_decay = state["last_decay"]
-        eng.rng = np.random.default_rng()
-        eng.rng.bit_generator.state = state["rng"]
-        eng.clock = CountClock.from_state(state["clock"])
-        eng._weight = int(state["weight"])
-        if math.isinf(eng.clock.half_life) != math.isinf(cfg.half_life):
-            eng._convert_clock(cfg.half_life)
-        eng.clock.half_life = cfg.half_life  # a changed (finite) half-life applies from now
-        eng.published = Published()
-        return eng

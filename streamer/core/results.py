@@ -93,8 +93,6 @@ class Published:
     rescore_seconds: float = 0.0
     stats: dict[str, Any] = field(default_factory=dict)
 
-    def by_word(self) -> dict[str, Word]:
-        return {w.word: w for w in self.words}
 
     def select(self, *, new: bool | None = None, min_count: float = 0.0,
                limit: int | None = None) -> list[Word]:

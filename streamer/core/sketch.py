@@ -96,11 +96,6 @@ class CountMinSketch:
         self.table = table
         self.total = 0  # M, the sum of all counts added
 
-    @classmethod
-    def for_bytes(cls, nbytes: int, depth: int = 4, seed: int = 0) -> CountMinSketch:
-        """The largest power-of-two number of blocks that fits in ``nbytes``."""
-        return cls(blocks_for_bytes(nbytes), depth, seed)
-
     def _params(self) -> tuple[int, int, int, int, int, int]:
         return self.blocks, self._m0, self._m1, self._shift, self.depth, self.bits
 
@@ -301,9 +296,9 @@ class ExactCounter:
         return c
 
 
-Counter = CountMinSketch | ExactCounter
+NgramCounter = CountMinSketch | ExactCounter
 
 
-def counter_from_state(st: dict[str, Any]) -> Counter:
+def counter_from_state(st: dict[str, Any]) -> NgramCounter:
     """Rebuild whichever counter a state dict describes."""
     return (CountMinSketch if st["kind"] == "sketch" else ExactCounter).from_state(st)

@@ -238,23 +238,23 @@ def test_registry_bounded_in_the_engine_and_survives_a_snapshot(tmp_path: Path) 
     eng.ingest(lines, now=1000.0)
     first = {w.word: (w.first_seen, w.new) for w in eng.rescore(now=1000.0).words}
     assert set(words) <= set(first) and all(first[w] == (1000.0, True) for w in words)
-    assert len(eng.discovered) == len(first)
+    assert len(eng.listed) == len(first)
     # fill the registry far past its capacity: it stays within it
-    cap = eng.discovered.capacity
+    cap = eng.listed.capacity
     assert cap == eng.candidates.capacity
     rng = np.random.default_rng(3)
     for k in range(5):
-        eng.discovered.add(rng.integers(0, 2**63, cap // 2 + 7, dtype=np.uint64),
+        eng.listed.add(rng.integers(0, 2**63, cap // 2 + 7, dtype=np.uint64),
                            np.full(cap // 2 + 7, float(k)))
-        assert len(eng.discovered) <= cap
+        assert len(eng.listed) <= cap
     # the words listed at time 1000 are the newest entries: kept
-    kept = eng.discovered.get(word_keys(words))
+    kept = eng.listed.get(word_keys(words))
     assert kept.tolist() == [1000.0] * 4
     state = through_file(tmp_path, "r.snap", eng.state_dict())
     back = Engine.from_state(state)
-    assert back.discovered.keys.tolist() == eng.discovered.keys.tolist()
-    assert back.discovered.times.tolist() == eng.discovered.times.tolist()
-    assert back.stats()["discovered_words"] == len(eng.discovered)
+    assert back.listed.keys.tolist() == eng.listed.keys.tolist()
+    assert back.listed.times.tolist() == eng.listed.times.tolist()
+    assert back.stats()["discovered_words"] == len(eng.listed)
     # after a restart the words keep their first listing: same first_seen and flags
     a = {w.word: (w.first_seen, w.new) for w in eng.rescore(now=2000.0).words}
     b = {w.word: (w.first_seen, w.new) for w in back.rescore(now=2000.0).words}
@@ -270,7 +270,7 @@ def test_merge_combines_texts_examples_and_registries(tmp_path: Path) -> None:
     one.merge(Engine.from_state(through_file(tmp_path, "two.snap", two.state_dict())))
     assert one.examples("皮皮虾") == two.examples("皮皮虾") != []
     assert one.examples(LONG_WORD)
-    got = one.discovered.get(word_keys([LONG_WORD, "皮皮虾"]))
+    got = one.listed.get(word_keys([LONG_WORD, "皮皮虾"]))
     assert got.tolist() == [10.0, 20.0]
     words = [w.word for w in one.rescore(now=30.0).words]
     assert LONG_WORD in words and "皮皮虾" in words

@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from streamer.core.engine import Engine, EngineConfig
 from streamer.core.lexicon import Lexicon
 from streamer.core.ngrams import mix, ngram_keys, span_keys
+from streamer.core.results import Published, Word
 from streamer.core.segmentation import cohesive_masks, cut, min_pmi_for
 from streamer.core.sketch import CountMinSketch, ExactCounter
 from streamer.core.units import HAN_LIMIT, Encoded, encode, encode_words
@@ -166,6 +167,10 @@ class Oracle:
 
 
 # --------------------------------------------------------------------------- engine probes
+
+
+def by_word(published: Published) -> dict[str, Word]:
+    return {w.word: w for w in published.words}
 
 
 def run_batch(lines: Sequence[str], chunks: int = 1, **kw) -> Engine:
@@ -563,7 +568,7 @@ def test_fixed_right_neighbour_gives_zero_right_entropy_and_is_filtered() -> Non
     assert orc.pieces[("甲", "乙")] == 40 and orc.pieces[("丙", "丁")] == 40
     assert ("乙", "的") not in orc.cohesive
     loose = run_batch(lines, min_entropy=0.0, **kw)
-    words = loose.published.by_word()
+    words = by_word(loose.published)
     assert words["甲乙"].right_entropy == 0.0
     assert words["甲乙"].left_entropy > 0.5
     assert min(words["丙丁"].left_entropy, words["丙丁"].right_entropy) > 0.5
@@ -581,7 +586,7 @@ def test_clause_edges_do_not_constrain_a_word() -> None:
     filler = "我你他她它这那们说看好大"
     lines = edge_corpus(rnd, filler)
     eng = run_batch(lines, order=2, min_count=3, min_pmi=(2.0,), min_entropy=0.0)
-    words = eng.published.by_word()
+    words = by_word(eng.published)
     assert words["丙丁"].left_entropy > 1.0
     assert words["戊己"].right_entropy > 1.0
 
@@ -601,7 +606,7 @@ def test_edge_entropy_does_not_depend_on_batching() -> None:
     eng.count(lines)
     for line in lines:  # the same batch run, the second pass one line per batch
         eng.cut([line])
-    words = eng.rescore(0.0).by_word()
+    words = by_word(eng.rescore(0.0))
     assert words["丙丁"].left_entropy > 1.0
     assert words["戊己"].right_entropy > 1.0
 
@@ -613,7 +618,7 @@ def test_known_lexicon_marks_words_known(tmp_path) -> None:
                  known=Lexicon.load([tmp_path / "known.txt"]))
     eng.count(lines)
     eng.cut(lines)
-    words = eng.rescore(0.0).by_word()
+    words = by_word(eng.rescore(0.0))
     assert words["区块链"].known and not words["区块链"].new
     assert words["共和国"].new and not words["共和国"].known
     # the lexicon is normalised like the text: Ｂ站 matches b站

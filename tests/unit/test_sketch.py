@@ -31,7 +31,13 @@ from hypothesis import strategies as st
 
 from streamer.core.engine import EngineConfig
 from streamer.core.ngrams import mix, ngram_keys
-from streamer.core.sketch import CountMinSketch, ExactCounter, aggregate, counter_from_state
+from streamer.core.sketch import (
+    CountMinSketch,
+    ExactCounter,
+    aggregate,
+    blocks_for_bytes,
+    counter_from_state,
+)
 from streamer.core.units import encode
 
 U64 = 2**64
@@ -185,7 +191,7 @@ def test_sketch_is_the_documented_conservative_update(data, nbytes: int, depth: 
     """Tiny tables (1 to 16 blocks) so that keys collide: the table equals the model's,
     estimates are >= the true counts and <= a plain count-min sketch's."""
     pool, bs = data
-    sk = CountMinSketch.for_bytes(nbytes, depth, seed)
+    sk = CountMinSketch(blocks_for_bytes(nbytes), depth, seed)
     assert sk.nbytes <= nbytes
     model = ConservativeModel(sk)
     true: Counter[int] = Counter()
@@ -230,7 +236,7 @@ def test_narrow_sketch_never_underestimates_and_meets_the_bound_on_aggregate(
     assert len(uniq) > 40 * width  # heavily overloaded: the bound is what keeps errors small
     over = 0
     for seed in range(10):
-        sk = CountMinSketch.for_bytes(width * 4 * depth, depth, seed)
+        sk = CountMinSketch(blocks_for_bytes(width * 4 * depth), depth, seed)
         assert sk.width == width
         for part in np.array_split(zipf_keys, 7):  # several batches
             sk.add(part)
@@ -252,7 +258,7 @@ def test_engine_with_a_narrow_sketch_never_underestimates() -> None:
                      for _ in range(rnd.randint(1, 30))) for _ in range(2000)]
     exact = Engine(EngineConfig(exact=True, memory=4 * 2**20, order=4))
     narrow = Engine(EngineConfig(memory=4 * 2**20, order=4))
-    narrow.counter = CountMinSketch.for_bytes(512 * 4 * 4, 4, seed=0)
+    narrow.counter = CountMinSketch(blocks_for_bytes(512 * 4 * 4), 4, seed=0)
     assert narrow.counter.width == 512
     for part in (lines[:700], lines[700:]):
         exact.count(part)
@@ -271,7 +277,7 @@ def test_engine_with_a_narrow_sketch_never_underestimates() -> None:
 def test_wide_sketch_is_exact_on_few_keys(zipf_keys: np.ndarray) -> None:
     keys = zipf_keys[:3000]
     uniq, true = np.unique(keys, return_counts=True)
-    sk = CountMinSketch.for_bytes(64 * 2**20, 4, seed=1)
+    sk = CountMinSketch(blocks_for_bytes(64 * 2**20), 4, seed=1)
     sk.add(keys)
     assert sk.query(uniq).tolist() == true.tolist()
     absent = np.setdiff1d(zipf_keys[3000:6000], uniq)
@@ -279,12 +285,12 @@ def test_wide_sketch_is_exact_on_few_keys(zipf_keys: np.ndarray) -> None:
 
 
 def test_sketch_counters_saturate_instead_of_wrapping() -> None:
-    sk = CountMinSketch.for_bytes(256, 2)
+    sk = CountMinSketch(blocks_for_bytes(256), 2)
     k = keys_array([12345])
     sk.add(k, np.array([U32_MAX - 1]))
     sk.add(k, np.array([10]))
     assert sk.query(k).tolist() == [U32_MAX]
-    other = CountMinSketch.for_bytes(256, 2)
+    other = CountMinSketch(blocks_for_bytes(256), 2)
     other.add(k, np.array([U32_MAX]))
     sk.merge(other)
     assert sk.query(k).tolist() == [U32_MAX]
@@ -293,7 +299,8 @@ def test_sketch_counters_saturate_instead_of_wrapping() -> None:
 def test_sketch_merge_state_and_scale() -> None:
     keys_a = keys_array([1, 2, 3, 3, 99])
     keys_b = keys_array([3, 4, 4, 99])
-    a, b = CountMinSketch.for_bytes(1024, 4, seed=5), CountMinSketch.for_bytes(1024, 4, seed=5)
+    a = CountMinSketch(blocks_for_bytes(1024), 4, seed=5)
+    b = CountMinSketch(blocks_for_bytes(1024), 4, seed=5)
     a.add(keys_a)
     b.add(keys_b)
     a.merge(b)
@@ -302,11 +309,11 @@ def test_sketch_merge_state_and_scale() -> None:
     assert all(e >= t for e, t in zip(est, true.values(), strict=True))
     assert a.total == 9
     with pytest.raises(ValueError):
-        a.merge(CountMinSketch.for_bytes(1024, 4, seed=6))
+        a.merge(CountMinSketch(blocks_for_bytes(1024), 4, seed=6))
     with pytest.raises(ValueError):
-        a.merge(CountMinSketch.for_bytes(2048, 4, seed=5))
+        a.merge(CountMinSketch(blocks_for_bytes(2048), 4, seed=5))
     with pytest.raises(ValueError):
-        a.merge(CountMinSketch.for_bytes(1024, 2, seed=5))
+        a.merge(CountMinSketch(blocks_for_bytes(1024), 2, seed=5))
     back = counter_from_state(a.state())
     assert isinstance(back, CountMinSketch)
     assert (back.width, back.depth, back.seed, back.total) == (a.width, 4, 5, 9)
@@ -321,7 +328,7 @@ def test_sketch_merge_state_and_scale() -> None:
 
 
 def test_empty_sketch_and_empty_batches() -> None:
-    sk = CountMinSketch.for_bytes(256, 2)
+    sk = CountMinSketch(blocks_for_bytes(256), 2)
     sk.add(np.empty(0, np.uint64))
     assert sk.total == 0
     assert sk.query(np.empty(0, np.uint64)).tolist() == []
@@ -336,8 +343,8 @@ def test_sketch_size_must_be_a_power_of_two(blocks: int) -> None:
 
 @pytest.mark.parametrize("nbytes", [100, 4096, 10**6, 3 * 2**20 + 5, 128 * 2**20])
 @pytest.mark.parametrize("depth", [1, 2, 4])
-def test_for_bytes_is_the_largest_power_of_two_that_fits(nbytes: int, depth: int) -> None:
-    sk = CountMinSketch.for_bytes(nbytes, depth)
+def test_blocks_for_bytes_is_the_largest_power_of_two_that_fits(nbytes: int, depth: int) -> None:
+    sk = CountMinSketch(blocks_for_bytes(nbytes), depth)
     assert sk.depth == depth
     assert sk.width & (sk.width - 1) == 0
     assert sk.nbytes <= nbytes
