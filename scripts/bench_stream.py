@@ -1,4 +1,4 @@
-"""Benchmark of the daemon, ``streamer run`` (EVALUATION.md metrics 3 and 4; issue 4).
+"""Benchmark of the daemon, ``streamer run`` (EVALUATION.md metrics 3 and 4).
 
 Usage, from the repository root::
 
@@ -70,7 +70,7 @@ import bench_common as bc  # noqa: E402
 
 MIB = 2**20
 GIB = 2**30
-# targets (issue 4, EVALUATION.md)
+# targets (EVALUATION.md)
 TARGET_RATE = 2e6          # Han chars/s sustained
 TARGET_LAG = 0.100         # s, p99 event-loop lag
 TARGET_RESCORE = 1.0       # s

@@ -1,4 +1,4 @@
-"""Recovery, end to end: kill -9, rotation while down, merge, inspect (issue 5).
+"""Recovery, end to end: kill -9, rotation while down, merge, inspect.
 
 Real processes (``python -m streamer ...``), real files, real sockets. Waiting is always
 "poll until a condition holds, or fail at a generous deadline with the service log";

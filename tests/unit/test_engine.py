@@ -1,4 +1,4 @@
-"""The engine against a straightforward pure-Python oracle of the method (DESIGN.md section 2).
+"""The engine against a straightforward pure-Python oracle of the method (README "How it works").
 
 The oracle below is written from the definitions only: units (NFKC, ASCII lower-case, one
 unit per Han character and, in mixed mode, per maximal [a-z0-9] run), counts of all n-grams
@@ -449,7 +449,7 @@ def republic_corpus() -> list[str]:
 
 def test_republic_stays_whole_while_yigong_he_is_cut() -> None:
     """With 共和国 cohesive and 共和 not, 中华人民共和国 stays whole while 我一共和三个人去玩
-    is cut between 共 and 和 (the example of DESIGN.md / segmentation.py). Default thresholds."""
+    is cut between 共 and 和 (the example in segmentation.py). Default thresholds."""
     lines = republic_corpus()
     orc = Oracle(lines, order=4, min_count=2)
     n, c = orc.total, orc.counts
