@@ -92,7 +92,9 @@ def atomic_write(
     ``sync_dir``, :func:`fsync_dir` the directory (a caller replacing several files in
     one directory may pass False and fsync the directory once at the end). When the body
     or any of these steps raises, the temporary file is removed and ``path`` is left as
-    it was. Cost: one fsync of the data, one of the directory.
+    it was. Only the directory fsync comes after the rename: if it fails, ``path`` is
+    already the new file but may not survive a power cut, and the error is raised. Cost:
+    one fsync of the data, one of the directory.
     """
     path = Path(path)
     name = temp_name or f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
