@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import stat
 import sys
@@ -29,6 +30,7 @@ from streamer.core.results import Word
 from streamer.core.segmentation import min_pmi_for
 from streamer.input.blocks import Decoded, ReadStats, decode_block, iter_raw_blocks
 from streamer.service.config import parse_size
+from streamer.storage.atomic import atomic_write
 
 T = TypeVar("T")
 FORMATS = ("tsv", "jsonl", "csv", "jieba")
@@ -265,8 +267,7 @@ def _ahead(pool: ThreadPoolExecutor, fn: Callable[[Any], T], items: Iterable[Any
            depth: int = 2 * THREADS) -> Iterator[T]:
     """fn over items in the pool, results in input order, at most ``depth`` in flight
     (so memory stays at a few blocks whatever the input size). Two blocks a worker
-    keep both cores busy (measured: 3.8 s -> 3.45 s on 50 MiB for ~20 MB more; three
-    a worker gained 0.2 s more for another 30 MB, too close to the 400 MB target)."""
+    keep both cores busy for a few MB each; docs/decisions.md has the measurements."""
     pending: deque[Future[T]] = deque()
     for item in items:
         pending.append(pool.submit(fn, item))
@@ -336,21 +337,16 @@ def write_words(stream: IO[str], words: list[Word], fmt: str) -> None:
 
 
 def _write_atomic(path: Path, words: list[Word], fmt: str) -> None:
-    """Temp file + rename for a regular file (never a half-written word list);
+    """Atomic replacement for a regular file (never a half-written word list);
     in place for anything else (-o /dev/null, a pipe): renaming over a device
     node would replace the device."""
     if path.exists() and not path.is_file():
         with open(path, "w", encoding="utf-8", newline="") as fh:
             write_words(fh, words, fmt)
         return
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.resolve().parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            write_words(fh, words, fmt)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a normal file follows umask
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    with atomic_write(path) as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        try:
+            write_words(text, words, fmt)
+        finally:
+            text.detach()  # flushes; the file stays open for atomic_write to sync and close

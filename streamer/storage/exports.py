@@ -9,11 +9,10 @@ wherever it is written:
   timestamped file per format (``words-20261125T194306Z.jsonl``) and replaces
   ``latest.<ext>`` so that downstream jobs can always read one stable name.
 
-Every file is written to a temporary file in the target directory, flushed,
-fsynced and renamed over its final name, then the directory is fsynced. A
-reader therefore sees either the previous complete file or the new complete
-file, never a partly written line, even if the process is killed with SIGKILL
-or the machine loses power mid-export.
+Every file is replaced atomically (:mod:`streamer.storage.atomic`): a reader
+sees either the previous complete file or the new complete file, never a
+partly written line, even if the process is killed with SIGKILL or the machine
+loses power mid-export.
 
 Formats
     jsonl  one JSON object per word (``Word.to_dict()`` keys), UTF-8, not
@@ -32,7 +31,6 @@ text formats agree with the JSON one.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -47,6 +45,7 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from streamer.core.results import WORD_FIELDS, Published, Word
+from streamer.storage.atomic import fsync_dir, remove_leftover_temps, write_bytes
 
 #: format name -> file extension of exported files.
 EXTENSIONS: dict[str, str] = {
@@ -70,7 +69,7 @@ DEFAULT_TOP_K = 100
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 _TIMESTAMP_RE = r"(\d{8}T\d{6}Z)"
 #: our temporary files: ".streamer-<pid>-<random>.tmp" (dot-file: globs skip it).
-_TEMP_RE = re.compile(r"^\.streamer-(\d+)-[0-9a-f]+\.tmp$")
+_TEMP_RE = re.compile(r"^\.streamer-(?P<pid>\d+)-[0-9a-f]+\.tmp$")
 # Every character str.splitlines() breaks on, plus tab: none may appear in a tsv field.
 _TSV_BREAKS = re.compile("[\t\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
@@ -252,77 +251,25 @@ def select_words(published: Published, selection: str = "all",
 # --------------------------------------------------------------------------- atomic files
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable: fsync the directory entry (no-op where unsupported)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_write_bytes(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
-    """Replace *path* with *data*: temp file in the same dir, fsync, rename, fsync dir.
+    """Replace *path* with *data* atomically (:func:`streamer.storage.atomic.atomic_write`)
+    through a temporary ``.streamer-<pid>-<random>.tmp`` in the same directory.
 
-    The temporary file is removed if anything fails; if the process is killed
-    it stays behind as a dot-file and the next export in that directory
-    deletes it (see :func:`remove_stale_temp_files`).
+    If the process is killed mid-write the temporary file stays behind and the next
+    export in that directory deletes it (see :func:`remove_stale_temp_files`).
     """
-    path = Path(path)
-    tmp = path.with_name(f".streamer-{os.getpid()}-{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    if sync_dir:
-        _fsync_dir(path.parent)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    except OSError:
-        return True
-    return True
+    write_bytes(path, data, temp_name=f".streamer-{os.getpid()}-{secrets.token_hex(6)}.tmp",
+                sync_dir=sync_dir)
 
 
 def remove_stale_temp_files(directory: Path) -> list[Path]:
     """Delete temporary files left by killed writers (their pid is gone).
 
     Only names matching ``.streamer-<pid>-<hex>.tmp`` are considered, so no
-    user file is ever touched; files of live processes (including concurrent
-    writers) are left alone.
+    user file is ever touched; files of live processes are left alone, this
+    process's included: the daemon's threads may be exporting concurrently.
     """
-    removed = []
-    try:
-        entries = list(os.scandir(directory))
-    except OSError:
-        return removed
-    for entry in entries:
-        m = _TEMP_RE.match(entry.name)
-        if m and not _pid_alive(int(m.group(1))):
-            with contextlib.suppress(OSError):
-                os.unlink(entry.path)
-                removed.append(Path(entry.path))
-    return removed
+    return remove_leftover_temps(directory, _TEMP_RE, own_pid_is_stale=False)
 
 
 # --------------------------------------------------------------------------- exports
@@ -443,7 +390,7 @@ def write_export(
         written.append(path)
         apply_retention(directory, fmt, now=now, retention_files=retention_files,
                         retention_days=retention_days, keep=path)
-    _fsync_dir(directory)
+    fsync_dir(directory)
     return written
 
 

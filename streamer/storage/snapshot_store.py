@@ -1,0 +1,224 @@
+"""Snapshot directory: naming, keep-K retention, leftovers, set-aside and fallback loading.
+
+The daemon hands :func:`write_snapshot` a dict (the engine's ``state_dict()`` plus source
+positions) between two batches, so the counts and the offsets stored together agree.
+Restoring the newest good snapshot (:func:`load_latest`) and resuming every source at its
+stored offset gives exactly-once counting across restarts, crashes and ``kill -9``. The
+bytes of one file are :mod:`streamer.storage.snapshot_format`'s business; this module
+decides which files a directory holds. It logs as "streamer.storage.snapshot", the name
+operators filter on.
+
+Files in a snapshot directory::
+
+    snapshot-20260509T073525.123456Z-000042.snap   a snapshot (UTC time of writing, seq)
+    .tmp-snapshot-...-000042.snap.<pid>            being written by <pid>, or left by a
+                                                   killed writer (ignored by the loader,
+                                                   removed by the next write)
+    snapshot-...-000041.snap.bad-<reason>          set aside by the loader, never deleted
+
+Names sort in creation order even if the clock steps back: a new name is never older than
+the newest existing one, and seq grows by one per write.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from contextlib import suppress
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from streamer.storage.atomic import fsync_dir, remove_leftover_temps
+from streamer.storage.snapshot_format import (
+    UNUSABLE,
+    LoadResult,
+    check_size,
+    format_created,
+    load_file,
+    read_header,
+    write_file,
+)
+
+__all__ = ["BAD_RE", "TEMP_RE", "list_snapshots", "load_latest", "write_snapshot"]
+
+log = logging.getLogger("streamer.storage.snapshot")
+
+_SNAPSHOT_RE = re.compile(r"^snapshot-(\d{8}T\d{6}\.\d{6}Z)-(\d+)\.snap$")
+#: Temporary files (snapshot_format.temp_name): the final name and the writer's pid.
+TEMP_RE = re.compile(r"^\.tmp-(snapshot-\d{8}T\d{6}\.\d{6}Z-\d+\.snap)\.(?P<pid>\d+)$")
+#: Files set aside by the loader: the original name, the reason slug and a counter.
+BAD_RE = re.compile(r"^(snapshot-\d{8}T\d{6}\.\d{6}Z-\d+\.snap)\.bad-([a-z-]+?)(?:-(\d+))?$")
+_STAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"
+
+
+# --------------------------------------------------------------------------- names
+
+
+def _sort_key(path: Path) -> tuple[str, int]:
+    m = _SNAPSHOT_RE.match(path.name)
+    assert m is not None
+    return m.group(1), int(m.group(2))
+
+
+def list_snapshots(directory: str | os.PathLike[str]) -> list[Path]:
+    """Snapshot files in ``directory``, oldest first (the last one is the newest).
+
+    Only final names count: temporary and set-aside files are not listed. A missing
+    directory has no snapshots.
+    """
+    directory = Path(directory)
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    paths = [directory / n for n in names if _SNAPSHOT_RE.match(n)]
+    return sorted(paths, key=_sort_key)
+
+
+def _next_name(directory: Path, now: float) -> str:
+    """Name for a new snapshot that sorts after every existing one.
+
+    The timestamp is the UTC time of writing, unless the clock stepped back below the
+    newest existing name, which then lends its timestamp; seq is one more than the largest
+    existing seq, so names never collide and never sort before older ones.
+    """
+    stamp = datetime.fromtimestamp(now, UTC).strftime(_STAMP_FORMAT)
+    existing = [_sort_key(p) for p in list_snapshots(directory)]
+    if not existing:
+        return f"snapshot-{stamp}-{1:06d}.snap"
+    newest_stamp = max(existing)[0]
+    seq = max(s for _, s in existing) + 1
+    return f"snapshot-{max(stamp, newest_stamp)}-{seq:06d}.snap"
+
+
+def write_snapshot(
+    directory: str | os.PathLike[str],
+    state: dict[str, Any],
+    *,
+    fingerprint: str,
+    metadata: dict[str, Any] | None = None,
+    keep: int = 2,
+) -> Path:
+    """Write ``state`` as a new snapshot in ``directory`` atomically; return its path.
+
+    Leftover temporary files of dead writers are removed first. The file is written by
+    :func:`~streamer.storage.snapshot_format.write_file` (temporary name, fsync, rename,
+    fsync of the directory): after a crash or ``kill -9`` at any moment the directory
+    holds either the old set of snapshots or the old set plus the complete new one.
+    Afterwards the newest ``keep`` snapshots are kept and older ones deleted; a file
+    whose header or size is wrong does not count as one of the ``keep`` (it is set aside
+    like the loader does, never deleted). Payload checksums of older snapshots are not
+    re-read here (that would read every file on every write).
+
+    ``state`` must not be mutated while this runs (take it between batches; memory and
+    cost as for ``write_file``). One writer per directory: two processes (or threads)
+    writing snapshots into the same directory are not supported.
+
+    ``fingerprint`` identifies the engine configuration that shapes the state;
+    ``metadata`` is any small msgpack-able dict (source positions, counters) stored in the
+    header, readable without loading the state. Raises TypeError for values that cannot be
+    stored and ValueError for ``keep`` < 1; on any error the temporary file is removed and
+    existing snapshots are untouched.
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    # one writer per directory: a temporary file carrying our own pid is not a write in
+    # progress but a leftover of an earlier process that had the same pid
+    remove_leftover_temps(directory, TEMP_RE, own_pid_is_stale=True)
+
+    final = write_file(directory / _next_name(directory, time.time()), state,
+                       fingerprint=fingerprint, metadata=metadata)
+    log.debug("wrote snapshot %s", final)
+    try:
+        _apply_retention(directory, keep, final)
+    except OSError as e:  # the new snapshot is safe; old ones merely linger
+        log.warning("could not prune old snapshots in %s: %s", directory, e)
+    return final
+
+
+def _apply_retention(directory: Path, keep: int, newest: Path) -> None:
+    """Delete all but the newest ``keep`` good snapshots; set aside bad ones on the way
+    (their header and size are checked, not their checksum: O(files), not O(bytes))."""
+    good = 0
+    for path in reversed(list_snapshots(directory)):
+        if good >= keep:
+            with suppress(FileNotFoundError):
+                path.unlink()
+                log.debug("removed old snapshot %s", path)
+            continue
+        if path != newest:
+            try:
+                with open(path, "rb", buffering=0) as f:
+                    header, payload_start = read_header(f, path)
+                    check_size(path, header, payload_start, os.fstat(f.fileno()).st_size)
+            except FileNotFoundError:
+                continue
+            except UNUSABLE as e:
+                log.warning("snapshot %s is unusable (%s); setting it aside", path, e.message)
+                _set_aside(path, e.reason)
+                continue
+        good += 1
+
+
+def _set_aside(path: Path, reason: str) -> Path | None:
+    """Rename a bad snapshot to ``<name>.bad-<reason>[-N]`` without overwriting anything."""
+    target = path.with_name(f"{path.name}.bad-{reason}")
+    n = 2
+    while target.exists():
+        target = path.with_name(f"{path.name}.bad-{reason}-{n}")
+        n += 1
+    try:
+        os.rename(path, target)
+        fsync_dir(path.parent)
+    except OSError as e:
+        log.error("could not set aside bad snapshot %s: %s", path, e)
+        return None
+    return target
+
+
+def load_latest(
+    directory: str | os.PathLike[str], *, fingerprint: str | None = None
+) -> LoadResult | None:
+    """Load the newest usable snapshot in ``directory``, or None to start empty.
+
+    Snapshots are tried newest first. An empty, foreign, truncated, damaged or too-new
+    file is logged (logger "streamer.storage.snapshot"), renamed to ``<name>.bad-<reason>`` and
+    the previous one is tried. Temporary files of interrupted writes are ignored.
+
+    When ``fingerprint`` is given, the first snapshot with a readable header whose
+    fingerprint differs raises FingerprintMismatch and stays where it is: it is not
+    damaged, the configuration changed. OSErrors other than a file vanishing propagate
+    (a permission problem or a failing disk is not a reason to discard state).
+    """
+    directory = Path(directory)
+    snapshots = list_snapshots(directory)
+    if not snapshots:
+        log.info("no snapshot in %s; starting empty", directory)
+        return None
+    set_aside = 0
+    for path in reversed(snapshots):
+        try:
+            result = load_file(path, fingerprint=fingerprint)
+        except FileNotFoundError:
+            log.warning("snapshot %s vanished while loading; trying the previous one", path)
+            continue
+        except UNUSABLE as e:
+            target = _set_aside(path, e.reason)
+            set_aside += 1
+            log.warning(
+                "snapshot %s is unusable (%s); renamed to %s; falling back to the previous "
+                "snapshot",
+                path, e.message, target.name if target else "(rename failed)",
+            )
+            continue
+        log.info("loaded snapshot %s (created %s)", path, format_created(result.header["created"]))
+        return result
+    log.error(
+        "no usable snapshot in %s (%d set aside as bad); starting empty", directory, set_aside
+    )
+    return None
