@@ -161,6 +161,14 @@ def test_emergence_survives_a_snapshot_round_trip() -> None:
         [(w.word, w.emergence) for w in eng.published.words]
 
 
+def test_a_state_saved_without_the_exposure_log_still_rescores() -> None:
+    eng = replay(stream(), 3600.0)
+    state = eng.state_dict()
+    del state["exposure"]
+    pub = Engine.from_state(state, Lexicon(VOCAB)).rescore(eng.published.stream_time)
+    assert pub.words and all(w.emergence == 0.0 for w in pub.words)  # no evidence yet
+
+
 def test_batch_run_has_no_emergence() -> None:
     eng = Engine(EngineConfig(min_count=5, memory=8 * 2**20), Lexicon(VOCAB))
     for line in stream(1000):
