@@ -393,3 +393,33 @@ def png_size(path: Path) -> tuple[int, int]:
     data = path.read_bytes()[:24]
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     return struct.unpack(">II", data[16:24])
+
+
+# --------------------------------------------------------------------------- a stream with a burst
+
+#: made-up words (no character shared with the background vocabulary)
+STEADY_FREQUENT = "紫檀鸽"   # in every other line from the start
+STEADY = "橙鲤舟"            # in every sixth line from the start
+BURST = "黛狐铃"             # absent, then in every sixth line of the last quarter
+HANDFUL = "靛蜥笛"           # six times, all in the last lines
+MADE_UP = (STEADY_FREQUENT, STEADY, BURST, HANDFUL)
+assert not set("".join(MADE_UP)) & set("".join(VOCAB))
+
+
+def stream(n: int = 4000, seed: int = 7) -> list[str]:
+    """n lines of background text carrying the made-up words as their names say."""
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n):
+        words = []
+        if i % 2 == 0:
+            words.append(STEADY_FREQUENT)
+        if i % 6 == 3:
+            words.append(STEADY)
+        if i >= 3 * n // 4 and i % 6 == 1:
+            words.append(BURST)
+        if i >= n - 60 and i % 10 == 5:
+            words.append(HANDFUL)
+        line = "".join(sentence(rng, w) for w in words) if words else ""
+        lines.append(line + sentence(rng))
+    return lines

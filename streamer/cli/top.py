@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 import unicodedata
@@ -34,6 +35,9 @@ DEFAULT_URL = "http://127.0.0.1:8377"
 HTTP_TIMEOUT = 10.0
 #: widest word shown before it is cut with an ellipsis (terminal columns).
 MAX_WORD_WIDTH = 24
+#: orders of the list, as GET /words?sort= takes them: all but "word" best (largest) first;
+#: emergence ranks by evidence that a word is rising now (scoring.trend)
+SORTS = ("score", "count", "emergence", "first_seen", "word")
 _CLEAR = "\x1b[H\x1b[2J"
 
 
@@ -54,7 +58,7 @@ class WordList:
 # --------------------------------------------------------------------------- reading
 
 
-def fetch_url(base: str, n: int, *, new_only: bool = False,
+def fetch_url(base: str, n: int, *, new_only: bool = False, sort: str = "score",
               timeout: float = HTTP_TIMEOUT) -> WordList:
     """The first *n* words from a daemon's GET /words."""
     parts = urllib.parse.urlsplit(base)
@@ -63,6 +67,8 @@ def fetch_url(base: str, n: int, *, new_only: bool = False,
     query = {"limit": str(n)}
     if new_only:
         query["new"] = "true"
+    if sort != "score":
+        query["sort"] = sort
     url = base.rstrip("/") + "/words?" + urllib.parse.urlencode(query)
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
     try:
@@ -91,8 +97,29 @@ def fetch_url(base: str, n: int, *, new_only: bool = False,
                     total=data.get("total"))
 
 
-def read_export_dir(directory: Path, n: int, *, new_only: bool = False) -> WordList:
-    """The first *n* words of ``latest.jsonl`` in an export directory (best first)."""
+def sort_words(words: list[dict[str, Any]], sort: str) -> list[dict[str, Any]]:
+    """Words in the order GET /words?sort= gives: "word" alphabetically, any other field
+    largest first with missing or non-numeric values last (stable: ties keep rank order)."""
+    if sort == "word":
+        return sorted(words, key=lambda w: str(w.get("word", "")))
+
+    def key(w: dict[str, Any]) -> tuple[bool, Any]:
+        v = w.get(sort)
+        if sort == "first_seen":  # ISO 8601 UTC strings of one format sort as times
+            return (isinstance(v, str) and v != "", v if isinstance(v, str) else "")
+        try:
+            f = float(v)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return (False, 0.0)
+        return (math.isfinite(f), f if math.isfinite(f) else 0.0)
+
+    return sorted(words, key=key, reverse=True)
+
+
+def read_export_dir(directory: Path, n: int, *, new_only: bool = False,
+                    sort: str = "score") -> WordList:
+    """The first *n* words of ``latest.jsonl`` in an export directory, in ``sort`` order
+    (the file is best first by score)."""
     if not directory.is_dir():
         raise TopError(f"export directory not found: {directory}")
     path = directory / "latest.jsonl"
@@ -107,6 +134,8 @@ def read_export_dir(directory: Path, n: int, *, new_only: bool = False) -> WordL
         w.setdefault("rank", rank)
     if new_only:
         words = [w for w in words if w.get("new")]
+    if sort != "score":
+        words = sort_words(words, sort)
     as_of = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(mtime))
     return WordList(words=words[:n], source=str(path), as_of=as_of, total=len(words))
 
@@ -234,6 +263,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("-n", type=_positive_int, default=20, metavar="K",
                    help="words to show (default 20)")
     p.add_argument("--new", action="store_true", help="only words flagged new")
+    p.add_argument("--sort", choices=SORTS, default="score",
+                   help="order of the list (default score); emergence: rising now, "
+                        "new to the stream first (see the README's Trending)")
     p.add_argument("--watch", type=_positive_float, metavar="S",
                    help="refresh every S seconds until Ctrl-C")
     p.set_defaults(func=run)
@@ -241,8 +273,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def _word_list(args: argparse.Namespace) -> WordList:
     if args.export_dir is not None:
-        return read_export_dir(args.export_dir, args.n, new_only=args.new)
-    return fetch_url(args.url or DEFAULT_URL, args.n, new_only=args.new)
+        return read_export_dir(args.export_dir, args.n, new_only=args.new, sort=args.sort)
+    return fetch_url(args.url or DEFAULT_URL, args.n, new_only=args.new, sort=args.sort)
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:

@@ -12,7 +12,7 @@ distinct piece keys, O(m log K)); slots are stable indices into the per-slot
 arrays and into the neighbour table.
 
 Per slot: key, text, total (all-time count), recent (count decayed with the
-half-life), slow (count decayed with 16 half-lives, the baseline for emergence),
+half-life), slow (count decayed with 16 half-lives, the long-run baseline of the trend test),
 first_seen and last_seen (stream seconds), and up to ``EXAMPLES`` example
 contexts.
 

@@ -29,6 +29,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 RESOLUTION = 64  # units an occurrence weighs at the start of an epoch
 
 
@@ -92,3 +94,66 @@ class CountClock:
         hl = math.inf if st["half_life"] is None else float(st["half_life"])
         return cls(hl, int(st["resolution"]), st["epoch"], float(st["unit"]),
                    float(st["carry"]))
+
+
+class ExposureLog:
+    """How much text the stream carried, and when: (stream time, units) per batch.
+
+    The trend test (scoring.trend) needs the text ingested since a word was first seen,
+    weighted by each decay. A word first seen at t was seen in the batch that ended at
+    t, so the text since then includes that whole batch. At most ``capacity`` entries
+    are kept: when full, the older half is coarsened by merging neighbours (units add,
+    the later time stays), so recent history keeps batch resolution and old history,
+    which the decays weigh little, gets coarser (a word first seen there gets a span
+    that starts a little earlier: a slightly smaller trend, never a larger one).
+    """
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.capacity = capacity
+        self.times = np.empty(0, dtype=np.float64)
+        self.units = np.empty(0, dtype=np.float64)
+
+    def add(self, now: float, units: float) -> None:
+        if len(self.times) and now <= self.times[-1]:
+            self.units[-1] += units  # same batch time (or a clock that went back)
+            return
+        self.times = np.append(self.times, now)
+        self.units = np.append(self.units, float(units))
+        if len(self.times) > self.capacity:
+            self._coarsen()
+
+    def _coarsen(self) -> None:
+        old = (len(self.times) // 2) & ~1  # an even number of the oldest entries
+        t, u = self.times, self.units
+        self.times = np.concatenate([t[1:old:2], t[old:]])
+        self.units = np.concatenate([u[0:old:2] + u[1:old:2], u[old:]])
+
+    def since(self, starts: np.ndarray, now: float, half_life: float) -> tuple[np.ndarray, float]:
+        """(text since each time in ``starts``, all text), in units weighted by
+        2^(-(now - t) / half_life); the batch that ended at a start is included."""
+        w = self.units * np.exp2(-(now - self.times) / half_life)
+        suffix = np.append(np.cumsum(w[::-1])[::-1], 0.0)
+        idx = np.searchsorted(self.times, np.asarray(starts, dtype=np.float64), side="left")
+        return suffix[idx], float(suffix[0])
+
+    def merge(self, other: ExposureLog) -> None:
+        times = np.concatenate([self.times, other.times])
+        units = np.concatenate([self.units, other.units])
+        uniq, inv = np.unique(times, return_inverse=True)
+        self.times, self.units = uniq, np.bincount(inv, weights=units, minlength=len(uniq))
+        while len(self.times) > self.capacity:
+            self._coarsen()
+
+    def state(self) -> dict[str, Any]:
+        return {"capacity": self.capacity, "times": self.times, "units": self.units}
+
+    @classmethod
+    def from_state(cls, st: dict[str, Any] | None) -> ExposureLog:
+        """A log from ``state()``; an empty one for a state saved without it (words
+        tracked before the log's first entry count as seen since its start)."""
+        if not st:
+            return cls()
+        log = cls(int(st["capacity"]))
+        log.times = np.array(st["times"], dtype=np.float64)
+        log.units = np.array(st["units"], dtype=np.float64)
+        return log

@@ -31,7 +31,7 @@ import numpy as np
 
 from streamer.core import scoring
 from streamer.core.candidates import POOL_SHARE, CandidateTable, ListedRegistry
-from streamer.core.decay import CountClock
+from streamer.core.decay import CountClock, ExposureLog
 from streamer.core.engine_config import EngineConfig
 from streamer.core.engine_state import EngineState
 from streamer.core.lexicon import Lexicon
@@ -111,6 +111,8 @@ class Engine(EngineState):
         # counts of units and n-grams are in clock units (decay.CountClock): an
         # occurrence adds clock.weight() units, the same for every table in a batch
         self.clock = CountClock.for_half_life(cfg.half_life)
+        # text per batch over stream time, for the trend test (decayed runs only)
+        self.exposure = ExposureLog()
         self._weight = 1              # units the last counted batch added per occurrence
         self.total_units = 0          # N, in clock units
         self.units_ingested = 0       # all-time, never decayed
@@ -211,6 +213,8 @@ class Engine(EngineState):
         self.counter.add(p.count_keys, weight=w)
         self.total_units += len(p.enc.ids) * w
         self.units_ingested += len(p.enc.ids)
+        if not math.isinf(self.config.half_life):
+            self.exposure.add(now, len(p.enc.ids))
 
     def cut_prepared(self, p: Prepared) -> CutBatch:
         """Cut a batch with the current counts. Reads state, writes none: several
@@ -463,9 +467,9 @@ class Engine(EngineState):
         pmi, left, right = sc.pmi[keep], sc.left[keep], sc.right[keep]
         known = np.array([w in self.known for w in words], dtype=bool)
         recent = counts[slots].astype(np.float64)
-        emergence = self._emergence(slots, now)
         score = scoring.score(recent, left, right, scoring.part_features(
             words, self.alone, self.unigrams, self.known, self.config.units))
+        emergence = self._trend(slots, now) * score
         order = np.arange(len(words))
         if cfg.max_words is not None and len(order) > cfg.max_words:
             order = np.argpartition(-score, cfg.max_words - 1)[: cfg.max_words]
@@ -505,24 +509,20 @@ class Engine(EngineState):
         self.published = pub
         return pub
 
-    def _emergence(self, slots: np.ndarray, now: float) -> np.ndarray:
-        """Recent rate over baseline rate, each bias-corrected for the word's age.
+    def _trend(self, slots: np.ndarray, now: float) -> np.ndarray:
+        """scoring.trend of each slot's word (standard deviations); 0 without decay.
 
-        fast = count decayed with half-life h, slow = with 16 h; for a word seen
-        for age a at a steady rate both corrected rates are equal, so
-
-            emergence = [fast / (1 - 2^(-a/h))] / [slow / (1 - 2^(-a/16h))] * (1/16)
-
-        is 1 for a steady word, > 1 for a rising one, < 1 for a fading one.
+        The spans since first seen come from the exposure log; the recent and
+        baseline counts are as of ``now`` (rescore has decayed them).
         """
         hl = self.config.half_life
         if math.isinf(hl) or len(slots) == 0:
             return np.zeros(len(slots))
         t = self.candidates
-        age = np.maximum(now - t.first_seen[slots], 1e-3)
-        fast = t.recent[slots] / (1 - 0.5 ** (age / hl)) * (math.log(2) / hl)
-        slow = t.slow[slots] / (1 - 0.5 ** (age / (16 * hl))) * (math.log(2) / (16 * hl))
-        return np.where(slow > 0, fast / np.maximum(slow, 1e-12), 0.0)
+        first = t.first_seen[slots]
+        since_fast, _ = self.exposure.since(first, now, hl)
+        since_slow, all_slow = self.exposure.since(first, now, 16 * hl)
+        return scoring.trend(t.recent[slots], t.slow[slots], since_fast, since_slow, all_slow)
 
     # ------------------------------------------------------------------ known, state
 

@@ -18,7 +18,7 @@ from typing import Any, Self
 import numpy as np
 
 from streamer.core.candidates import POOL_SHARE, CandidateTable, ListedRegistry
-from streamer.core.decay import CountClock
+from streamer.core.decay import CountClock, ExposureLog
 from streamer.core.engine_config import STATE_VERSION, EngineConfig
 from streamer.core.lexicon import Lexicon
 from streamer.core.neighbours import NeighbourTable
@@ -35,6 +35,7 @@ class EngineState:
     unigrams: np.ndarray
     alone: np.ndarray
     clock: CountClock
+    exposure: ExposureLog
     _weight: int
     total_units: int
     units_ingested: int
@@ -111,6 +112,7 @@ class EngineState:
             shift = np.maximum(np.ceil(np.log2(np.maximum(peak, 1) / 65535.0)), 0)
             a[mine] = (total // (2 ** shift).astype(np.int64)).astype(np.uint16)
         self.listed.merge(other.listed)
+        self.exposure.merge(other.exposure)
 
     def _align_clocks(self, other: EngineState) -> None:
         """Bring both engines' counters to the same clock units (merge)."""
@@ -161,6 +163,7 @@ class EngineState:
             "discovered": self.listed.state(),  # key kept: snapshots of earlier versions load
             "last_decay": self.last_decay,
             "clock": self.clock.state(),
+            "exposure": self.exposure.state(),
             "weight": self._weight,
             "rng": self.rng.bit_generator.state,
         }
@@ -194,6 +197,7 @@ class EngineState:
         eng.rng = np.random.default_rng()
         eng.rng.bit_generator.state = state["rng"]
         eng.clock = CountClock.from_state(state["clock"])
+        eng.exposure = ExposureLog.from_state(state.get("exposure"))
         eng._weight = int(state["weight"])
         if math.isinf(eng.clock.half_life) != math.isinf(cfg.half_life):
             eng._convert_clock(cfg.half_life)

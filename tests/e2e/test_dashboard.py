@@ -125,10 +125,10 @@ def test_dashboard_shows_words_and_highlights_new_rows(tmp_path: Path) -> None:
     # the row that appeared after the first load is highlighted, the others are not
     assert "fresh" in by_word[LATE.word]["attrs"].get("class", "").split()
     assert not any("fresh" in (by_word[w]["attrs"].get("class") or "") for w in expected[:-1])
-    # cells: rank, word, trend, score, count, emergence, first seen, example
+    # cells: rank, word, trend, score, count, rising (emergence), first seen, example
     first = ["".join(c).strip() for c in by_word["新冠肺炎"]["cells"]]
     assert first[0] == "1" and first[1].startswith("新冠肺炎") and first[3] == "9.81"
-    assert first[4] == "412" and first[5].startswith("×3.40")
+    assert first[4] == "412" and first[5] == "3.40"
     assert first[7] == "新冠肺炎疫情防控进入新阶段"
     assert "polyline" in by_word["新冠肺炎"]["tags"]  # sparkline drawn from the history
     # stream text is text: the hostile example did not become elements
