@@ -1,4 +1,5 @@
-"""Tests for streamer.input.sources: real files in tmp_path, a real event loop, no mocks.
+"""Tests for the tailing sources (streamer.input.files, .stdin) and the line cutter:
+real files in tmp_path, a real event loop, no mocks.
 
 Nothing here relies on a sleep for correctness: every wait polls a condition (lines
 delivered, bytes read, scans done) with a deadline. Lines carry unique ids so that lost
@@ -26,16 +27,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamer.input.sources import (
-    Batch,
-    FilePosition,
-    FileSource,
-    Lines,
-    LineSplitter,
-    StdinPosition,
-    StdinSource,
-    decode_line,
-)
+from streamer.input.files import FileSource
+from streamer.input.lines import Lines, LineSplitter, decode_line
+from streamer.input.positions import Batch, FilePosition, StdinPosition
+from streamer.input.stdin import StdinSource
 
 FAST = {"poll_interval": 0.01, "scan_interval": 0.05, "rotate_wait": 0.2}
 DEADLINE = 10.0
@@ -411,7 +406,7 @@ async def test_rename_and_create_rotation(tmp_path: Path, start, pattern: str) -
 
 
 async def test_copytruncate(tmp_path: Path, start, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="streamer.input.sources")
+    caplog.set_level(logging.INFO, logger="streamer.input")
     path = tmp_path / "a.log"
     pre = numbered("pre", 100)
     append(path, text(pre))
@@ -450,7 +445,7 @@ async def test_truncate_and_refill_beyond_old_offset(tmp_path: Path, start) -> N
 async def test_deleted_file_is_gone_and_source_keeps_running(
     tmp_path: Path, start, caplog
 ) -> None:
-    caplog.set_level(logging.INFO, logger="streamer.input.sources")
+    caplog.set_level(logging.INFO, logger="streamer.input")
     path = tmp_path / "a.txt"
     append(path, "first\n")
     h = start(lambda q: FileSource([str(tmp_path / "*.txt")], q, batch_lines=100, **FAST))
@@ -484,7 +479,7 @@ async def test_invalid_utf8_replaced_and_counted(tmp_path: Path, start) -> None:
 async def test_long_line_cut_into_pieces(
     tmp_path: Path, start, caplog, with_separators: bool
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="streamer.input.sources")
+    caplog.set_level(logging.WARNING, logger="streamer.input")
     unit = "新词发现，测试文本 abc;" if with_separators else "汉字😀词"
     line = unit * (5_000_000 // len(unit.encode()))
     data = line.encode()
@@ -518,7 +513,7 @@ async def test_long_line_cut_into_pieces(
 async def test_restore_resumes_exactly_after_rotation_while_down(
     tmp_path: Path, start, caplog
 ) -> None:
-    caplog.set_level(logging.INFO, logger="streamer.input.sources")
+    caplog.set_level(logging.INFO, logger="streamer.input")
     a, b, c = tmp_path / "a.txt", tmp_path / "b.txt", tmp_path / "c.txt"
     append(a, text(numbered("a", 100)) + "a-0001")  # last line incomplete
     append(b, text(numbered("b", 100)))
@@ -650,7 +645,7 @@ async def test_restore_truncated_while_down(tmp_path: Path, start) -> None:
 async def test_unreadable_matches_are_reported_once(tmp_path: Path, start, caplog) -> None:
     """Tests run as root, for whom chmod 000 changes nothing; a directory named like a
     file and a broken symlink stand in for unreadable files (see also the chmod test)."""
-    caplog.set_level(logging.INFO, logger="streamer.input.sources")
+    caplog.set_level(logging.INFO, logger="streamer.input")
     (tmp_path / "dir.txt").mkdir()
     (tmp_path / "broken.txt").symlink_to(tmp_path / "nowhere")
     append(tmp_path / "good.txt", "good\n")
@@ -668,7 +663,7 @@ async def test_unreadable_matches_are_reported_once(tmp_path: Path, start, caplo
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
 async def test_permission_denied_is_reported_once(tmp_path: Path, start, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="streamer.input.sources")
+    caplog.set_level(logging.INFO, logger="streamer.input")
     locked = tmp_path / "locked.txt"
     append(locked, "secret\n")
     locked.chmod(0)
@@ -772,7 +767,7 @@ async def test_stdin_stop_while_idle(start) -> None:
 def test_stdin_source_reads_real_stdin() -> None:
     script = (
         "import asyncio, json\n"
-        "from streamer.input.sources import StdinSource\n"
+        "from streamer.input.stdin import StdinSource\n"
         "async def main():\n"
         "    q = asyncio.Queue(4)\n"
         "    src = StdinSource(q, max_line_bytes=8)\n"

@@ -1,29 +1,11 @@
-"""Asyncio text sources: growing files matched by globs, and standard input.
+"""Tailing files matched by globs: scan, open, read, commit.
 
 A source turns bytes into batches of lines and puts them into a bounded
 ``asyncio.Queue`` given by the caller (``await queue.put`` blocks while the engine is
-behind, so nothing is buffered without bound). Every batch carries a *position*: what
-to resume from once the batch has been consumed. The daemon calls ``commit(position)``
-after the engine ingested the batch, snapshots ``committed_positions()`` together with
-the engine state, and after a restart calls ``restore(positions)`` before ``run()``.
-Because offsets only ever point just after a line that was handed out, and are only
-committed after the engine consumed it, restoring a snapshot counts every line exactly
-once.
-
-File identity
-    A file is identified by device + inode + a fingerprint of its first bytes:
-    ``sha1(first min(size, 256) bytes)`` together with the number of bytes hashed.
-    Device + inode alone are not enough across restarts, because an inode freed by a
-    deletion is soon reused by an unrelated file. While the file is shorter than 256
-    bytes the fingerprint grows: each time the file is seen larger, it is recomputed over
-    the new ``min(size, 256)`` bytes. A stored fingerprint of ``n`` bytes matches a file
-    when the file has at least ``n`` bytes and the sha1 of its first ``n`` bytes is equal
-    (bytes of an append-only file never change, so the stored prefix stays valid).
-    An empty file has the empty fingerprint and is matched by device + inode only:
-    there is nothing else to compare, and an empty file has nothing to lose.
-    Filebeat's filestream ``fingerprint`` and Vector's ``checksum`` strategies are the
-    models; unlike them we do not wait for the file to reach the fingerprint length
-    before reading, because short files (one chat message) are normal input here.
+behind, so nothing is buffered without bound). Every batch carries a position (see
+:mod:`streamer.input.positions`). The daemon calls ``commit(position)`` after the engine
+ingested the batch, snapshots ``committed_positions()`` together with the engine state,
+and after a restart calls ``restore(positions)`` before ``run()``.
 
 Change detection (polling, no inotify)
     Every ``poll_interval`` each open file is ``fstat``-ed through its descriptor and its
@@ -41,20 +23,7 @@ Change detection (polling, no inotify)
     copytruncated file between the copy and the truncation are lost; that is inherent to
     copytruncate, not something a reader can fix.
 
-Lines
-    Files are read in binary; only complete lines (ending in ``b"\\n"``) are handed out,
-    so a partial last line waits for its newline and a multi-byte character split across
-    two writes is never broken: decoding happens only on complete lines, as UTF-8 with
-    ``errors="replace"``; replaced bytes are counted. A trailing ``"\\r"`` is stripped. A
-    line longer than ``max_line_bytes`` is handed out in pieces of at most that many
-    bytes, each cut after the last clause separator in the window (space, tab, ASCII
-    ``,;!?`` or ``，。！？；、``) or else at a character boundary, so no word is glued to a
-    fragment of the next and no character is cut in two; one warning per long line.
-
-Standard input
-    :class:`StdinSource` applies the same line rules to ``sys.stdin.buffer``. Its
-    position is the number of bytes consumed; standard input cannot be replayed, so
-    ``restore`` only logs that it is ignoring the stored positions.
+Lines follow :mod:`streamer.input.lines`, with one warning per long line.
 """
 
 from __future__ import annotations
@@ -62,370 +31,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import glob
-import hashlib
 import logging
 import os
-import select
 import stat
-import sys
 import threading
 import time
-from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass, field
-from itertools import accumulate
-from typing import Any, BinaryIO, NamedTuple, Protocol, TypeAlias
+from typing import Any
 
-log = logging.getLogger("streamer.input.sources")
-
-#: bytes of the start of a file hashed into its fingerprint (at most)
-FINGERPRINT_BYTES = 256
-#: bytes read per system call
-READ_SIZE = 256 * 1024
-#: bytes a long line may be cut after, in order of no preference (the last one wins)
-CUT_SEPARATORS: tuple[bytes, ...] = (
-    b" ",
-    b"\t",
-    b",",
-    b";",
-    b"!",
-    b"?",
-    *(c.encode("utf-8") for c in "，。！？；、"),
+from streamer.input.lines import READ_SIZE, Lines, LineSplitter, validate_limits
+from streamer.input.positions import (
+    FINGERPRINT_BYTES,
+    Batch,
+    FilePosition,
+    fingerprint,
+    fingerprint_matches,
 )
+
+log = logging.getLogger(__name__)
+
 #: bytes read from the end of a file to start at a line boundary (from_beginning=False)
 _TAIL_PROBE = 64 * 1024
 #: closed files kept in status() so that "gone"/"rotated" stay visible for a while
 _RECENT_CLOSED = 100
-_REPLACEMENT = "\ufffd"
-_REPLACEMENT_UTF8 = _REPLACEMENT.encode("utf-8")
 
 
-# --------------------------------------------------------------------------- values
-
-
-@dataclass(frozen=True)
-class FileIdentity:
-    """What makes a file the same file: device, inode and a fingerprint of its start.
-
-    ``fingerprint`` is the sha1 hex digest of the first ``fingerprint_bytes`` bytes.
-    """
-
-    dev: int
-    ino: int
-    fingerprint: str
-    fingerprint_bytes: int
-
-
-@dataclass(frozen=True)
-class FilePosition:
-    """Resume point of one file: the byte offset just after the last line handed out.
-
-    ``handle`` tells which open file of this process the position belongs to (two files
-    can share a device+inode over time); it is not part of the stored form.
-    """
-
-    path: str
-    dev: int
-    ino: int
-    fingerprint: str
-    fingerprint_bytes: int
-    offset: int
-    handle: int = field(default=-1, compare=False, repr=False)
-
-    @property
-    def identity(self) -> FileIdentity:
-        return FileIdentity(self.dev, self.ino, self.fingerprint, self.fingerprint_bytes)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The stored form (JSON/msgpack-able)."""
-        return {
-            "path": self.path,
-            "dev": self.dev,
-            "ino": self.ino,
-            "fingerprint": self.fingerprint,
-            "fingerprint_bytes": self.fingerprint_bytes,
-            "offset": self.offset,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FilePosition:
-        """Parse a stored position; ``ValueError`` names what is wrong with it."""
-        try:
-            pos = cls(
-                path=str(data["path"]),
-                dev=int(data["dev"]),
-                ino=int(data["ino"]),
-                fingerprint=str(data["fingerprint"]),
-                fingerprint_bytes=int(data["fingerprint_bytes"]),
-                offset=int(data["offset"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"bad file position {data!r}: {exc}") from exc
-        if pos.offset < 0 or not 0 <= pos.fingerprint_bytes <= FINGERPRINT_BYTES:
-            raise ValueError(f"bad file position {data!r}: offset or fingerprint size")
-        return pos
-
-
-@dataclass(frozen=True)
-class StdinPosition:
-    """Bytes of standard input consumed. Informational: stdin cannot be replayed."""
-
-    offset: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"source": "stdin", "offset": self.offset}
-
-
-SourcePosition: TypeAlias = FilePosition | StdinPosition
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Lines for the engine, and the position to commit once they have been consumed.
-
-    All lines of a batch come from one file (``position.path`` for a file source).
-    """
-
-    source_id: str
-    lines: list[str]
-    position: SourcePosition
-
-
-class Source(Protocol):
-    """What the daemon needs from any source."""
-
-    source_id: str
-
-    def restore(self, positions: list[dict[str, Any]]) -> None: ...
-
-    async def run(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-    def commit(self, position: Any) -> None: ...
-
-    def committed_positions(self) -> list[dict[str, Any]]: ...
-
-    def status(self) -> list[dict[str, Any]]: ...
-
-
-# ------------------------------------------------------------------ lines and bytes
-
-
-def decode_line(raw: bytes) -> tuple[str, int]:
-    """Decode one complete line as UTF-8, replacing bad bytes; return (text, bad bytes).
-
-    The count is exact without a Python loop: each U+FFFD the decoder introduced
-    (beyond those genuinely in the input, which are always decoded as themselves)
-    stands for a run of bad bytes, and the valid bytes re-encode to themselves.
-    """
-    text = raw.decode("utf-8", "replace")
-    if _REPLACEMENT not in text:
-        return text, 0
-    introduced = text.count(_REPLACEMENT) - raw.count(_REPLACEMENT_UTF8)
-    if introduced <= 0:
-        return text, 0
-    valid = len(text.encode("utf-8")) - len(_REPLACEMENT_UTF8) * introduced
-    return text, len(raw) - valid
-
-
-def cut_point(buf: bytes, start: int, end: int) -> int:
-    """Where to cut ``buf[start:]`` so that the piece is at most ``end - start`` bytes.
-
-    After the last clause separator inside the window if there is one (a separator never
-    belongs to a word, so no word is split), else at ``end`` moved back to the start of a
-    UTF-8 character (at most 3 bytes: beyond that the data is not UTF-8 anyway).
-    ``buf[end]`` must exist.
-    """
-    best = -1
-    for sep in CUT_SEPARATORS:
-        i = buf.rfind(sep, start, end)
-        if i >= 0 and i + len(sep) > best:
-            best = i + len(sep)
-    if best > start:
-        return best
-    cut = end
-    for _ in range(3):
-        if cut - 1 > start and (buf[cut] & 0xC0) == 0x80:
-            cut -= 1
-        else:
-            break
-    if (buf[cut] & 0xC0) == 0x80:  # not UTF-8: any cut is as good as another
-        return end
-    return cut
-
-
-class Piece(NamedTuple):
-    """A line (without its newline and trailing CR) or a piece of a long line."""
-
-    raw: bytes
-    consumed: int  # bytes of input it accounts for (newline included)
-    cut: bool  # a piece of a line longer than max_line_bytes (no newline consumed)
-    new_long: bool  # the first piece of such a line
-
-
-@dataclass
-class Lines:
-    """Decoded lines being gathered into one batch, and what they account for."""
-
-    lines: list[str] = field(default_factory=list)
-    consumed: int = 0  # input bytes, newlines included
-    nbytes: int = 0  # bytes of line content (the batch_bytes measure)
-    bad: int = 0  # bytes replaced by U+FFFD
-    long_at: list[int] = field(default_factory=list)  # consumed-offsets of long lines
-    full: bool = False  # stopped at a batch limit
-
-    def add(self, piece: Piece) -> None:
-        if piece.new_long:
-            self.long_at.append(self.consumed)
-        text, bad = decode_line(piece.raw)
-        self.lines.append(text)
-        self.consumed += piece.consumed
-        self.nbytes += len(piece.raw)
-        self.bad += bad
-
-
-class LineSplitter:
-    """Cuts a byte stream into complete lines and bounded pieces of overlong lines.
-
-    It buffers at most one partial line (up to ``max_line_bytes``) plus the data of the
-    last ``feed``; callers feed more only when :meth:`next` returns ``None``.
-    """
-
-    def __init__(self, max_line_bytes: int) -> None:
-        if max_line_bytes < 4:
-            raise ValueError("max_line_bytes must be at least 4 (one UTF-8 character)")
-        self.max_line_bytes = max_line_bytes
-        self._buf = b""
-        self._start = 0
-        self._in_long = False
-
-    @property
-    def pending(self) -> int:
-        """Bytes fed but not yet handed out."""
-        return len(self._buf) - self._start
-
-    def feed(self, data: bytes) -> None:
-        if self._start:
-            self._buf = self._buf[self._start :] + data
-            self._start = 0
-        else:
-            self._buf += data
-
-    def next(self) -> Piece | None:
-        """The next complete line or long-line piece, or None until more data is fed."""
-        buf, s, m = self._buf, self._start, self.max_line_bytes
-        nl = buf.find(b"\n", s, s + m + 1)
-        if nl >= 0:
-            raw = buf[s:nl]
-            self._start = nl + 1
-            self._in_long = False
-            if raw.endswith(b"\r"):
-                raw = raw[:-1]
-            return Piece(raw, nl + 1 - s, False, False)
-        if len(buf) - s > m:
-            cut = cut_point(buf, s, s + m)
-            new_long = not self._in_long
-            self._in_long = True
-            self._start = cut
-            return Piece(buf[s:cut], cut - s, True, new_long)
-        return None
-
-    def flush(self) -> Piece | None:
-        """Hand out the unterminated rest (the input ended for good), if any."""
-        if not self.pending:
-            return None
-        raw = self._buf[self._start :]
-        consumed = len(raw)
-        self.reset()
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        return Piece(raw, consumed, False, False)
-
-    def reset(self) -> None:
-        self._buf = b""
-        self._start = 0
-        self._in_long = False
-
-    def take_into(self, out: Lines, max_lines: int, max_bytes: int) -> None:
-        """Move complete lines (and long-line pieces) into ``out`` up to the limits.
-
-        A line is added only if ``out`` stays within ``max_bytes`` of content, except
-        that an empty ``out`` always takes one line. ``out.full`` is set when a limit
-        stopped it; otherwise every complete line buffered has been taken.
-        """
-        while len(out.lines) < max_lines:
-            taken = self._take_fast(out, max_lines, max_bytes)
-            if taken > 0:
-                continue
-            if taken < 0:
-                out.full = True
-                return
-            saved = (self._start, self._in_long)
-            piece = self.next()
-            if piece is None:
-                return
-            if out.lines and out.nbytes + len(piece.raw) > max_bytes:
-                self._start, self._in_long = saved  # give it back for the next batch
-                out.full = True
-                return
-            out.add(piece)
-        out.full = True
-
-    def _take_fast(self, out: Lines, max_lines: int, max_bytes: int) -> int:
-        """Take a run of ordinary complete lines with one split and one decode.
-
-        Per-line Python work would cap a source at a few MB/s. Returns the number of
-        lines taken, 0 when the next item needs :meth:`next` (no complete line, or a long
-        line), -1 when the next line does not fit in ``max_bytes``.
-        """
-        if self._in_long:
-            return 0
-        buf, s, m = self._buf, self._start, self.max_line_bytes
-        end = buf.rfind(b"\n", s)
-        if end < 0:
-            return 0
-        room = max_lines - len(out.lines)
-        parts = buf[s:end].split(b"\n", room)
-        if len(parts) > room:
-            parts.pop()  # the unsplit rest
-        lens = list(map(len, parts))
-        if max(lens) > m:
-            first_long = next(i for i, n in enumerate(lens) if n > m)
-            if first_long == 0:
-                return 0
-            del lens[first_long:]
-        sizes = list(accumulate(lens))
-        k = bisect_right(sizes, max_bytes - out.nbytes)
-        if k == 0:
-            if out.lines:
-                return -1
-            k = 1
-        length = sizes[k - 1] + k  # content plus newlines
-        text, bad = decode_line(buf[s : s + length - 1])
-        lines = text.split("\n")
-        if "\r" in text:
-            lines = [line[:-1] if line.endswith("\r") else line for line in lines]
-        out.lines.extend(lines)
-        out.consumed += length
-        out.nbytes += sizes[k - 1]
-        out.bad += bad
-        self._start = s + length
-        return k
-
-
-# ------------------------------------------------------------------------- helpers
+def _head(fd: int, n: int) -> bytes:
+    """The first ``n`` bytes of an open file (fewer if it is shorter)."""
+    return os.pread(fd, n, 0) if n else b""
 
 
 def _fingerprint(fd: int, size: int) -> tuple[str, int]:
-    n = min(size, FINGERPRINT_BYTES)
-    data = os.pread(fd, n, 0) if n else b""
-    return hashlib.sha1(data).hexdigest(), len(data)
+    return fingerprint(_head(fd, min(size, FINGERPRINT_BYTES)))
 
 
-def _fingerprint_matches(fd: int, fingerprint: str, nbytes: int) -> bool:
-    data = os.pread(fd, nbytes, 0) if nbytes else b""
-    return len(data) == nbytes and hashlib.sha1(data).hexdigest() == fingerprint
+def _fingerprint_matches(fd: int, digest: str, nbytes: int) -> bool:
+    return fingerprint_matches(_head(fd, nbytes), digest, nbytes)
 
 
 def _stat(path: str) -> os.stat_result | None:
@@ -445,16 +87,6 @@ def _line_start_near_end(fd: int, size: int) -> int:
     tail = os.pread(fd, n, size - n)
     i = tail.rfind(b"\n")
     return size if i < 0 else size - len(tail) + i + 1
-
-
-def _validate(max_line_bytes: int, batch_lines: int, batch_bytes: int) -> None:
-    if max_line_bytes < 4:
-        raise ValueError("max_line_bytes must be at least 4")
-    if batch_lines < 1 or batch_bytes < 1:
-        raise ValueError("batch_lines and batch_bytes must be positive")
-
-
-# --------------------------------------------------------------------- file source
 
 
 @dataclass(eq=False)
@@ -523,7 +155,7 @@ class FileSource:
         rotate_wait: float = 5.0,
         source_id: str = "files",
     ) -> None:
-        _validate(max_line_bytes, batch_lines, batch_bytes)
+        validate_limits(max_line_bytes, batch_lines, batch_bytes)
         if isinstance(patterns, str):
             patterns = [patterns]
         self.patterns = [os.path.expanduser(p) for p in patterns]
@@ -1116,142 +748,3 @@ def _stat_quiet(path: str) -> os.stat_result | None:
         return os.stat(path)
     except OSError:
         return None
-
-
-# -------------------------------------------------------------------- stdin source
-
-
-class StdinSource:
-    """Reads lines from standard input (or any readable file descriptor).
-
-    Reads happen in a worker thread after ``select`` says data is ready (with a
-    ``poll_interval`` timeout, so ``stop()`` is honoured promptly and no thread stays
-    blocked on a silent terminal); the same line, long-line and decoding rules as files
-    apply. ``run()`` returns at end of input, after handing out an unterminated last
-    line. The position is the number of bytes consumed; it cannot be resumed, because
-    standard input cannot be rewound (POSIX only: ``select`` on pipes).
-    """
-
-    def __init__(
-        self,
-        queue: asyncio.Queue[Batch],
-        *,
-        stream: BinaryIO | int | None = None,
-        source_id: str = "stdin",
-        max_line_bytes: int = 1 << 20,
-        batch_lines: int = 2000,
-        batch_bytes: int = 1 << 20,
-        poll_interval: float = 0.2,
-    ) -> None:
-        _validate(max_line_bytes, batch_lines, batch_bytes)
-        self.queue = queue
-        self.source_id = source_id
-        self.max_line_bytes = max_line_bytes
-        self.batch_lines = batch_lines
-        self.batch_bytes = batch_bytes
-        self.poll_interval = poll_interval
-        self._stream = stream
-        self._splitter = LineSplitter(max_line_bytes)
-        self._offset = 0
-        self._committed = 0
-        self._state = "open"
-        self._bytes_read = 0
-        self._lines = 0
-        self._replaced_bytes = 0
-        self._long_lines = 0
-        self._stop_requested = False
-
-    def restore(self, positions: list[dict[str, Any]]) -> None:
-        """Standard input cannot be rewound: stored positions are logged and ignored."""
-        if positions:
-            log.info("%s: standard input cannot be resumed; starting fresh", self.source_id)
-
-    async def run(self) -> None:
-        """Read until end of input or ``stop()``."""
-        stream = sys.stdin.buffer if self._stream is None else self._stream
-        fd = stream if isinstance(stream, int) else stream.fileno()
-        try:
-            while not self._stop_requested:
-                data = await asyncio.to_thread(self._read_available, fd)
-                if data is None:
-                    continue  # nothing within poll_interval
-                self._bytes_read += len(data)
-                self._splitter.feed(data)
-                while True:
-                    out = Lines()
-                    self._splitter.take_into(out, self.batch_lines, self.batch_bytes)
-                    if not data and not out.full:  # end of input: the rest is a line too
-                        piece = self._splitter.flush()
-                        if piece is not None:
-                            out.add(piece)
-                    if out.lines:
-                        await self._put(out)
-                    if not out.full:
-                        break
-                if not data:
-                    self._state = "eof"
-                    log.info("%s: end of input after %d bytes", self.source_id, self._offset)
-                    return
-        finally:
-            if self._state == "open":
-                self._state = "stopped"
-
-    async def _put(self, out: Lines) -> None:
-        for at in out.long_at:
-            self._long_lines += 1
-            log.warning(
-                "%s: long line cut at offset %d: longer than %d bytes",
-                self.source_id,
-                self._offset + at,
-                self.max_line_bytes,
-            )
-        self._offset += out.consumed
-        self._lines += len(out.lines)
-        self._replaced_bytes += out.bad
-        await self.queue.put(Batch(self.source_id, out.lines, StdinPosition(self._offset)))
-
-    def _read_available(self, fd: int) -> bytes | None:
-        """Bytes ready now (b"" at end of input), or None if none came in time."""
-        ready, _, _ = select.select([fd], [], [], self.poll_interval)
-        if not ready:
-            return None
-        chunks: list[bytes] = []
-        total = 0
-        while total < self.batch_bytes:
-            data = os.read(fd, READ_SIZE)
-            if not data:
-                break
-            chunks.append(data)
-            total += len(data)
-            if not select.select([fd], [], [], 0)[0]:
-                break
-        # End of input right after data is reported by the next call.
-        return b"".join(chunks)
-
-    def stop(self) -> None:
-        """Ask ``run()`` to return (within ``poll_interval``)."""
-        self._stop_requested = True
-
-    def commit(self, position: StdinPosition) -> None:
-        if not isinstance(position, StdinPosition):
-            raise TypeError(f"not a StdinPosition: {position!r}")
-        self._committed = position.offset
-
-    def committed_positions(self) -> list[dict[str, Any]]:
-        """Bytes consumed, for the record; ``restore`` cannot use them."""
-        return [StdinPosition(self._committed).to_dict()]
-
-    def status(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "source": self.source_id,
-                "path": "<stdin>",
-                "state": self._state,
-                "offset": self._offset,
-                "committed_offset": self._committed,
-                "bytes_read": self._bytes_read,
-                "lines": self._lines,
-                "replaced_bytes": self._replaced_bytes,
-                "long_lines": self._long_lines,
-            }
-        ]
