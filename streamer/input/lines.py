@@ -18,16 +18,22 @@ from typing import NamedTuple
 
 #: bytes a tailing source reads per system call
 READ_SIZE = 256 * 1024
-#: bytes a long line may be cut after, in order of no preference (the last one wins)
+#: bytes a long line may be cut after, in order of no preference (the last one wins).
+#: Each is a clause break for the engine (anything but a Han character or an ASCII letter
+#: or digit is one), so a cut right after it never splits a word.
 CUT_SEPARATORS: tuple[bytes, ...] = (
     b" ",
     b"\t",
     b",",
+    b".",
     b";",
     b"!",
     b"?",
     *(c.encode("utf-8") for c in "，。！？；、"),
 )
+#: bytes at the end of a cut window searched for a separator: bounds the cost of a cut
+#: (one ``rfind`` per separator) and keeps pieces close to the longest allowed
+CUT_SEARCH = 64 * 1024
 _REPLACEMENT = "\ufffd"
 _REPLACEMENT_UTF8 = _REPLACEMENT.encode("utf-8")
 
@@ -60,14 +66,16 @@ def decode_line(raw: bytes) -> tuple[str, int]:
 def cut_point(buf: bytes, start: int, end: int) -> int:
     """Where to cut ``buf[start:]`` so that the piece is at most ``end - start`` bytes.
 
-    After the last clause separator inside the window if there is one (a separator never
-    belongs to a word, so no word is split), else at ``end`` moved back to the start of a
-    UTF-8 character (at most 3 bytes: beyond that the data is not UTF-8 anyway).
-    ``buf[end]`` must exist.
+    Right after the last of :data:`CUT_SEPARATORS` in the last ``CUT_SEARCH`` bytes of
+    the window if there is one, else at ``end`` moved back to the start of a UTF-8
+    character (at most 3 bytes: beyond that the data is not UTF-8 anyway). ``buf[end]``
+    must exist. Both the tailing sources (:class:`LineSplitter`) and the batch reader cut
+    here, so a long line is cut at the same points whichever reads it. Cost: one
+    ``rfind`` per separator over at most ``CUT_SEARCH`` bytes.
     """
     best = -1
     for sep in CUT_SEPARATORS:
-        i = buf.rfind(sep, start, end)
+        i = buf.rfind(sep, max(start, end - CUT_SEARCH), end)
         if i >= 0 and i + len(sep) > best:
             best = i + len(sep)
     if best > start:
