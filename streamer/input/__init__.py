@@ -4,6 +4,7 @@
     batch_reader.py  `discover`: files read once, in blocks of complete lines
     positions.py     file identity, resume positions, the Batch a source hands on
     changes.py       what a stat of a tailed file means (rotated, truncated, gone...)
+    tailed.py        one tailed file: descriptor, identity, offsets, counters
     files.py         FileSource: tailing the files matched by globs
     stdin.py         StdinSource: standard input as a source
 

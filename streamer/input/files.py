@@ -7,21 +7,12 @@ behind, so nothing is buffered without bound). Every batch carries a position (s
 ingested the batch, snapshots ``committed_positions()`` together with the engine state,
 and after a restart calls ``restore(positions)`` before ``run()``.
 
-Change detection (polling, no inotify)
-    Every ``poll_interval`` each open file is ``fstat``-ed through its descriptor and its
-    path is ``stat``-ed. The path pointing at another inode (or at nothing) means the file
-    was renamed or deleted: the open descriptor is kept and read to the end (state
-    ``rotated``, or ``gone`` when its link count is 0), and a new file at the path is read
-    from 0 -- but only after the old one has been drained, so lines keep their order. A
-    rotated file is closed once it is fully read, has not grown for ``rotate_wait``
-    seconds (writers that still hold it open get that long to finish) and a glob scan did
-    not find it under another watched name (``a.log`` -> ``a.log.1`` with a glob
-    ``a.log*`` keeps it watched, never re-read). A deleted file is closed as soon as it is
-    fully read. The size dropping below the read offset, or the first bytes no longer
-    matching the fingerprint (a file truncated and refilled between two polls), means
-    copytruncate: reading starts again at 0 (state ``truncated``). Lines written to a
-    copytruncated file between the copy and the truncation are lost; that is inherent to
-    copytruncate, not something a reader can fix.
+Files are polled, not watched: every ``poll_interval`` each open file is ``fstat``-ed
+through its descriptor and its path is ``stat``-ed; :mod:`streamer.input.changes` says
+what a change means (renamed, deleted, truncated, grown). A renamed or deleted file is
+read to the end through its open descriptor before a new file at its path is read from 0,
+so lines keep their order. Lines written to a copytruncated file between the copy and the
+truncation are lost; that is inherent to copytruncate, not something a reader can fix.
 
 Lines follow :mod:`streamer.input.lines`, with one warning per long line.
 """
@@ -37,17 +28,22 @@ import stat
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
-from streamer.input.lines import READ_SIZE, Lines, LineSplitter, validate_limits
-from streamer.input.positions import (
-    FINGERPRINT_BYTES,
-    Batch,
-    FilePosition,
-    fingerprint,
-    fingerprint_matches,
+from streamer.input.changes import (
+    ContentChange,
+    Key,
+    PathChange,
+    Resume,
+    closable,
+    content_change,
+    key_of,
+    path_change,
+    resume,
 )
+from streamer.input.lines import READ_SIZE, Lines, LineSplitter, validate_limits
+from streamer.input.positions import FINGERPRINT_BYTES, Batch, FilePosition, fingerprint
+from streamer.input.tailed import TailedFile
 
 log = logging.getLogger(__name__)
 
@@ -55,76 +51,6 @@ log = logging.getLogger(__name__)
 _TAIL_PROBE = 64 * 1024
 #: closed files kept in status() so that "gone"/"rotated" stay visible for a while
 _RECENT_CLOSED = 100
-
-
-def _head(fd: int, n: int) -> bytes:
-    """The first ``n`` bytes of an open file (fewer if it is shorter)."""
-    return os.pread(fd, n, 0) if n else b""
-
-
-def _fingerprint(fd: int, size: int) -> tuple[str, int]:
-    return fingerprint(_head(fd, min(size, FINGERPRINT_BYTES)))
-
-
-def _fingerprint_matches(fd: int, digest: str, nbytes: int) -> bool:
-    return fingerprint_matches(_head(fd, nbytes), digest, nbytes)
-
-
-def _stat(path: str) -> os.stat_result | None:
-    """stat() that says None for 'nothing there' and raises for real errors."""
-    try:
-        return os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-
-
-def _line_start_near_end(fd: int, size: int) -> int:
-    """Offset just after the last newline, so that starting at the end of a file never
-    hands out the tail of a line being written; the end itself if no newline is near."""
-    if size == 0:
-        return 0
-    n = min(size, _TAIL_PROBE)
-    tail = os.pread(fd, n, size - n)
-    i = tail.rfind(b"\n")
-    return size if i < 0 else size - len(tail) + i + 1
-
-
-@dataclass(eq=False)
-class _File:
-    """One open file. Mutated only by the thread doing I/O or by the loop in between."""
-
-    uid: int
-    path: str
-    fd: int | None
-    dev: int
-    ino: int
-    fingerprint: str
-    fingerprint_bytes: int
-    offset: int  # just after the last line handed out
-    read_offset: int  # bytes read into the splitter (offset + splitter.pending)
-    splitter: LineSplitter
-    size: int = 0
-    mtime_ns: int = -1
-    last_change: float = 0.0  # monotonic time the size last changed
-    attached: bool = True  # the path still names this file
-    detached_scan: int = 0  # scan count when it stopped being attached
-    drained: bool = False  # read to the end since it was opened or detached
-    after: _File | None = None  # predecessor at the same path, drained first
-    more: bool = False  # the last fill stopped at a batch limit
-    state: str = "open"
-    errors: dict[str, str] = field(default_factory=dict)  # operation -> last OS error
-    bytes_read: int = 0
-    lines: int = 0
-    replaced_bytes: int = 0
-    long_lines: int = 0
-    truncations: int = 0
-
-    @property
-    def key(self) -> tuple[int, int]:
-        return (self.dev, self.ino)
-
-    def has_data(self) -> bool:
-        return self.more or self.size > self.read_offset
 
 
 class FileSource:
@@ -168,13 +94,13 @@ class FileSource:
         self.poll_interval = poll_interval
         self.rotate_wait = rotate_wait
         self.source_id = source_id
-        self._files: dict[tuple[int, int], _File] = {}  # open files by device+inode
-        self._committed: dict[int, FilePosition] = {}  # by _File.uid
-        self._closed_unacked: dict[int, _File] = {}  # closed, final position not committed
+        self._files: dict[Key, TailedFile] = {}  # open files by device+inode
+        self._committed: dict[int, FilePosition] = {}  # by TailedFile.uid
+        self._closed_unacked: dict[int, TailedFile] = {}  # closed, last position uncommitted
         self._restored: list[FilePosition] = []  # from restore(), applied when run() starts
         self._restore_called = False  # not the first start: every unknown file is new
         self._recent_closed: deque[dict[str, Any]] = deque(maxlen=_RECENT_CLOSED)
-        self._reported: dict[str, str] = {}  # path -> problem already logged
+        self._matcher = _Matcher(self.patterns, source_id)
         self._next_uid = 0
         self._scans = 0
         self._io_lock = threading.Lock()
@@ -288,78 +214,45 @@ class FileSource:
             if f.has_data():
                 lines = await asyncio.to_thread(self._fill, f)
                 if lines:
-                    await self.queue.put(Batch(self.source_id, lines, self._position(f)))
+                    await self.queue.put(Batch(self.source_id, lines, f.position()))
                 busy = busy or f.more
-            if f.fd is not None and not f.has_data():
-                f.drained = True  # read to the end: a successor at its old path may start
-            if not f.attached and not f.has_data() and f.fd is not None:
-                if f.state == "gone" or (
-                    now - f.last_change >= self.rotate_wait and self._scans > f.detached_scan
-                ):
-                    lines = self._close(f)
-                    if lines:
-                        await self.queue.put(Batch(self.source_id, lines, self._position(f)))
+            if f.fd is None or f.has_data():
+                continue
+            f.drained = True  # read to the end: a successor at its old path may start
+            if not f.attached and closable(state=f.state, idle=now - f.last_change,
+                                           rotate_wait=self.rotate_wait,
+                                           scanned=self._scans > f.detached_scan):
+                lines = self._close(f)
+                if lines:
+                    await self.queue.put(Batch(self.source_id, lines, f.position()))
         return busy
 
-    def _position(self, f: _File) -> FilePosition:
-        return FilePosition(
-            f.path, f.dev, f.ino, f.fingerprint, f.fingerprint_bytes, f.offset, f.uid
-        )
+    def _status_of(self, f: TailedFile) -> dict[str, Any]:
+        return f.status(self.source_id, self._committed.get(f.uid))
 
-    def _status_of(self, f: _File) -> dict[str, Any]:
-        committed = self._committed.get(f.uid)
-        return {
-            "source": self.source_id,
-            "path": f.path,
-            "dev": f.dev,
-            "ino": f.ino,
-            "state": f.state,
-            "closed": f.fd is None,
-            "offset": f.offset,
-            "committed_offset": committed.offset if committed else None,
-            "size": f.size,
-            "bytes_read": f.bytes_read,
-            "lines": f.lines,
-            "replaced_bytes": f.replaced_bytes,
-            "long_lines": f.long_lines,
-            "truncations": f.truncations,
-            "error": "; ".join(f.errors.values()) or None,
-        }
-
-    def _close(self, f: _File) -> list[str]:
+    def _close(self, f: TailedFile) -> list[str]:
         """Close a detached file that is fully read; hand out an unterminated last line."""
         out = Lines()
         piece = f.splitter.flush()
         if piece is not None:
-            log.warning(
-                "%s: %s ended without a newline; handing out its last %d bytes",
-                self.source_id,
-                f.path,
-                piece.consumed,
-            )
+            log.warning("%s: %s ended without a newline; handing out its last %d bytes",
+                        self.source_id, f.path, piece.consumed)
             out.add(piece)
             self._account(f, out)
-        lines = out.lines
         with self._io_lock:
             if f.fd is not None:
                 os.close(f.fd)
                 f.fd = None
         self._files.pop(f.key, None)
-        log.info(
-            "%s: %s %s: closed after %d bytes, %d lines",
-            self.source_id,
-            f.state,
-            f.path,
-            f.offset,
-            f.lines,
-        )
+        log.info("%s: %s %s: closed after %d bytes, %d lines",
+                 self.source_id, f.state, f.path, f.offset, f.lines)
         self._recent_closed.append(self._status_of(f))
         committed = self._committed.get(f.uid)
-        if committed is not None and committed.offset >= f.offset and not lines:
+        if committed is not None and committed.offset >= f.offset and not out.lines:
             del self._committed[f.uid]
         else:
             self._closed_unacked[f.uid] = f
-        return lines
+        return out.lines
 
     def _close_all(self) -> None:
         """Close every descriptor; counters stay visible in status()."""
@@ -371,214 +264,110 @@ class FileSource:
 
     # -------------------------------------------------------- I/O thread side (sync)
 
-    def _report(self, path: str, problem: str) -> None:
-        """Log a problem with a path once (again only if the problem changes)."""
-        if self._reported.get(path) != problem:
-            self._reported[path] = problem
-            log.warning("%s: skipping %s: %s", self.source_id, path, problem)
-
-    def _glob(self) -> dict[str, os.stat_result]:
-        """Regular files matched by the patterns; other matches are reported once."""
-        found: dict[str, os.stat_result] = {}
-        seen: set[str] = set()
-        keys: set[tuple[int, int]] = set()
-        for pattern in self.patterns:
-            for path in sorted(glob.glob(pattern, recursive=True)):
-                if path in seen:
-                    continue
-                seen.add(path)
-                try:
-                    st = os.stat(path)
-                except FileNotFoundError:
-                    if os.path.islink(path):
-                        self._report(path, "broken symbolic link")
-                    continue  # else: gone since the glob
-                except OSError as exc:
-                    self._report(path, f"unreadable: {exc}")
-                    continue
-                if stat.S_ISDIR(st.st_mode):
-                    self._report(path, "is a directory")
-                elif not stat.S_ISREG(st.st_mode):
-                    self._report(path, "not a regular file")
-                elif (st.st_dev, st.st_ino) not in keys:  # one name per file (hard links)
-                    keys.add((st.st_dev, st.st_ino))
-                    found[path] = st
-        for path in list(self._reported):
-            if path not in seen:
-                del self._reported[path]  # report again if it comes back broken
-        return found
-
-    def _open(
-        self,
-        path: str,
-        *,
-        start: str | int,
-        restore: FilePosition | None = None,
-        attached: bool = True,
-    ) -> _File | None:
-        """Open a file and start tracking it at ``start`` (an offset, "begin" or "end").
-
-        With ``restore``, the file must have the stored identity, else None.
-        """
+    def _open(self, path: str, start: str = "begin", *, restore: FilePosition | None = None,
+              attached: bool = True) -> TailedFile | None:
+        """Open a file and start tracking it at ``start`` ("begin" or "end"), or with
+        ``restore`` at the stored offset if it is the stored file (else None)."""
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         except OSError as exc:
-            self._report(path, f"unreadable: {exc}")
+            self._matcher.report(path, f"unreadable: {exc}")
             return None
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 os.close(fd)
-                self._report(path, "not a regular file")
+                self._matcher.report(path, "not a regular file")
                 return None
-            if (st.st_dev, st.st_ino) in self._files:  # raced with a rename: tracked
+            if key_of(st) in self._files:  # raced with a rename: tracked
                 os.close(fd)
                 return None
             if restore is not None:
-                if (st.st_dev, st.st_ino) != (restore.dev, restore.ino) or not (
-                    _fingerprint_matches(fd, restore.fingerprint, restore.fingerprint_bytes)
-                ):
+                verdict = resume(restore.identity, restore.offset, st, lambda n: _head(fd, n))
+                if verdict in (Resume.OTHER_INODE, Resume.OTHER_CONTENT):
                     os.close(fd)
                     return None
                 offset = restore.offset
-                if st.st_size < offset:
-                    log.warning(
-                        "%s: truncated while stopped: %s is %d bytes, stored offset %d;"
-                        " reading again from 0",
-                        self.source_id,
-                        path,
-                        st.st_size,
-                        offset,
-                    )
+                if verdict is Resume.FROM_ZERO:
+                    log.warning("%s: truncated while stopped: %s is %d bytes, stored offset %d;"
+                                " reading again from 0", self.source_id, path, st.st_size, offset)
                     offset = 0
-            elif start == "begin":
-                offset = 0
-            elif start == "end":
-                offset = _line_start_near_end(fd, st.st_size)
             else:
-                offset = int(start)
-            fingerprint, fp_bytes = _fingerprint(fd, st.st_size)
+                offset = 0 if start == "begin" else _line_start_near_end(fd, st.st_size)
+            digest, fp_bytes = _fingerprint(fd, st.st_size)
         except OSError as exc:
             os.close(fd)
-            self._report(path, f"unreadable: {exc}")
+            self._matcher.report(path, f"unreadable: {exc}")
             return None
-        self._reported.pop(path, None)
+        self._matcher.ok(path)
         self._next_uid += 1
-        f = _File(
-            uid=self._next_uid,
-            path=path,
-            fd=fd,
-            dev=st.st_dev,
-            ino=st.st_ino,
-            fingerprint=fingerprint,
-            fingerprint_bytes=fp_bytes,
-            offset=offset,
-            read_offset=offset,
-            splitter=LineSplitter(self.max_line_bytes),
-            size=st.st_size,
-            mtime_ns=st.st_mtime_ns,
-            last_change=time.monotonic(),
-            attached=attached,
-        )
+        f = TailedFile(uid=self._next_uid, path=path, fd=fd, dev=st.st_dev, ino=st.st_ino,
+                       fingerprint=digest, fingerprint_bytes=fp_bytes, offset=offset,
+                       read_offset=offset, splitter=LineSplitter(self.max_line_bytes),
+                       size=st.st_size, mtime_ns=st.st_mtime_ns,
+                       last_change=time.monotonic(), attached=attached)
         if not attached:
             f.state = "rotated"
             f.detached_scan = self._scans
         self._files[f.key] = f
-        self._committed[f.uid] = self._position(f)
-        log.info(
-            "%s: opened %s at offset %d of %d (dev %d, inode %d)",
-            self.source_id,
-            path,
-            offset,
-            st.st_size,
-            f.dev,
-            f.ino,
-        )
+        self._committed[f.uid] = f.position()
+        log.info("%s: opened %s at offset %d of %d (dev %d, inode %d)",
+                 self.source_id, path, offset, st.st_size, f.dev, f.ino)
         return f
 
     def _startup(self) -> None:
         """First scan: apply restored positions, then open the other matched files."""
         with self._io_lock:
-            matched = self._glob()
-            restored = self._restored
-            at_path: list[_File] = []
+            matched = self._matcher.scan()
+            at_path: list[TailedFile] = []
             unresolved: list[FilePosition] = []
-            for pos in restored:
+            for pos in self._restored:
                 if (pos.dev, pos.ino) in self._files:
                     continue  # duplicate entry
                 st = _stat_quiet(pos.path)
-                if st is None or (st.st_dev, st.st_ino) != (pos.dev, pos.ino):
+                if st is None or key_of(st) != (pos.dev, pos.ino):
                     unresolved.append(pos)
                     continue
-                f = self._open(pos.path, start=0, restore=pos, attached=pos.path in matched)
+                f = self._open(pos.path, restore=pos, attached=pos.path in matched)
                 if f is not None:
                     at_path.append(f)
                 else:
                     # The inode is in use by this path, so the stored file cannot exist
                     # elsewhere: the inode was reused, or the file rewritten in place.
-                    log.warning(
-                        "%s: %s is a different file than in the last run (inode reused"
-                        " or content replaced); reading it from 0",
-                        self.source_id,
-                        pos.path,
-                    )
-            predecessors: dict[str, _File] = {}
+                    log.warning("%s: %s is a different file than in the last run (inode"
+                                " reused or content replaced); reading it from 0",
+                                self.source_id, pos.path)
+            predecessors: dict[str, TailedFile] = {}
             for pos in unresolved:
-                found = self._find_renamed(pos)
+                found = _find_renamed(pos, self._files)
                 f = None
                 if found is not None:
-                    f = self._open(found, start=0, restore=pos, attached=found in matched)
+                    f = self._open(found, restore=pos, attached=found in matched)
                 if f is None:
-                    log.warning(
-                        "%s: gone: %s (dev %d, inode %d) no longer exists;"
-                        " dropping its position",
-                        self.source_id,
-                        pos.path,
-                        pos.dev,
-                        pos.ino,
-                    )
+                    log.warning("%s: gone: %s (dev %d, inode %d) no longer exists;"
+                                " dropping its position", self.source_id, pos.path, pos.dev,
+                                pos.ino)
                     continue
-                log.info(
-                    "%s: rotated while stopped: %s -> %s; finishing it from offset %d",
-                    self.source_id,
-                    pos.path,
-                    found,
-                    f.offset,
-                )
+                log.info("%s: rotated while stopped: %s -> %s; finishing it from offset %d",
+                         self.source_id, pos.path, found, f.offset)
                 if not f.attached:
                     f.path = pos.path  # the name it was followed under, as when running
                     f.detached_scan = self._scans + 1  # closable after the next scan
                 predecessors[pos.path] = f
             for f in at_path:
                 f.after = predecessors.get(f.path)
+            # from_beginning is for the very first start only: after a restore, a file
+            # without a stored position appeared while the service was down.
+            start = "begin" if self.from_beginning or self._restore_called else "end"
             for path, st in matched.items():
-                if (st.st_dev, st.st_ino) in self._files:
-                    continue
-                # from_beginning is for the very first start only: after a restore, a
-                # file without a stored position appeared while the service was down.
-                start = "begin" if self.from_beginning or self._restore_called else "end"
-                f = self._open(path, start=start)
-                if f is not None:
-                    f.after = predecessors.get(path)
+                if key_of(st) not in self._files:
+                    f = self._open(path, start)
+                    if f is not None:
+                        f.after = predecessors.get(path)
             self._scans += 1
             self._restored = []  # applied: committed positions take over
 
-    def _find_renamed(self, pos: FilePosition) -> str | None:
-        """A file with the stored device+inode in the stored file's directory."""
-        directory = os.path.dirname(pos.path)
-        try:
-            with os.scandir(directory or ".") as entries:
-                for entry in entries:
-                    if entry.inode() != pos.ino or not entry.is_file(follow_symlinks=False):
-                        continue
-                    path = os.path.join(directory, entry.name)
-                    if os.stat(path).st_dev == pos.dev and (pos.dev, pos.ino) not in self._files:
-                        return path
-        except OSError:
-            return None
-        return None
-
-    def _predecessor(self, path: str, new: _File) -> _File | None:
+    def _predecessor(self, path: str, new: TailedFile) -> TailedFile | None:
         """The detached, not yet drained file last followed at ``path``."""
         for f in self._files.values():
             if f is not new and not f.attached and f.path == path and not f.drained:
@@ -588,9 +377,8 @@ class FileSource:
     def _scan(self) -> None:
         """Pick up new files; notice watched files that moved to another watched name."""
         with self._io_lock:
-            matched = self._glob()
-            by_key = {(st.st_dev, st.st_ino): path for path, st in matched.items()}
-            moved_from: dict[str, _File] = {}
+            by_key = {key_of(st): path for path, st in self._matcher.scan().items()}
+            moved_from: dict[str, TailedFile] = {}
             # Known files under new watched names (a.log -> a.log.1 with a glob a.log*):
             # still the same files, never read again.
             for key, path in by_key.items():
@@ -609,28 +397,20 @@ class FileSource:
                 for old in list(self._files.values()):
                     if old.attached and old.path == path:
                         self._detach(old)  # rotated since the last poll
-                new = self._open(path, start="begin")
+                new = self._open(path)
                 if new is not None:
                     new.after = moved_from.get(path) or self._predecessor(path, new)
             self._scans += 1
 
-    def _detach(self, f: _File) -> None:
+    def _detach(self, f: TailedFile) -> None:
         """The path no longer names ``f``: finish it through the open descriptor."""
-        f.attached = False
-        f.detached_scan = self._scans
-        f.drained = False
         assert f.fd is not None
-        if os.fstat(f.fd).st_nlink == 0:
-            f.state = "gone"
+        f.detach(self._scans, os.fstat(f.fd).st_nlink)
+        if f.state == "gone":
             log.info("%s: %s was deleted; reading what is left", self.source_id, f.path)
         else:
-            f.state = "rotated"
-            log.info(
-                "%s: rotated: %s moved away; finishing the old file (inode %d)",
-                self.source_id,
-                f.path,
-                f.ino,
-            )
+            log.info("%s: rotated: %s moved away; finishing the old file (inode %d)",
+                     self.source_id, f.path, f.ino)
 
     def _check_all(self, now: float) -> None:
         with self._io_lock:
@@ -644,62 +424,50 @@ class FileSource:
                 else:
                     self._os_ok(f, "check")
 
-    def _check(self, f: _File, now: float) -> None:
+    def _check(self, f: TailedFile, now: float) -> None:
         """Rotation, deletion, truncation and growth of one file."""
-        assert f.fd is not None
+        fd = f.fd
+        assert fd is not None
         if f.attached:
-            st = _stat(f.path)
-            if st is None or (st.st_dev, st.st_ino) != (f.dev, f.ino):
+            change = path_change(f.key, _stat(f.path), self._files)
+            if change is not PathChange.SAME:
                 self._detach(f)
-                if (
-                    st is not None
-                    and stat.S_ISREG(st.st_mode)
-                    and (st.st_dev, st.st_ino) not in self._files
-                ):
-                    new = self._open(f.path, start="begin")
-                    if new is not None:
-                        new.after = f
-        fst = os.fstat(f.fd)
+            if change is PathChange.REPLACED:
+                new = self._open(f.path)
+                if new is not None:
+                    new.after = f
+        fst = os.fstat(fd)
         if not f.attached and f.state != "gone" and fst.st_nlink == 0:
             f.state = "gone"
             log.info("%s: %s was deleted; reading what is left", self.source_id, f.path)
-        size = fst.st_size
-        if size < f.read_offset:
-            self._truncated(f, f"size {size} < read offset {f.read_offset}")
-        elif (size, fst.st_mtime_ns) != (f.size, f.mtime_ns):
-            if f.fingerprint_bytes and not _fingerprint_matches(
-                f.fd, f.fingerprint, f.fingerprint_bytes
-            ):
-                self._truncated(f, "its first bytes changed")
-            elif f.fingerprint_bytes < FINGERPRINT_BYTES and size > f.fingerprint_bytes:
-                f.fingerprint, f.fingerprint_bytes = _fingerprint(f.fd, size)
-        if size != f.size:
+        change = content_change(fst, f.identity, size=f.size, mtime_ns=f.mtime_ns,
+                                read_offset=f.read_offset, head=lambda n: _head(fd, n))
+        if change is ContentChange.SHRUNK:
+            self._truncated(f, f"size {fst.st_size} < read offset {f.read_offset}")
+        elif change is ContentChange.REWRITTEN:
+            self._truncated(f, "its first bytes changed")
+        elif change is ContentChange.GREW_SHORT:
+            f.fingerprint, f.fingerprint_bytes = _fingerprint(fd, fst.st_size)
+        if fst.st_size != f.size:
             f.last_change = now
-        f.size, f.mtime_ns = size, fst.st_mtime_ns
+        f.size, f.mtime_ns = fst.st_size, fst.st_mtime_ns
 
-    def _truncated(self, f: _File, why: str) -> None:
+    def _truncated(self, f: TailedFile, why: str) -> None:
         assert f.fd is not None
-        log.warning(
-            "%s: truncated: %s (%s); reading again from 0", self.source_id, f.path, why
-        )
-        f.truncations += 1
-        f.state = "truncated"
-        f.offset = f.read_offset = 0
-        f.more = False
-        f.splitter.reset()
-        f.fingerprint, f.fingerprint_bytes = _fingerprint(f.fd, os.fstat(f.fd).st_size)
+        log.warning("%s: truncated: %s (%s); reading again from 0", self.source_id, f.path, why)
+        f.restart(_fingerprint(f.fd, os.fstat(f.fd).st_size))
 
-    def _os_error(self, f: _File, operation: str, exc: OSError) -> None:
+    def _os_error(self, f: TailedFile, operation: str, exc: OSError) -> None:
         """Keep the file and retry on the next poll; log each new error once."""
         if f.errors.get(operation) != str(exc):
             f.errors[operation] = str(exc)
             log.warning("%s: unreadable: %s: %s", self.source_id, f.path, exc)
 
-    def _os_ok(self, f: _File, operation: str) -> None:
+    def _os_ok(self, f: TailedFile, operation: str) -> None:
         if f.errors.pop(operation, None) is not None:
             log.info("%s: %s is readable again", self.source_id, f.path)
 
-    def _fill(self, f: _File) -> list[str]:
+    def _fill(self, f: TailedFile) -> list[str]:
         """Read and split up to one batch of lines from ``f``."""
         out = Lines()
         with self._io_lock:
@@ -727,20 +495,94 @@ class FileSource:
             f.more = out.full
         return out.lines
 
-    def _account(self, f: _File, out: Lines) -> None:
-        for at in out.long_at:
-            f.long_lines += 1
-            log.warning(
-                "%s: long line cut: %s at offset %d is longer than %d bytes;"
-                " handing it out in pieces",
-                self.source_id,
-                f.path,
-                f.offset + at,
-                self.max_line_bytes,
-            )
-        f.offset += out.consumed
-        f.lines += len(out.lines)
-        f.replaced_bytes += out.bad
+    def _account(self, f: TailedFile, out: Lines) -> None:
+        for at in f.account(out):
+            log.warning("%s: long line cut: %s at offset %d is longer than %d bytes;"
+                        " handing it out in pieces", self.source_id, f.path, at,
+                        self.max_line_bytes)
+
+
+class _Matcher:
+    """The regular files the patterns match now; a match that cannot be tailed (a
+    directory, a broken link, unreadable) is logged once, and again only if its problem
+    changes or it comes back after it was gone."""
+
+    def __init__(self, patterns: list[str], source_id: str) -> None:
+        self.patterns = patterns
+        self.source_id = source_id
+        self._reported: dict[str, str] = {}  # path -> problem already logged
+
+    def report(self, path: str, problem: str) -> None:
+        if self._reported.get(path) != problem:
+            self._reported[path] = problem
+            log.warning("%s: skipping %s: %s", self.source_id, path, problem)
+
+    def ok(self, path: str) -> None:
+        self._reported.pop(path, None)
+
+    def scan(self) -> dict[str, os.stat_result]:
+        """Path -> stat of each regular file matched, one name per file (hard links)."""
+        found: dict[str, os.stat_result] = {}
+        seen: set[str] = set()
+        keys: set[Key] = set()
+        for pattern in self.patterns:
+            for path in sorted(glob.glob(pattern, recursive=True)):
+                if path in seen:
+                    continue
+                seen.add(path)
+                try:
+                    st = os.stat(path)
+                except FileNotFoundError:
+                    if os.path.islink(path):
+                        self.report(path, "broken symbolic link")
+                    continue  # else: gone since the glob
+                except OSError as exc:
+                    self.report(path, f"unreadable: {exc}")
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    self.report(path, "is a directory")
+                elif not stat.S_ISREG(st.st_mode):
+                    self.report(path, "not a regular file")
+                elif key_of(st) not in keys:
+                    keys.add(key_of(st))
+                    found[path] = st
+        for path in list(self._reported):
+            if path not in seen:
+                del self._reported[path]  # report again if it comes back broken
+        return found
+
+
+def _find_renamed(pos: FilePosition, tracked: dict[Key, TailedFile]) -> str | None:
+    """A file with the stored device+inode in the stored file's directory, not tracked."""
+    directory = os.path.dirname(pos.path)
+    try:
+        with os.scandir(directory or ".") as entries:
+            for entry in entries:
+                if entry.inode() != pos.ino or not entry.is_file(follow_symlinks=False):
+                    continue
+                path = os.path.join(directory, entry.name)
+                if os.stat(path).st_dev == pos.dev and (pos.dev, pos.ino) not in tracked:
+                    return path
+    except OSError:
+        return None
+    return None
+
+
+def _head(fd: int, n: int) -> bytes:
+    """The first ``n`` bytes of an open file (fewer if it is shorter)."""
+    return os.pread(fd, n, 0) if n else b""
+
+
+def _fingerprint(fd: int, size: int) -> tuple[str, int]:
+    return fingerprint(_head(fd, min(size, FINGERPRINT_BYTES)))
+
+
+def _stat(path: str) -> os.stat_result | None:
+    """stat() that says None for 'nothing there' and raises for real errors."""
+    try:
+        return os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
 
 
 def _stat_quiet(path: str) -> os.stat_result | None:
@@ -748,3 +590,14 @@ def _stat_quiet(path: str) -> os.stat_result | None:
         return os.stat(path)
     except OSError:
         return None
+
+
+def _line_start_near_end(fd: int, size: int) -> int:
+    """Offset just after the last newline, so that starting at the end of a file never
+    hands out the tail of a line being written; the end itself if no newline is near."""
+    if size == 0:
+        return 0
+    n = min(size, _TAIL_PROBE)
+    tail = os.pread(fd, n, size - n)
+    i = tail.rfind(b"\n")
+    return size if i < 0 else size - len(tail) + i + 1
