@@ -5,7 +5,8 @@
     positions.py     file identity, resume positions, the Batch a source hands on
     changes.py       what a stat of a tailed file means (rotated, truncated, gone...)
     tailed.py        one tailed file: descriptor, identity, offsets, counters
-    files.py         FileSource: tailing the files matched by globs
+    open_files.py    the I/O of tailing: glob scans, opening, change checks, reads
+    files.py         FileSource: tailing the files matched by globs (the event loop side)
     stdin.py         StdinSource: standard input as a source
 
 This layer knows files, descriptors and positions, never the engine: it does not import
