@@ -28,7 +28,7 @@ from collections import deque
 from typing import Any
 
 from streamer.input.changes import closable
-from streamer.input.lines import validate_limits
+from streamer.input.lines import LineLimits
 from streamer.input.open_files import OpenFiles
 from streamer.input.positions import Batch, FilePosition
 from streamer.input.tailed import TailedFile
@@ -67,16 +67,13 @@ class FileSource:
         rotate_wait: float = 5.0,
         source_id: str = "files",
     ) -> None:
-        validate_limits(max_line_bytes, batch_lines, batch_bytes)
+        self.limits = LineLimits(max_line_bytes, batch_lines, batch_bytes)
         if isinstance(patterns, str):
             patterns = [patterns]
         self.patterns = [os.path.expanduser(p) for p in patterns]
         self.queue = queue
         self.from_beginning = from_beginning
         self.scan_interval = scan_interval
-        self.max_line_bytes = max_line_bytes
-        self.batch_lines = batch_lines
-        self.batch_bytes = batch_bytes
         self.poll_interval = poll_interval
         self.rotate_wait = rotate_wait
         self.source_id = source_id
@@ -85,9 +82,7 @@ class FileSource:
         self._restored: list[FilePosition] = []  # from restore(), applied when run() starts
         self._restore_called = False  # not the first start: every unknown file is new
         self._recent_closed: deque[dict[str, Any]] = deque(maxlen=_RECENT_CLOSED)
-        self._open_files = OpenFiles(self.patterns, source_id, max_line_bytes=max_line_bytes,
-                                     batch_lines=batch_lines, batch_bytes=batch_bytes,
-                                     committed=self._committed)
+        self._open_files = OpenFiles(self.patterns, source_id, self.limits, self._committed)
         self._stop_requested = False
         self._wake: asyncio.Event | None = None
         self._running = False

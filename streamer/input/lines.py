@@ -38,12 +38,25 @@ _REPLACEMENT = "\ufffd"
 _REPLACEMENT_UTF8 = _REPLACEMENT.encode("utf-8")
 
 
-def validate_limits(max_line_bytes: int, batch_lines: int, batch_bytes: int) -> None:
-    """``ValueError`` unless the line and batch limits of a source are usable."""
-    if max_line_bytes < 4:
-        raise ValueError("max_line_bytes must be at least 4")
-    if batch_lines < 1 or batch_bytes < 1:
-        raise ValueError("batch_lines and batch_bytes must be positive")
+#: the shortest max_line_bytes: one UTF-8 character must fit in a piece
+MIN_LINE_BYTES = 4
+
+
+@dataclass(frozen=True, slots=True)
+class LineLimits:
+    """How a source cuts its input: the longest line handed out whole (bytes; a longer
+    one is handed out in pieces of at most that many) and the largest batch (lines, and
+    bytes of line content). ``ValueError`` when unusable."""
+
+    max_line_bytes: int = 1 << 20
+    batch_lines: int = 2000
+    batch_bytes: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        if self.max_line_bytes < MIN_LINE_BYTES:
+            raise ValueError(f"max_line_bytes must be at least {MIN_LINE_BYTES}")
+        if self.batch_lines < 1 or self.batch_bytes < 1:
+            raise ValueError("batch_lines and batch_bytes must be positive")
 
 
 def decode_line(raw: bytes) -> tuple[str, int]:
@@ -121,6 +134,27 @@ class Lines:
         self.bad += bad
 
 
+@dataclass(eq=False)
+class LineCounts:
+    """What a source read from one input and handed out, for its status. Compared by
+    identity, as the inputs they count are."""
+
+    offset: int = 0  # bytes consumed: just after the last line handed out
+    bytes_read: int = 0
+    lines: int = 0
+    replaced_bytes: int = 0
+    long_lines: int = 0
+
+    def add(self, out: Lines) -> list[int]:
+        """Count lines handed out; return the offsets of the long lines they start."""
+        long_starts = [self.offset + at for at in out.long_at]
+        self.long_lines += len(long_starts)
+        self.offset += out.consumed
+        self.lines += len(out.lines)
+        self.replaced_bytes += out.bad
+        return long_starts
+
+
 class LineSplitter:
     """Cuts a byte stream into complete lines and bounded pieces of overlong lines.
 
@@ -129,8 +163,9 @@ class LineSplitter:
     """
 
     def __init__(self, max_line_bytes: int) -> None:
-        if max_line_bytes < 4:
-            raise ValueError("max_line_bytes must be at least 4 (one UTF-8 character)")
+        if max_line_bytes < MIN_LINE_BYTES:
+            raise ValueError(f"max_line_bytes must be at least {MIN_LINE_BYTES} (one UTF-8"
+                             " character)")
         self.max_line_bytes = max_line_bytes
         self._buf = b""
         self._start = 0

@@ -24,7 +24,7 @@ from streamer.input.changes import (
     path_change,
     resume,
 )
-from streamer.input.lines import READ_SIZE, Lines, LineSplitter
+from streamer.input.lines import READ_SIZE, LineLimits, Lines, LineSplitter
 from streamer.input.positions import FINGERPRINT_BYTES, FilePosition, fingerprint
 from streamer.input.tailed import TailedFile
 
@@ -44,13 +44,10 @@ class OpenFiles:
     so that a snapshot taken before its first batch still knows where it starts.
     """
 
-    def __init__(self, patterns: list[str], source_id: str, *, max_line_bytes: int,
-                 batch_lines: int, batch_bytes: int,
+    def __init__(self, patterns: list[str], source_id: str, limits: LineLimits,
                  committed: dict[int, FilePosition]) -> None:
         self.source_id = source_id
-        self.max_line_bytes = max_line_bytes
-        self.batch_lines = batch_lines
-        self.batch_bytes = batch_bytes
+        self.limits = limits
         self.files: dict[Key, TailedFile] = {}
         self.scans = 0  # glob scans completed (the one at start included)
         self.lock = threading.Lock()
@@ -97,7 +94,7 @@ class OpenFiles:
         self._next_uid += 1
         f = TailedFile(uid=self._next_uid, path=path, fd=fd, dev=st.st_dev, ino=st.st_ino,
                        fingerprint=digest, fingerprint_bytes=fp_bytes, offset=offset,
-                       read_offset=offset, splitter=LineSplitter(self.max_line_bytes),
+                       read_offset=offset, splitter=LineSplitter(self.limits.max_line_bytes),
                        size=st.st_size, mtime_ns=st.st_mtime_ns,
                        last_change=time.monotonic(), attached=attached)
         if not attached:
@@ -267,7 +264,7 @@ class OpenFiles:
             splitter = f.splitter
             try:
                 while True:
-                    splitter.take_into(out, self.batch_lines, self.batch_bytes)
+                    splitter.take_into(out, self.limits.batch_lines, self.limits.batch_bytes)
                     if out.full:
                         break
                     data = os.pread(f.fd, READ_SIZE, f.read_offset)
@@ -282,15 +279,15 @@ class OpenFiles:
                 self._os_error(f, "read", exc)
             else:
                 self._os_ok(f, "read")
-            self.account(f, out)
+            self._account(f, out)
             f.more = out.full
         return out.lines
 
-    def account(self, f: TailedFile, out: Lines) -> None:
-        for at in f.account(out):
+    def _account(self, f: TailedFile, out: Lines) -> None:
+        for at in f.add(out):
             log.warning("%s: long line cut: %s at offset %d is longer than %d bytes;"
                         " handing it out in pieces", self.source_id, f.path, at,
-                        self.max_line_bytes)
+                        self.limits.max_line_bytes)
 
 
 
@@ -302,7 +299,7 @@ class OpenFiles:
             log.warning("%s: %s ended without a newline; handing out its last %d bytes",
                         self.source_id, f.path, piece.consumed)
             out.add(piece)
-            self.account(f, out)
+            self._account(f, out)
         with self.lock:
             if f.fd is not None:
                 os.close(f.fd)

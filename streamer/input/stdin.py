@@ -14,7 +14,7 @@ import select
 import sys
 from typing import Any, BinaryIO
 
-from streamer.input.lines import READ_SIZE, Lines, LineSplitter, validate_limits
+from streamer.input.lines import READ_SIZE, LineCounts, LineLimits, Lines, LineSplitter
 from streamer.input.positions import Batch, StdinPosition
 
 log = logging.getLogger(__name__)
@@ -42,22 +42,15 @@ class StdinSource:
         batch_bytes: int = 1 << 20,
         poll_interval: float = 0.2,
     ) -> None:
-        validate_limits(max_line_bytes, batch_lines, batch_bytes)
+        self.limits = LineLimits(max_line_bytes, batch_lines, batch_bytes)
         self.queue = queue
         self.source_id = source_id
-        self.max_line_bytes = max_line_bytes
-        self.batch_lines = batch_lines
-        self.batch_bytes = batch_bytes
         self.poll_interval = poll_interval
         self._stream = stream
         self._splitter = LineSplitter(max_line_bytes)
-        self._offset = 0
+        self._counts = LineCounts()
         self._committed = 0
         self._state = "open"
-        self._bytes_read = 0
-        self._lines = 0
-        self._replaced_bytes = 0
-        self._long_lines = 0
         self._stop_requested = False
 
     def restore(self, positions: list[dict[str, Any]]) -> None:
@@ -74,11 +67,12 @@ class StdinSource:
                 data = await asyncio.to_thread(self._read_available, fd)
                 if data is None:
                     continue  # nothing within poll_interval
-                self._bytes_read += len(data)
+                self._counts.bytes_read += len(data)
                 self._splitter.feed(data)
                 while True:
                     out = Lines()
-                    self._splitter.take_into(out, self.batch_lines, self.batch_bytes)
+                    self._splitter.take_into(out, self.limits.batch_lines,
+                                            self.limits.batch_bytes)
                     if not data and not out.full:  # end of input: the rest is a line too
                         piece = self._splitter.flush()
                         if piece is not None:
@@ -89,25 +83,19 @@ class StdinSource:
                         break
                 if not data:
                     self._state = "eof"
-                    log.info("%s: end of input after %d bytes", self.source_id, self._offset)
+                    log.info("%s: end of input after %d bytes", self.source_id,
+                             self._counts.offset)
                     return
         finally:
             if self._state == "open":
                 self._state = "stopped"
 
     async def _put(self, out: Lines) -> None:
-        for at in out.long_at:
-            self._long_lines += 1
-            log.warning(
-                "%s: long line cut at offset %d: longer than %d bytes",
-                self.source_id,
-                self._offset + at,
-                self.max_line_bytes,
-            )
-        self._offset += out.consumed
-        self._lines += len(out.lines)
-        self._replaced_bytes += out.bad
-        await self.queue.put(Batch(self.source_id, out.lines, StdinPosition(self._offset)))
+        for at in self._counts.add(out):
+            log.warning("%s: long line cut at offset %d: longer than %d bytes",
+                        self.source_id, at, self.limits.max_line_bytes)
+        position = StdinPosition(self._counts.offset)
+        await self.queue.put(Batch(self.source_id, out.lines, position))
 
     def _read_available(self, fd: int) -> bytes | None:
         """Bytes ready now (b"" at end of input), or None if none came in time."""
@@ -116,7 +104,7 @@ class StdinSource:
             return None
         chunks: list[bytes] = []
         total = 0
-        while total < self.batch_bytes:
+        while total < self.limits.batch_bytes:
             data = os.read(fd, READ_SIZE)
             if not data:
                 break
@@ -146,11 +134,11 @@ class StdinSource:
                 "source": self.source_id,
                 "path": "<stdin>",
                 "state": self._state,
-                "offset": self._offset,
+                "offset": self._counts.offset,
                 "committed_offset": self._committed,
-                "bytes_read": self._bytes_read,
-                "lines": self._lines,
-                "replaced_bytes": self._replaced_bytes,
-                "long_lines": self._long_lines,
+                "bytes_read": self._counts.bytes_read,
+                "lines": self._counts.lines,
+                "replaced_bytes": self._counts.replaced_bytes,
+                "long_lines": self._counts.long_lines,
             }
         ]

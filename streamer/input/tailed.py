@@ -6,14 +6,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streamer.input.changes import Key, detached_state
-from streamer.input.lines import Lines, LineSplitter
+from streamer.input.lines import LineCounts, LineSplitter
 from streamer.input.positions import FileIdentity, FilePosition
 
 
-@dataclass(eq=False)
-class TailedFile:
-    """One open file of a FileSource. Mutated only by the thread doing I/O, or by the
-    event loop while no I/O thread runs (FileSource's ``_io_lock`` orders the two)."""
+@dataclass(eq=False, kw_only=True)
+class TailedFile(LineCounts):
+    """One open file of a FileSource, with the counts of what was read from it and
+    handed out (``offset``: just after the last line handed out). Mutated only by the
+    thread doing I/O, or by the event loop while no I/O runs (OpenFiles.lock)."""
 
     uid: int  # this process's handle of the file (FilePosition.handle)
     path: str
@@ -22,7 +23,6 @@ class TailedFile:
     ino: int
     fingerprint: str
     fingerprint_bytes: int
-    offset: int  # just after the last line handed out
     read_offset: int  # bytes read into the splitter (offset + splitter.pending)
     splitter: LineSplitter
     size: int = 0
@@ -35,10 +35,6 @@ class TailedFile:
     more: bool = False  # the last fill stopped at a batch limit
     state: str = "open"
     errors: dict[str, str] = field(default_factory=dict)  # operation -> last OS error
-    bytes_read: int = 0
-    lines: int = 0
-    replaced_bytes: int = 0
-    long_lines: int = 0
     truncations: int = 0
 
     @property
@@ -56,15 +52,6 @@ class TailedFile:
         """Where to resume once every line handed out so far has been consumed."""
         return FilePosition(self.path, self.dev, self.ino, self.fingerprint,
                             self.fingerprint_bytes, self.offset, self.uid)
-
-    def account(self, out: Lines) -> list[int]:
-        """Count lines handed out; return the offsets of the long lines they start."""
-        long_starts = [self.offset + at for at in out.long_at]
-        self.long_lines += len(long_starts)
-        self.offset += out.consumed
-        self.lines += len(out.lines)
-        self.replaced_bytes += out.bad
-        return long_starts
 
     def detach(self, scans: int, nlink: int) -> None:
         """The path no longer names this file: it is finished through the descriptor."""

@@ -26,6 +26,17 @@ from streamer.input.files import FileSource
 from streamer.input.positions import FilePosition
 
 
+async def read_and_stop(start, path: Path, lines: list[str]) -> tuple[str, list[dict]]:
+    """Write ``lines`` to ``path``, run a source over its directory's *.txt until it read
+    them, stop it; return the pattern and its committed positions."""
+    append(path, text(lines))
+    pattern = str(path.parent / "*.txt")
+    h = start(lambda q: FileSource([pattern], q, **FAST))
+    await h.wait_lines(len(lines))
+    await h.stop()
+    return pattern, h.source.committed_positions()
+
+
 async def test_appended_lines_delivered_once(tmp_path: Path, start) -> None:
     path = tmp_path / "a.txt"
     path.write_bytes(b"")
@@ -318,12 +329,7 @@ async def test_restore_same_inode_new_content_reads_from_zero(tmp_path: Path, st
     """Same path, device and inode but other first bytes (reused inode, or rewritten in
     place) is another file: read from 0, never from the stored offset."""
     a = tmp_path / "a.txt"
-    append(a, text(numbered("old", 10)))
-    pattern = str(tmp_path / "*.txt")
-    h1 = start(lambda q: FileSource([pattern], q, **FAST))
-    await h1.wait_lines(10)
-    await h1.stop()
-    positions = h1.source.committed_positions()
+    pattern, positions = await read_and_stop(start, a, numbered("old", 10))
     with open(a, "r+b") as f:  # same inode, longer, different content
         f.truncate(0)
         f.write(text(numbered("other", 30)).encode())
@@ -338,12 +344,7 @@ async def test_restore_deleted_and_recreated_while_down(tmp_path: Path, start) -
     """A file deleted and created again under the same name while down is new (ext4
     often hands the new file the freed inode: identity must not rest on it alone)."""
     a = tmp_path / "a.txt"
-    append(a, text(numbered("old", 10)))
-    pattern = str(tmp_path / "*.txt")
-    h1 = start(lambda q: FileSource([pattern], q, **FAST))
-    await h1.wait_lines(10)
-    await h1.stop()
-    positions = h1.source.committed_positions()
+    pattern, positions = await read_and_stop(start, a, numbered("old", 10))
     a.unlink()
     append(a, text(numbered("recreated", 30)))
 
@@ -377,12 +378,7 @@ async def test_rotation_while_blocked_by_backpressure(tmp_path: Path, start) -> 
 
 async def test_restore_truncated_while_down(tmp_path: Path, start) -> None:
     a = tmp_path / "a.txt"
-    append(a, text(numbered("old", 10)))
-    pattern = str(tmp_path / "*.txt")
-    h1 = start(lambda q: FileSource([pattern], q, **FAST))
-    await h1.wait_lines(10)
-    await h1.stop()
-    positions = h1.source.committed_positions()
+    pattern, positions = await read_and_stop(start, a, numbered("old", 10))
     with open(a, "r+b") as f:  # same first bytes, shorter than the stored offset
         f.truncate(len("old-000000\n") * 3)
 
