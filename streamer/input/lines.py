@@ -34,12 +34,10 @@ CUT_SEPARATORS: tuple[bytes, ...] = (
 #: bytes at the end of a cut window searched for a separator: bounds the cost of a cut
 #: (one ``rfind`` per separator) and keeps pieces close to the longest allowed
 CUT_SEARCH = 64 * 1024
-_REPLACEMENT = "\ufffd"
-_REPLACEMENT_UTF8 = _REPLACEMENT.encode("utf-8")
-
-
 #: the shortest max_line_bytes: one UTF-8 character must fit in a piece
 MIN_LINE_BYTES = 4
+_REPLACEMENT = "\ufffd"
+_REPLACEMENT_UTF8 = _REPLACEMENT.encode("utf-8")
 
 
 @dataclass(frozen=True, slots=True)

@@ -289,8 +289,6 @@ class OpenFiles:
                         " handing it out in pieces", self.source_id, f.path, at,
                         self.limits.max_line_bytes)
 
-
-
     def close(self, f: TailedFile) -> list[str]:
         """Close a file that is fully read; return its unterminated last line, if any."""
         out = Lines()
