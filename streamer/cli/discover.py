@@ -3,7 +3,7 @@
 Two passes over the input: the first counts n-grams, the second cuts every clause
 with the final counts and counts pieces and neighbours. Standard input is spooled
 to a temporary file during the first pass so it can be read twice. Memory is the
-engine's budget plus one block of text (reader.BLOCK) in flight.
+engine's budget plus one block of text (batch_reader.BLOCK) in flight.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from streamer.core.engine_config import SettingError
 from streamer.core.lexicon import Lexicon
 from streamer.core.results import Word
 from streamer.core.segmentation import min_pmi_for
-from streamer.input.blocks import Decoded, ReadStats, decode_block, iter_raw_blocks
+from streamer.input.batch_reader import Decoded, ReadStats, decode_block, iter_raw_blocks
 from streamer.service.config import parse_size
 from streamer.storage.atomic import atomic_write
 

@@ -53,7 +53,7 @@ from streamer import __version__
 from streamer.core.engine import Engine, Prepared
 from streamer.core.lexicon import Lexicon
 from streamer.core.results import Published, Word
-from streamer.input.sources import Batch, FileSource, StdinSource
+from streamer.input import Batch, FileSource, StdinSource
 from streamer.service.config import Config
 from streamer.storage import exports, snapshot
 

@@ -1,284 +1,40 @@
-"""Tests for streamer.input.sources: real files in tmp_path, a real event loop, no mocks.
-
-Nothing here relies on a sleep for correctness: every wait polls a condition (lines
-delivered, bytes read, scans done) with a deadline. Lines carry unique ids so that lost
-and duplicated lines are both visible.
-"""
+"""FileSource (streamer.input.files): real files in tmp_path, renamed, truncated and deleted
+under a running source, a real event loop, no mocks (see source_harness)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
-import threading
-from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import msgpack
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from streamer.input.sources import (
-    Batch,
-    FilePosition,
-    FileSource,
-    Lines,
-    LineSplitter,
-    StdinPosition,
-    StdinSource,
-    decode_line,
+from source_harness import (
+    FAST,
+    append,
+    assert_exactly_once,
+    numbered,
+    restoring,
+    text,
+    wait_until,
 )
 
-FAST = {"poll_interval": 0.01, "scan_interval": 0.05, "rotate_wait": 0.2}
-DEADLINE = 10.0
+from streamer.input.files import FileSource
+from streamer.input.positions import FilePosition
 
 
-def restoring(patterns: list[str], positions: list[dict], **kw: object
-              ) -> Callable[[asyncio.Queue[Batch]], FileSource]:
-    """A FileSource factory for start(): a fresh source resumed at ``positions``."""
-    def make(q: asyncio.Queue[Batch]) -> FileSource:
-        src = FileSource(patterns, q, **{**FAST, **kw})  # type: ignore[arg-type]
-        src.restore(positions)
-        return src
-
-    return make
-
-
-async def wait_until(cond: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    """Poll ``cond`` until it holds; fail with ``what`` after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
-
-
-class Harness:
-    """Runs a source and a consumer that records lines and commits every batch."""
-
-    def __init__(self, source: Any, queue: asyncio.Queue[Batch], commit: bool = True) -> None:
-        self.source = source
-        self.queue = queue
-        self.commit = commit
-        self.batches: list[Batch] = []
-        self.lines: list[str] = []
-        self.run_task = asyncio.create_task(source.run())
-        self.consume_task = asyncio.create_task(self._consume())
-
-    async def _consume(self) -> None:
-        while True:
-            batch = await self.queue.get()
-            self.batches.append(batch)
-            self.lines.extend(batch.lines)
-            if self.commit:
-                self.source.commit(batch.position)
-
-    def file_status(self, name: str) -> list[dict[str, Any]]:
-        return [s for s in self.source.status() if Path(s["path"]).name == name]
-
-    def counter(self, name: str, key: str) -> Any:
-        """``key`` of the first status entry of file ``name`` (None before it is open)."""
-        found = self.file_status(name)
-        return found[0][key] if found else None
-
-    async def wait_lines(self, n: int) -> None:
-        try:
-            await wait_until(lambda: len(self.lines) >= n, f"{n} lines")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; have {len(self.lines)}") from None
-        self.check_running()
-
-    async def wait_scans(self, n: int = 3) -> None:
-        """Let ``n`` more glob scans (and the polls between them) happen."""
-        target = self.source.scans + n
-        await wait_until(lambda: self.source.scans >= target, "scans")
-
-    def check_running(self) -> None:
-        if self.run_task.done():
-            self.run_task.result()  # raise the source's exception
-            raise AssertionError("source stopped")
-
-    async def stop(self) -> None:
-        """Stop the source, then let the consumer drain what it already queued."""
-        self.source.stop()
-        await asyncio.wait_for(self.run_task, DEADLINE)
-        await wait_until(self.queue.empty, "queue drained")
-        self.consume_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.consume_task
-
-
-@pytest.fixture
-async def start():
-    """start(source_factory) -> Harness; every harness is stopped at teardown."""
-    harnesses: list[Harness] = []
-
-    def _start(make: Callable[[asyncio.Queue[Batch]], Any], *, maxsize: int = 64, **kw: Any):
-        queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=maxsize)
-        h = Harness(make(queue), queue, **kw)
-        harnesses.append(h)
-        return h
-
-    yield _start
-    for h in harnesses:
-        if not h.run_task.done():
-            await h.stop()
-        h.consume_task.cancel()
-
-
-def append(path: Path, data: bytes | str) -> None:
-    with open(path, "ab") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-
-
-def numbered(prefix: str, n: int, start: int = 0) -> list[str]:
-    return [f"{prefix}-{i:06d}" for i in range(start, start + n)]
-
-
-def text(lines: list[str]) -> str:
-    return "".join(line + "\n" for line in lines)
-
-
-def assert_exactly_once(got: list[str], expected: list[str]) -> None:
-    dups = [line for line, c in Counter(got).items() if c > 1]
-    assert not dups, f"duplicated: {dups[:5]}"
-    missing = set(expected) - set(got)
-    assert not missing, f"lost {len(missing)}: {sorted(missing)[:5]}"
-    assert sorted(got) == sorted(expected)
-
-
-# ----------------------------------------------------------------- pure line logic
-
-
-def test_decode_line_counts_replaced_bytes() -> None:
-    assert decode_line("新词".encode()) == ("新词", 0)
-    assert decode_line(b"ok\xff\xfe!") == ("ok\ufffd\ufffd!", 2)
-    # a genuine U+FFFD in the input is not a replaced byte
-    assert decode_line("a\ufffdb".encode()) == ("a\ufffdb", 0)
-    # a truncated 3-byte sequence is one replacement for two bytes
-    assert decode_line(b"\xe6\x96x\xef\xbf\xbd") == ("\ufffdx\ufffd", 2)
-
-
-@given(st.binary(max_size=64))
-@settings(max_examples=300, deadline=None)
-def test_decode_line_count_matches_reference(raw: bytes) -> None:
-    # Reference: decode strictly, skipping one error range at a time.
-    bad, pos = 0, 0
-    while True:
-        try:
-            raw[pos:].decode("utf-8")
-            break
-        except UnicodeDecodeError as exc:
-            bad += exc.end - exc.start
-            pos += exc.end
-    assert decode_line(raw) == (raw.decode("utf-8", "replace"), bad)
-
-
-CHUNKS = [b"a", b" ", b"\n", b"\r", "，".encode(), "汉".encode(), "😀".encode(), b"xy"]
-
-
-@given(
-    parts=st.lists(st.sampled_from(CHUNKS + [b"\xff"]), max_size=200),
-    cuts=st.lists(st.integers(1, 40), min_size=1, max_size=50),
-    max_line=st.integers(4, 24),
-)
-@settings(max_examples=300, deadline=None)
-def test_splitter_accounts_for_every_byte(parts: list[bytes], cuts: list[int], max_line: int):
-    data = b"".join(parts)
-    sp = LineSplitter(max_line)
-    pieces = []
-    pos, i = 0, 0
-    while pos < len(data):
-        n = cuts[i % len(cuts)]
-        i += 1
-        sp.feed(data[pos : pos + n])
-        pos += n
-        while (p := sp.next()) is not None:
-            pieces.append(p)
-    if (p := sp.flush()) is not None:
-        pieces.append(p)
-    at = 0
-    for p in pieces:
-        consumed = data[at : at + p.consumed]
-        at += p.consumed
-        assert len(p.raw) <= max_line
-        if p.cut:
-            assert consumed == p.raw
-        else:
-            assert consumed.rstrip(b"\n").removesuffix(b"\r") == p.raw
-    assert at == len(data)
-    if b"\xff" not in data:  # valid UTF-8 is never cut inside a character
-        for p in pieces:
-            p.raw.decode("utf-8")
-
-
-def _split_reference(data: bytes, max_line: int) -> list[str]:
-    sp = LineSplitter(max_line)
-    sp.feed(data)
-    out = [p.raw for p in iter(sp.next, None)]
-    if (p := sp.flush()) is not None:
-        out.append(p.raw)
-    return [decode_line(raw)[0] for raw in out]
-
-
-@given(
-    parts=st.lists(st.sampled_from(CHUNKS + [b"\xff", b"\n\n"]), max_size=300),
-    cuts=st.lists(st.integers(1, 60), min_size=1, max_size=20),
-    max_line=st.integers(4, 16),
-    max_lines=st.integers(1, 7),
-    max_bytes=st.integers(1, 40),
-)
-@settings(max_examples=300, deadline=None)
-def test_take_into_batches_match_line_by_line(
-    parts: list[bytes], cuts: list[int], max_line: int, max_lines: int, max_bytes: int
-) -> None:
-    """The fast path (one split, one decode per run of lines) gives the same lines as
-    the line-by-line path, and every batch respects the limits."""
-    data = b"".join(parts)
-    sp = LineSplitter(max_line)
-    batches: list[Lines] = []
-    pos, i = 0, 0
-    while pos < len(data):
-        sp.feed(data[pos : pos + cuts[i % len(cuts)]])
-        pos += cuts[i % len(cuts)]
-        i += 1
-        while True:
-            out = Lines()
-            sp.take_into(out, max_lines, max_bytes)
-            batches.append(out)
-            if not out.full:
-                break
-    if (p := sp.flush()) is not None:
-        out = Lines()
-        out.add(p)
-        batches.append(out)
-    got = [line for b in batches for line in b.lines]
-    assert got == _split_reference(data, max_line)
-    assert sum(b.consumed for b in batches) == len(data)
-    for b in batches:
-        assert len(b.lines) <= max_lines
-        assert b.nbytes <= max_bytes or len(b.lines) == 1
-
-
-def test_splitter_prefers_clause_separators() -> None:
-    sp = LineSplitter(10)
-    sp.feed("你好，世界很大".encode() + b"\n")  # 3+3+3 | 3+3+3+3
-    first = sp.next()
-    assert first is not None and first.raw.decode() == "你好，" and first.new_long
-    rest = [sp.next(), sp.next()]
-    assert [p.raw.decode() for p in rest if p] == ["世界很", "大"]
-
-
-# --------------------------------------------------------------------- file source
+async def read_and_stop(start, path: Path, lines: list[str]) -> tuple[str, list[dict]]:
+    """Write ``lines`` to ``path``, run a source over its directory's *.txt until it read
+    them, stop it; return the pattern and its committed positions."""
+    append(path, text(lines))
+    pattern = str(path.parent / "*.txt")
+    h = start(lambda q: FileSource([pattern], q, **FAST))
+    await h.wait_lines(len(lines))
+    await h.stop()
+    return pattern, h.source.committed_positions()
 
 
 async def test_appended_lines_delivered_once(tmp_path: Path, start) -> None:
@@ -411,7 +167,7 @@ async def test_rename_and_create_rotation(tmp_path: Path, start, pattern: str) -
 
 
 async def test_copytruncate(tmp_path: Path, start, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="streamer.input.sources")
+    caplog.set_level(logging.INFO, logger="streamer.input")
     path = tmp_path / "a.log"
     pre = numbered("pre", 100)
     append(path, text(pre))
@@ -450,7 +206,7 @@ async def test_truncate_and_refill_beyond_old_offset(tmp_path: Path, start) -> N
 async def test_deleted_file_is_gone_and_source_keeps_running(
     tmp_path: Path, start, caplog
 ) -> None:
-    caplog.set_level(logging.INFO, logger="streamer.input.sources")
+    caplog.set_level(logging.INFO, logger="streamer.input")
     path = tmp_path / "a.txt"
     append(path, "first\n")
     h = start(lambda q: FileSource([str(tmp_path / "*.txt")], q, batch_lines=100, **FAST))
@@ -484,7 +240,7 @@ async def test_invalid_utf8_replaced_and_counted(tmp_path: Path, start) -> None:
 async def test_long_line_cut_into_pieces(
     tmp_path: Path, start, caplog, with_separators: bool
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="streamer.input.sources")
+    caplog.set_level(logging.WARNING, logger="streamer.input")
     unit = "新词发现，测试文本 abc;" if with_separators else "汉字😀词"
     line = unit * (5_000_000 // len(unit.encode()))
     data = line.encode()
@@ -518,7 +274,7 @@ async def test_long_line_cut_into_pieces(
 async def test_restore_resumes_exactly_after_rotation_while_down(
     tmp_path: Path, start, caplog
 ) -> None:
-    caplog.set_level(logging.INFO, logger="streamer.input.sources")
+    caplog.set_level(logging.INFO, logger="streamer.input")
     a, b, c = tmp_path / "a.txt", tmp_path / "b.txt", tmp_path / "c.txt"
     append(a, text(numbered("a", 100)) + "a-0001")  # last line incomplete
     append(b, text(numbered("b", 100)))
@@ -573,12 +329,7 @@ async def test_restore_same_inode_new_content_reads_from_zero(tmp_path: Path, st
     """Same path, device and inode but other first bytes (reused inode, or rewritten in
     place) is another file: read from 0, never from the stored offset."""
     a = tmp_path / "a.txt"
-    append(a, text(numbered("old", 10)))
-    pattern = str(tmp_path / "*.txt")
-    h1 = start(lambda q: FileSource([pattern], q, **FAST))
-    await h1.wait_lines(10)
-    await h1.stop()
-    positions = h1.source.committed_positions()
+    pattern, positions = await read_and_stop(start, a, numbered("old", 10))
     with open(a, "r+b") as f:  # same inode, longer, different content
         f.truncate(0)
         f.write(text(numbered("other", 30)).encode())
@@ -593,12 +344,7 @@ async def test_restore_deleted_and_recreated_while_down(tmp_path: Path, start) -
     """A file deleted and created again under the same name while down is new (ext4
     often hands the new file the freed inode: identity must not rest on it alone)."""
     a = tmp_path / "a.txt"
-    append(a, text(numbered("old", 10)))
-    pattern = str(tmp_path / "*.txt")
-    h1 = start(lambda q: FileSource([pattern], q, **FAST))
-    await h1.wait_lines(10)
-    await h1.stop()
-    positions = h1.source.committed_positions()
+    pattern, positions = await read_and_stop(start, a, numbered("old", 10))
     a.unlink()
     append(a, text(numbered("recreated", 30)))
 
@@ -632,12 +378,7 @@ async def test_rotation_while_blocked_by_backpressure(tmp_path: Path, start) -> 
 
 async def test_restore_truncated_while_down(tmp_path: Path, start) -> None:
     a = tmp_path / "a.txt"
-    append(a, text(numbered("old", 10)))
-    pattern = str(tmp_path / "*.txt")
-    h1 = start(lambda q: FileSource([pattern], q, **FAST))
-    await h1.wait_lines(10)
-    await h1.stop()
-    positions = h1.source.committed_positions()
+    pattern, positions = await read_and_stop(start, a, numbered("old", 10))
     with open(a, "r+b") as f:  # same first bytes, shorter than the stored offset
         f.truncate(len("old-000000\n") * 3)
 
@@ -650,7 +391,7 @@ async def test_restore_truncated_while_down(tmp_path: Path, start) -> None:
 async def test_unreadable_matches_are_reported_once(tmp_path: Path, start, caplog) -> None:
     """Tests run as root, for whom chmod 000 changes nothing; a directory named like a
     file and a broken symlink stand in for unreadable files (see also the chmod test)."""
-    caplog.set_level(logging.INFO, logger="streamer.input.sources")
+    caplog.set_level(logging.INFO, logger="streamer.input")
     (tmp_path / "dir.txt").mkdir()
     (tmp_path / "broken.txt").symlink_to(tmp_path / "nowhere")
     append(tmp_path / "good.txt", "good\n")
@@ -668,7 +409,7 @@ async def test_unreadable_matches_are_reported_once(tmp_path: Path, start, caplo
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
 async def test_permission_denied_is_reported_once(tmp_path: Path, start, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="streamer.input.sources")
+    caplog.set_level(logging.INFO, logger="streamer.input")
     locked = tmp_path / "locked.txt"
     append(locked, "secret\n")
     locked.chmod(0)
@@ -720,79 +461,3 @@ async def test_stop_returns_and_positions_round_trip(tmp_path: Path, start) -> N
     assert pos["fingerprint_bytes"] == 4 and pos["offset"] == 4
     with pytest.raises(ValueError):
         FilePosition.from_dict({"path": "x"})
-
-
-# -------------------------------------------------------------------- stdin source
-
-
-async def test_stdin_source_over_a_pipe(start) -> None:
-    r, w = os.pipe()
-    lines = numbered("s", 50_000)  # more than a pipe buffer: the writer blocks at times
-    payload = (text(lines) + "末行").encode()
-
-    def writer() -> None:
-        view = memoryview(payload)
-        half = payload.index("末".encode()) + 1  # split inside a character
-        os.write(w, view[:half])
-        for i in range(half, len(payload), 4096):
-            os.write(w, view[i : i + 4096])
-        os.close(w)
-
-    h = start(lambda q: StdinSource(q, stream=r, poll_interval=0.05, batch_lines=500))
-    thread = threading.Thread(target=writer)
-    thread.start()
-    try:
-        await asyncio.wait_for(h.run_task, DEADLINE)  # returns at end of input
-        await wait_until(lambda: len(h.lines) == len(lines) + 1, "all stdin lines")
-    finally:
-        thread.join()
-        os.close(r)
-    assert h.lines == [*lines, "末行"]
-    assert h.batches[-1].position == StdinPosition(len(payload))
-    assert h.source.committed_positions() == [{"source": "stdin", "offset": len(payload)}]
-    [st_] = h.source.status()
-    assert st_["state"] == "eof" and st_["replaced_bytes"] == 0
-
-
-async def test_stdin_stop_while_idle(start) -> None:
-    r, w = os.pipe()
-    try:
-        h = start(lambda q: StdinSource(q, stream=r, poll_interval=0.05))
-        os.write(w, "半行".encode()[:4])
-        os.write(w, "半行".encode()[4:] + b"\n")
-        await h.wait_lines(1)
-        await h.stop()
-        assert h.lines == ["半行"]
-        assert h.source.status()[0]["state"] == "stopped"
-    finally:
-        os.close(r)
-        os.close(w)
-
-
-def test_stdin_source_reads_real_stdin() -> None:
-    script = (
-        "import asyncio, json\n"
-        "from streamer.input.sources import StdinSource\n"
-        "async def main():\n"
-        "    q = asyncio.Queue(4)\n"
-        "    src = StdinSource(q, max_line_bytes=8)\n"
-        "    task = asyncio.create_task(src.run())\n"
-        "    out = []\n"
-        "    while not (task.done() and q.empty()):\n"
-        "        try:\n"
-        "            out += (await asyncio.wait_for(q.get(), 0.1)).lines\n"
-        "        except TimeoutError:\n"
-        "            pass\n"
-        "    print(json.dumps(out, ensure_ascii=False))\n"
-        "asyncio.run(main())\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        input=b"a\r\nbb\n\xff" + "新词发现新词\n".encode(),
-        capture_output=True,
-        cwd=Path(__file__).resolve().parents[2],
-        timeout=30,
-    )
-    assert result.returncode == 0, result.stderr.decode()
-    # max_line_bytes=8: the 19-byte line is cut at character boundaries.
-    assert json.loads(result.stdout) == ["a", "bb", "\ufffd新词", "发现", "新词"]
