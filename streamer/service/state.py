@@ -292,18 +292,8 @@ def _private_copy(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _private_copy(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        kinds = {type(v) for v in value}
-        if kinds <= _IMMUTABLE:
-            return list(value)
-        if kinds <= {list, type(None)}:  # e.g. per-slot example lists: one level, fast path
-            if {type(x) for v in value if v for x in v} <= _IMMUTABLE:
-                return [v[:] if v is not None else None for v in value]  # 7x faster
-            return [_private_copy(v) if v else ([] if v is not None else None) for v in value]
         return [_private_copy(v) for v in value]
     return value
-
-
-_IMMUTABLE = {str, int, float, bool, bytes, type(None)}
 
 
 def _fmt_bytes(n: float) -> str:
