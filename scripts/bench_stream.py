@@ -286,10 +286,10 @@ class DaemonProcess:
 
 
 _RESCORE_RE = re.compile(
-    r"^(\S+) INFO streamer\.daemon: rescore \(([^)]*)\): (\d+) words, (\d+) new, in "
+    r"^(\S+) INFO streamer\.[\w.]+: rescore \(([^)]*)\): (\d+) words, (\d+) new, in "
     r"([0-9.]+) s \(engine ([0-9.]+) s\); (\d+) lines, (\d+) units ingested", re.M)
 _SNAPSHOT_RE = re.compile(
-    r"^(\S+) INFO streamer\.daemon: snapshot written \(([^)]*)\): \S+, (.+?) in "
+    r"^(\S+) INFO streamer\.[\w.]+: snapshot written \(([^)]*)\): \S+, (.+?) in "
     r"([0-9.]+) s; ingestion paused ([0-9.]+) s", re.M)
 
 
@@ -316,7 +316,7 @@ def parse_snapshots(log_text: str) -> list[dict[str, Any]]:
 
 
 _EVENT_RE = re.compile(
-    r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) INFO streamer\.daemon: (rescore|snapshot written|"
+    r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) INFO streamer\.[\w.]+: (rescore|snapshot written|"
     r"export written)\b(?:.*? in ([0-9.]+) s)?", re.M)
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 from streamer.service import config as configmod
 from streamer.service.config import ConfigError
-from streamer.service.daemon import Daemon, StartupError, setup_logging, tune_malloc
+from streamer.service.daemon import Daemon, StartupError, setup_logging
+from streamer.service.pipeline import tune_malloc
 
 log = logging.getLogger(__name__)
 

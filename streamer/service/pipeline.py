@@ -1,0 +1,310 @@
+"""The way to the engine: the bounded queue, the consumer and the engine's threads.
+
+    sources, POST /ingest --Batch--> bounded asyncio.Queue --> consumer coroutine
+        --> Engine.prepare in the prepare thread (encodes the next batch)
+        --> Engine.ingest_prepared in the engine thread --> source.commit(batch.position)
+
+* The engine is synchronous numpy code. All of its work runs in ONE engine thread
+  (:meth:`Pipeline.in_worker`), so the event loop stays responsive and the engine is never
+  touched by two threads at once, with no locking inside it. ``Engine.prepare`` reads no
+  engine state, so a second thread encodes the next batch meanwhile (two cores).
+* Exactly once: :attr:`Pipeline.lock` is held from handing a batch to the engine until
+  its source position is committed (:meth:`Pipeline.process`). Whoever reads the engine's
+  state together with the committed positions (the snapshot capture in state.py) takes the
+  same lock, so a snapshot never holds a batch whose offset was not committed, nor an
+  offset whose batch was not counted.
+* Nothing buffers without bound: the queue has ``sources.queue_batches`` slots; sources
+  and HTTP ingest await a free slot (backpressure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import time
+from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal, TypeVar
+
+from streamer.core.engine import Engine, Prepared
+from streamer.core.lexicon import Lexicon
+from streamer.input import Batch, FileSource, StdinSource
+from streamer.service.config import Config
+from streamer.service.telemetry import Counters
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Most lines a source puts in one batch (batch_bytes usually ends a batch first); big
+#: batches amortise the engine's per-call numpy overhead.
+BATCH_LINES = 50_000
+#: The freed memory of batches is handed back to the OS at most this often (a trim costs
+#: ~4 ms; without it RSS wanders by ~10% with the batches' temporaries).
+TRIM_SECONDS = 2.0
+
+
+class Pipeline:
+    """The queue, the consumer, the engine lock and the engine's two threads.
+
+    Counters are updated here after every batch; the engine itself is only touched in its
+    thread (:meth:`in_worker`).
+    """
+
+    def __init__(self, cfg: Config, counters: Counters, stopping: asyncio.Event,
+                 sources: Mapping[str, FileSource | StdinSource]) -> None:
+        self._cfg = cfg
+        self._counters = counters
+        self._stopping = stopping
+        self._sources = sources
+        self.queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=cfg.sources.queue_batches)
+        #: held across ingest + commit, and across committed positions + state copy
+        self.lock = asyncio.Lock()
+        self._engine: Engine | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        self._prep_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
+        self._consumer: asyncio.Task[None] | None = None
+        self._job_started: float | None = None  # monotonic start of the running engine job
+        self._trimmed = 0.0  # monotonic time of the last malloc trim (engine thread)
+
+    # ------------------------------------------------------------------ the engine
+
+    @property
+    def engine(self) -> Engine:
+        """The engine; read or change its state only inside :meth:`in_worker` jobs."""
+        if self._engine is None:
+            raise RuntimeError("no engine yet: Daemon.prepare() makes it")
+        return self._engine
+
+    def attach(self, engine: Engine) -> None:
+        """Feed *engine* from now on; the counters start from its totals."""
+        self._engine = engine
+        self._copy_totals(engine.lines_ingested, engine.chars_ingested, engine.units_ingested)
+
+    def _copy_totals(self, lines: int, chars: int, units: int) -> None:
+        c = self._counters
+        c.lines_ingested, c.chars_ingested, c.units_ingested = int(lines), int(chars), int(units)
+
+    def stream_time(self, chars: int | None = None) -> float:
+        """Wall clock, or in replay mode start + characters ingested / chars_per_second."""
+        t = self._cfg.time
+        if t.mode == "replay":
+            n = self._counters.chars_ingested if chars is None else chars
+            return t.start + n / t.chars_per_second
+        return time.time()
+
+    async def in_worker(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` in the engine thread (one job at a time, in order)."""
+        loop = asyncio.get_running_loop()
+        self._job_started = time.monotonic()
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        finally:
+            self._job_started = None
+
+    def stuck_seconds(self) -> float:
+        """How long the engine thread has been busy with one job (0 when idle)."""
+        started = self._job_started
+        return 0.0 if started is None else time.monotonic() - started
+
+    def queue_depth(self) -> int:
+        return self.queue.qsize()
+
+    def consumer_state(self) -> Literal["starting", "running", "stopped"]:
+        if self._consumer is None:
+            return "starting"
+        return "stopped" if self._consumer.done() else "running"
+
+    async def set_known(self, known: Lexicon | None) -> None:
+        """Replace the engine's known lexicons (in the engine thread, between batches)."""
+        await self.in_worker(self.engine.set_known, known)
+        self._counters.known_words = len(known) if known is not None else 0
+        self._counters.generation += 1
+
+    def close(self) -> None:
+        """Stop both threads (queued jobs are cancelled, a running one finishes)."""
+        self._prep_executor.shutdown(wait=True, cancel_futures=True)
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    # ------------------------------------------------------------------ the consumer
+
+    def start(self) -> None:
+        """Start the consumer (on the running event loop)."""
+        self._consumer = asyncio.get_running_loop().create_task(self._consume(),
+                                                                name="consumer")
+
+    async def finish(self, producers: Collection[asyncio.Task[None]], deadline: float) -> int:
+        """After stop: let the consumer end its batch in flight, then ingest what the
+        *producers* still hand in until the monotonic *deadline*. Returns the number of
+        batches left in the queue (dropped: files re-read them after a restart)."""
+        if self._consumer is not None:
+            try:
+                await self._consumer
+            except Exception:
+                log.exception("the consumer failed")
+        while time.monotonic() < deadline:
+            pending = [t for t in producers if not t.done()]
+            try:
+                batch = self.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                if not pending:
+                    break
+                await asyncio.wait(pending, timeout=0.05)
+                continue
+            await self.process(batch)
+        return self.queue.qsize()
+
+    def discard_queued(self) -> None:
+        while not self.queue.empty():
+            self.queue.get_nowait()
+
+    async def _consume(self) -> None:
+        """The only coroutine that feeds the engine: one batch at a time, commit after.
+
+        While the engine ingests a batch, the next one (if already queued) is encoded
+        in the prepare thread, so the two cores share the work.
+        """
+        queue, stopping = self.queue, self._stopping
+        pending: tuple[Batch, asyncio.Future[Prepared]] | None = None
+        try:
+            while True:
+                if stopping.is_set():
+                    return
+                if pending is not None and queue.empty():
+                    await self.process(*pending)
+                    pending = None
+                    continue
+                batch = await self._next_batch()
+                if batch is None:
+                    return
+                upcoming = (batch, self._prepare(batch))
+                if pending is not None:
+                    await self.process(*pending)
+                pending = upcoming
+        finally:
+            if pending is not None:  # finish the batch in flight (it is prepared)
+                await self.process(*pending)
+
+    async def _next_batch(self) -> Batch | None:
+        """The next queued batch, or None once stopping is set."""
+        queue = self.queue
+        while True:
+            try:
+                return queue.get_nowait()
+            except asyncio.QueueEmpty:
+                getter = asyncio.ensure_future(queue.get())
+                stopper = asyncio.ensure_future(self._stopping.wait())
+                done, _ = await asyncio.wait({getter, stopper},
+                                             return_when=asyncio.FIRST_COMPLETED)
+                stopper.cancel()
+                if getter not in done:
+                    getter.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await getter
+                    if getter.cancelled():
+                        return None
+                return getter.result()
+
+    def _prepare(self, batch: Batch) -> asyncio.Future[Prepared]:
+        """Start encoding a batch in the prepare thread."""
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(self._prep_executor, self.engine.prepare, batch.lines)
+
+    async def process(self, batch: Batch,
+                      prepared: asyncio.Future[Prepared] | None = None) -> None:
+        """Count one batch and commit its position, under the engine lock."""
+        async with self.lock:
+            try:
+                p = await (prepared if prepared is not None else self._prepare(batch))
+                totals = await self.in_worker(self._ingest_job, p)
+            except Exception:
+                # The batch is committed anyway: re-reading a batch that crashes the engine
+                # after every restart would stop the service for good.
+                self._counters.ingest_errors += 1
+                log.exception("engine failed on a batch of %d lines from %s (%s); skipped",
+                              len(batch.lines), batch.source_id,
+                              getattr(batch.position, "path", batch.position))
+                eng = self.engine
+                totals = eng.lines_ingested, eng.chars_ingested, eng.units_ingested
+            src = self._sources.get(batch.source_id)
+            if src is not None and batch.position is not None:
+                src.commit(batch.position)  # type: ignore[arg-type]
+            self._copy_totals(*totals)
+            self._counters.batches += 1
+            self._counters.generation += 1
+
+    def _ingest_job(self, prepared: Prepared) -> tuple[int, int, int]:
+        """(engine thread) Count one prepared batch at its stream time; return the totals."""
+        eng = self.engine
+        eng.ingest_prepared(prepared, self.stream_time(eng.chars_ingested + prepared.n_chars))
+        now = time.monotonic()
+        if now - self._trimmed >= TRIM_SECONDS:
+            self._trimmed = now
+            release_freed_memory()
+        return eng.lines_ingested, eng.chars_ingested, eng.units_ingested
+
+    async def ingest(self, lines: list[str]) -> int:
+        """POST /ingest: queue lines behind the file sources (awaits space: backpressure).
+
+        Such lines are counted exactly once while the service runs, but they are not
+        replayable: a crash before the next snapshot loses them (as for stdin)."""
+        from streamer.service.server import IngestUnavailable
+
+        if self._stopping.is_set():
+            raise IngestUnavailable("the service is shutting down")
+        step = BATCH_LINES
+        max_line = self._cfg.sources.max_line_bytes
+        accepted = 0
+        for i in range(0, len(lines), step):
+            chunk = [ln[:max_line] for ln in lines[i:i + step]]
+            put = asyncio.ensure_future(self.queue.put(Batch("http", chunk, None)))  # type: ignore[arg-type]
+            stop = asyncio.ensure_future(self._stopping.wait())
+            await asyncio.wait({put, stop}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if not put.done():  # shutting down: do not hold the request (or the exit) open
+                put.cancel()
+                raise IngestUnavailable(f"the service is shutting down; {accepted} of "
+                                        f"{len(lines)} lines were accepted")
+            accepted += len(chunk)
+            self._counters.http_lines += len(chunk)
+        return accepted
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def tune_malloc() -> None:
+    """Fixed glibc malloc thresholds for a process that must keep a flat RSS.
+
+    By default glibc raises its mmap threshold to the size of the largest mapped block
+    freed so far (up to 32 MB) and its trim threshold to twice that. After the first
+    freed array of a few MB, every later array up to that size comes from the heaps
+    (fast: no page faults) but a heap then keeps up to 64 MB free at its top, per
+    thread arena, and RSS creeps up. Fixed values keep the fast path (arrays below
+    32 MB from the heaps) and return a heap's free top above 4 MB. A low mmap threshold
+    instead (every array over 1 MB freshly mapped) would cost ingest rate in page
+    faults (docs/decisions.md has the figures)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)
+        libc.mallopt(_M_TRIM_THRESHOLD, 4 * 2**20)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
+_M_TRIM_THRESHOLD = -1  # glibc malloc.h
+_M_MMAP_THRESHOLD = -3
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed after a batch, a snapshot copy or a rescore back to the OS.
+
+    glibc keeps freed heap pages otherwise: once a large array has been freed it serves
+    arrays up to 32 MB from the heap instead of fresh mappings, and RSS would step up at
+    every snapshot and at rescores that scored more candidates than before."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
