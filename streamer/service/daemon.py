@@ -6,7 +6,7 @@
     state: restore at start; snapshot timer (capture under the engine lock, write aside)
     telemetry: counters, /stats, /metrics, /healthz, loop lag       HTTP: server.make_app
 
-The :class:`Daemon` prepares everything that can fail because of the configuration or the
+The :class:`Daemon` starts up everything that can fail because of the configuration or the
 state on disk before the event loop starts, then runs the parts until SIGTERM/SIGINT and
 shuts them down in order; SIGHUP reloads the known lexicons. It is the
 :class:`~streamer.service.server.ServiceView` the HTTP server reads, by delegation.
@@ -123,7 +123,7 @@ class Daemon:
 
     # ------------------------------------------------------------------ start-up (sync)
 
-    def prepare(self) -> None:
+    def start_up(self) -> None:
         """Everything that can fail because of the configuration or the state on disk,
         before the event loop starts: lexicons, directories, snapshot, engine."""
         cfg = self.cfg

@@ -1,12 +1,12 @@
 """The way to the engine: the bounded queue, the consumer and the engine's threads.
 
     sources, POST /ingest --Batch--> bounded asyncio.Queue --> consumer coroutine
-        --> Engine.prepare in the prepare thread (encodes the next batch)
-        --> Engine.ingest_prepared in the engine thread --> source.commit(batch.position)
+        --> Engine.encode_batch in the encode thread (encodes the next batch)
+        --> Engine.ingest_batch in the engine thread --> source.commit(batch.position)
 
 * The engine is synchronous numpy code. All of its work runs in ONE engine thread
   (:meth:`Pipeline.in_worker`), so the event loop stays responsive and the engine is never
-  touched by two threads at once, with no locking inside it. ``Engine.prepare`` reads no
+  touched by two threads at once, with no locking inside it. ``Engine.encode_batch`` reads no
   engine state, so a second thread encodes the next batch meanwhile (two cores).
 * Exactly once: :attr:`Pipeline.lock` is held from handing a batch to the engine until
   its source position is committed (:meth:`Pipeline.process`). Whoever reads the engine's
@@ -28,7 +28,7 @@ from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, TypeVar
 
-from streamer.core.engine import Engine, Prepared
+from streamer.core.engine import EncodedBatch, Engine
 from streamer.core.lexicon import Lexicon
 from streamer.input import Batch, FileSource, StdinSource
 from streamer.service.config import Config
@@ -75,7 +75,7 @@ class Pipeline:
     def engine(self) -> Engine:
         """The engine; read or change its state only inside :meth:`in_worker` jobs."""
         if self._engine is None:
-            raise RuntimeError("no engine yet: Daemon.prepare() makes it")
+            raise RuntimeError("no engine yet: Daemon.start_up() makes it")
         return self._engine
 
     def attach(self, engine: Engine) -> None:
@@ -164,10 +164,10 @@ class Pipeline:
         """The only coroutine that feeds the engine: one batch at a time, commit after.
 
         While the engine ingests a batch, the next one (if already queued) is encoded
-        in the prepare thread, so the two cores share the work.
+        in the encode thread, so the two cores share the work.
         """
         queue, stopping = self.queue, self._stopping
-        pending: tuple[Batch, asyncio.Future[Prepared]] | None = None
+        pending: tuple[Batch, asyncio.Future[EncodedBatch]] | None = None
         try:
             while True:
                 if stopping.is_set():
@@ -179,7 +179,7 @@ class Pipeline:
                 batch = await self._next_batch()
                 if batch is None:
                     return
-                upcoming = (batch, self._prepare(batch))
+                upcoming = (batch, self._encode_ahead(batch))
                 if pending is not None:
                     await self.process(*pending)
                 pending = upcoming
@@ -207,17 +207,17 @@ class Pipeline:
                         return None
                 return getter.result()
 
-    def _prepare(self, batch: Batch) -> asyncio.Future[Prepared]:
-        """Start encoding a batch in the prepare thread."""
+    def _encode_ahead(self, batch: Batch) -> asyncio.Future[EncodedBatch]:
+        """Start encoding a batch in the encode thread."""
         loop = asyncio.get_running_loop()
         return loop.run_in_executor(self._prep_executor, self.engine.prepare, batch.lines)
 
     async def process(self, batch: Batch,
-                      prepared: asyncio.Future[Prepared] | None = None) -> None:
+                      prepared: asyncio.Future[EncodedBatch] | None = None) -> None:
         """Count one batch and commit its position, under the engine lock."""
         async with self.lock:
             try:
-                p = await (prepared if prepared is not None else self._prepare(batch))
+                p = await (prepared if prepared is not None else self._encode_ahead(batch))
                 totals = await self.in_worker(self._ingest_job, p)
             except Exception:
                 # The batch is committed anyway: re-reading a batch that crashes the engine
@@ -235,10 +235,10 @@ class Pipeline:
             self._counters.batches += 1
             self._counters.generation += 1
 
-    def _ingest_job(self, prepared: Prepared) -> tuple[int, int, int]:
+    def _ingest_job(self, prepared: EncodedBatch) -> tuple[int, int, int]:
         """(engine thread) Count one prepared batch at its stream time; return the totals."""
         eng = self.engine
-        eng.ingest_prepared(prepared, self.stream_time(eng.chars_ingested + prepared.n_chars))
+        eng.ingest_batch(prepared, self.stream_time(eng.chars_ingested + prepared.n_chars))
         now = time.monotonic()
         if now - self._trimmed >= TRIM_SECONDS:
             self._trimmed = now

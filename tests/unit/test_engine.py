@@ -173,6 +173,16 @@ def by_word(published: Published) -> dict[str, Word]:
     return {w.word: w for w in published.words}
 
 
+def count_phase(eng: Engine, lines: Sequence[str]) -> None:
+    """The count phase of a batch run (discover's first pass)."""
+    eng.count_batch(eng.encode_batch(lines))
+
+
+def cut_phase(eng: Engine, lines: Sequence[str], now: float = 0.0) -> None:
+    """The cut phase of a batch run (discover's second pass)."""
+    eng.record_cut(eng.cut_batch(eng.encode_batch(lines, count=False)), now)
+
+
 def run_batch(lines: Sequence[str], chunks: int = 1, **kw) -> Engine:
     """The batch mode: count over all input, then cut over all input, then rescore."""
     kw.setdefault("exact", True)
@@ -180,9 +190,9 @@ def run_batch(lines: Sequence[str], chunks: int = 1, **kw) -> Engine:
     eng = Engine(EngineConfig(**kw))
     parts = [list(lines[i::chunks]) for i in range(chunks)] if chunks > 1 else [list(lines)]
     for part in parts:
-        eng.count(part)
+        count_phase(eng, part)
     for part in parts:
-        eng.cut(part)
+        cut_phase(eng, part)
     eng.rescore(0.0)
     return eng
 
@@ -401,10 +411,10 @@ def test_counts_have_no_padding_and_stop_at_clause_breaks() -> None:
     ([""], "mixed"), (["", "，。！"], "mixed"), (["hello world"], "han")])
 def test_cut_of_input_without_units(lines: list[str], units: str) -> None:
     eng = Engine(EngineConfig(exact=True, memory=4 * MB, units=units, min_count=1))
-    eng.count(["甲乙甲乙"])
-    eng.count(lines)
-    eng.cut(["甲乙甲乙"])
-    eng.cut(lines)
+    count_phase(eng, ["甲乙甲乙"])
+    count_phase(eng, lines)
+    cut_phase(eng, ["甲乙甲乙"])
+    cut_phase(eng, lines)
     eng.ingest(lines, now=1.0)
     eng.rescore(1.0)
     assert eng.total_units == 4
@@ -603,9 +613,9 @@ def test_edge_entropy_does_not_depend_on_batching() -> None:
     lines = edge_corpus(rnd, "我你他她它这那们说看好大")
     kw = {"order": 2, "min_count": 3, "min_pmi": (2.0,), "min_entropy": 0.0}
     eng = Engine(EngineConfig(exact=True, memory=4 * MB, **kw))
-    eng.count(lines)
+    count_phase(eng, lines)
     for line in lines:  # the same batch run, the second pass one line per batch
-        eng.cut([line])
+        cut_phase(eng, [line])
     words = by_word(eng.rescore(0.0))
     assert words["丙丁"].left_entropy > 1.0
     assert words["戊己"].right_entropy > 1.0
@@ -616,8 +626,8 @@ def test_known_lexicon_marks_words_known(tmp_path) -> None:
     (tmp_path / "known.txt").write_text("区块链 100 n\nＢ站\n", encoding="utf-8")
     eng = Engine(EngineConfig(exact=True, memory=4 * MB, min_count=3, min_entropy=0.0),
                  known=Lexicon.load([tmp_path / "known.txt"]))
-    eng.count(lines)
-    eng.cut(lines)
+    count_phase(eng, lines)
+    cut_phase(eng, lines)
     words = by_word(eng.rescore(0.0))
     assert words["区块链"].known and not words["区块链"].new
     assert words["共和国"].new and not words["共和国"].known
