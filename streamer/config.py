@@ -155,7 +155,7 @@ def parse_listen(value: Any) -> tuple[str, int]:
 
 
 def is_loopback(host: str) -> bool:
-    """True for localhost and loopback addresses (the only safe place for an open ingest)."""
+    """True for localhost and loopback addresses."""
     if host == "localhost":
         return True
     try:
@@ -299,6 +299,11 @@ class HttpConfig:
     ingest_enabled: bool = False
     ingest_token: str = ""
     max_body: int = 2**20
+    header_timeout: float = 10.0
+    idle_timeout: float = 30.0
+    max_connections: int = 256
+    reserved_fds: int = 128
+    allowed_hosts: tuple[str, ...] = ()
 
     @property
     def host(self) -> str:
@@ -591,6 +596,11 @@ def from_dict(data: Mapping[str, Any], origin: str = "<config>") -> Config:
         ingest_enabled=t.take("ingest_enabled", h.ingest_enabled, _bool),
         ingest_token=t.take("ingest_token", h.ingest_token, _str),
         max_body=t.take("max_body", h.max_body, _min_size(1)),
+        header_timeout=t.take("header_timeout", h.header_timeout, _positive_duration),
+        idle_timeout=t.take("idle_timeout", h.idle_timeout, _positive_duration),
+        max_connections=t.take("max_connections", h.max_connections, _int(1)),
+        reserved_fds=t.take("reserved_fds", h.reserved_fds, _int(0)),
+        allowed_hosts=t.take("allowed_hosts", h.allowed_hosts, _list_of(_host_name)),
     )
     t.finish(_fields(HttpConfig))
 
@@ -608,10 +618,11 @@ def from_dict(data: Mapping[str, Any], origin: str = "<config>") -> Config:
 def check(cfg: Config) -> None:
     """Cross-field rules (apply to the file and to the result of overrides)."""
     h = cfg.http
-    if h.enabled and h.ingest_enabled and not h.ingest_token and not is_loopback(h.host):
+    if h.enabled and h.ingest_enabled and not h.ingest_token:
+        # on loopback too: any web page open in a local browser can POST text/plain there
         raise ConfigError(cfg.origin, "http.ingest_token",
-                          f"must be set when http.ingest_enabled is true and http.listen "
-                          f"({h.listen}) is not a loopback address")
+                          "must be set when http.ingest_enabled is true (on a loopback "
+                          "address too: any web page in a local browser can POST to it)")
 
 
 def _min_size(lo: int) -> Callable[[Any], int]:
@@ -639,6 +650,22 @@ def _unique(conv: Callable[[Any], tuple[str, ...]]) -> Callable[[Any], tuple[str
         items = conv(v)
         return tuple(dict.fromkeys(items))
     return inner
+
+
+def _host_name(v: Any) -> str:
+    """A Host name for http.allowed_hosts: a DNS name, an IPv4 or IPv6 address, or "*"."""
+    if v == "*":
+        return v
+    problem = f"must be a host name, an IP address or \"*\", got {_show(v)}"
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError(problem)
+    name = v.strip().lower().rstrip(".")
+    bare = name[1:-1] if name.startswith("[") and name.endswith("]") else name
+    try:
+        parse_listen(f"[{bare}]:0" if ":" in bare else f"{bare}:0")
+    except ValueError:
+        raise ValueError(problem) from None
+    return bare
 
 
 def _listen(v: Any) -> str:
