@@ -44,10 +44,11 @@ Design choices worth knowing:
 * On a loopback bind only loopback Host names are answered (421 otherwise):
   a web page that rebinds its own DNS name to 127.0.0.1 cannot read the API.
   ``allowed_hosts`` adds names ("*" turns the check off).
-* GET /words bodies are rendered in a worker thread, at most RENDER_SLOTS at
-  a time (further requests wait their turn: the connection cap bounds them),
-  and cached per published list and query, so identical requests between two
-  rescores share one rendering and the event loop never builds a 3 MB body.
+* GET /words never builds a body on the event loop: each word's JSON object is
+  made once per published list in a worker thread, bodies are put together from
+  them in worker threads, at most RENDER_SLOTS at a time (further requests wait
+  their turn, not 503: the connection cap bounds them), and cached per list and
+  query, so identical requests between two rescores share one body.
 * The ingest rate is measured here, not in each browser: the server samples the
   view's cumulative counters every RATE_PERIOD seconds, so every client sees the
   same rate (averaged over RATE_WINDOW) and the last minutes of it as soon as it
@@ -860,18 +861,23 @@ class _Site(web.BaseSite):
 
 
 class WordsRenderer:
-    """Rendered /words bodies, cached per published list and query, built off the loop.
+    """/words bodies, built off the loop and cached per published list and query.
 
-    Identical requests while one is being rendered share it (one job per key);
-    at most RENDER_SLOTS jobs run at a time in worker threads and the others
-    wait their turn. The cache is emptied when a new list is published and
-    holds at most RENDER_CACHE_BYTES of bodies (least recently used go first).
+    Identical requests while one is being built share it (one job per key); at
+    most RENDER_SLOTS jobs run at a time and the others wait their turn. The
+    words' JSON objects and history arrays are made once per list (see
+    :class:`_Fragments`). Everything is dropped when a new list is published;
+    bodies take at most RENDER_CACHE_BYTES (least recently used go first).
     """
 
     def __init__(self, slots: int = RENDER_SLOTS, max_bytes: int = RENDER_CACHE_BYTES) -> None:
         self.slots = slots
         self.max_bytes = max_bytes
         self.pub: Published | None = None
+        #: per published list: each word's JSON object (and its history array), in
+        #: list order, made once (a task, shared by the requests that need it)
+        self.fragments: asyncio.Task[_Fragments] | None = None
+        self.histories: asyncio.Task[list[str]] | None = None
         self.cache: collections.OrderedDict[Any, bytes | asyncio.Task[bytes]] = \
             collections.OrderedDict()
         self.size = 0
@@ -888,7 +894,7 @@ class WordsRenderer:
                                                           thread_name_prefix="http-render")
 
     def close(self) -> None:
-        for entry in self.cache.values():
+        for entry in (*self.cache.values(), self.fragments, self.histories):
             if isinstance(entry, asyncio.Task):
                 entry.cancel()
         self.cache.clear()
@@ -898,11 +904,37 @@ class WordsRenderer:
     async def in_thread(self, fn: Callable[[], Any]) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn)
 
+    async def words(self, pub: Published, index: Mapping[str, tuple[int, Word]]
+                    ) -> _Fragments:
+        """Every word of *pub* as a JSON object with its rank (made once per list)."""
+        if self.pub is not pub or _failed(self.fragments):
+            self._forget(pub)
+            self.fragments = asyncio.get_running_loop().create_task(
+                self.in_thread(lambda: _Fragments(pub, index)))
+        return await asyncio.shield(self.fragments)
+
+    async def history(self, pub: Published, view: ServiceView) -> list[str]:
+        """Every word's sparkline history of *pub* as a JSON array (made once per list)."""
+        if self.pub is not pub or _failed(self.histories):
+            self._forget(pub)
+            # word_detail reads the daemon's live history: on the loop, as the view
+            # requires; it is updated with each published list, so once per list is right
+            details = [view.word_detail(w.word) for w in pub.words]
+            self.histories = asyncio.get_running_loop().create_task(self.in_thread(
+                lambda: [_dumps(_history(d, SPARK_POINTS)) for d in details]))
+        return await asyncio.shield(self.histories)
+
+    def _forget(self, pub: Published) -> None:
+        if pub is not self.pub:
+            # running jobs finish for the requests awaiting them; only the maps are dropped
+            self.cache.clear()
+            self.size = 0
+            self.fragments = self.histories = None
+            self.pub = pub
+
     async def get(self, pub: Published, key: Any,
                   job: Callable[[], Awaitable[bytes]]) -> bytes:
-        if pub is not self.pub:
-            self.close_tasks()
-            self.pub = pub
+        self._forget(pub)
         entry = self.cache.get(key)
         if isinstance(entry, bytes):
             self.hits += 1
@@ -914,11 +946,6 @@ class WordsRenderer:
         else:
             self.hits += 1
         return await asyncio.shield(entry)
-
-    def close_tasks(self) -> None:
-        # running jobs finish for the requests awaiting them; only the map is dropped
-        self.cache.clear()
-        self.size = 0
 
     async def _run(self, pub: Published, key: Any, job: Callable[[], Awaitable[bytes]]
                    ) -> bytes:
@@ -1132,12 +1159,10 @@ async def _words(request: web.Request) -> web.Response:
     view = request.app[_VIEW]
 
     async def job() -> bytes:
-        words, total = await renderer.in_thread(
-            lambda: _select_words(pub, new, min_count, sort, limit))
-        # word_detail reads the daemon's live history: on the loop, as the view requires
-        details = [view.word_detail(w.word) for w in words] if with_history else None
-        return await renderer.in_thread(
-            lambda: _render_words(pub, words, total, index, details))
+        fragments = await renderer.words(pub, index)
+        histories = await renderer.history(pub, view) if with_history else None
+        return await renderer.in_thread(lambda: fragments.body(
+            *_select_words(pub, new, min_count, sort, limit), histories))
 
     body = await renderer.get(pub, key, job)
     return web.Response(body=body, content_type="application/json", charset="utf-8")
@@ -1162,21 +1187,39 @@ def _dumps(data: Any) -> str:
     return json.dumps(json_safe(data), ensure_ascii=False, allow_nan=False)
 
 
-def _render_words(pub: Published, words: Sequence[Word], total: int,
-                  index: Mapping[str, tuple[int, Word]],
-                  details: Sequence[WordDetail | None] | None) -> bytes:
-    """The /words body. Encoded word by word: one json.dumps call over a 3 MB list
-    would hold the GIL, and so stall the event loop, for its whole duration."""
-    parts = []
-    for i, w in enumerate(words):
-        d = w.to_dict()
-        d["rank"] = index.get(w.word, (None,))[0]
-        if details is not None:
-            d["history"] = _history(details[i], SPARK_POINTS)  # type: ignore[arg-type]
-        parts.append(_dumps(d))
-    head = {"rescored_at": iso_time(pub.rescored_at), "stream_time": iso_time(pub.stream_time),
-            "total": total}
-    return (_dumps(head)[:-1] + ', "words": [' + ", ".join(parts) + "]}").encode("utf-8")
+def _failed(task: asyncio.Task[Any] | None) -> bool:
+    """No task, or one that ended without a result (made again on the next request)."""
+    return task is None or (task.done() and (task.cancelled() or task.exception() is not None))
+
+
+class _Fragments:
+    """The words of one published list as JSON objects (rank included), in list order.
+
+    Encoded word by word, in a worker thread: one json.dumps call over a 3 MB list
+    would hold the GIL, and so stall the event loop, for its whole duration.
+    """
+
+    def __init__(self, pub: Published, index: Mapping[str, tuple[int, Word]]) -> None:
+        self.pub = pub
+        self.position = {id(w): i for i, w in enumerate(pub.words)}
+        self.objects = []
+        for w in pub.words:
+            d = w.to_dict()
+            d["rank"] = index.get(w.word, (None,))[0]
+            self.objects.append(_dumps(d))
+
+    def body(self, words: Sequence[Word], total: int, histories: Sequence[str] | None
+             ) -> bytes:
+        """The /words body for *words* (objects of this list) out of *total* selected."""
+        parts = []
+        for w in words:
+            i = self.position[id(w)]
+            obj = self.objects[i]
+            parts.append(obj if histories is None
+                         else obj[:-1] + ', "history": ' + histories[i] + "}")
+        head = {"rescored_at": iso_time(self.pub.rescored_at),
+                "stream_time": iso_time(self.pub.stream_time), "total": total}
+        return (_dumps(head)[:-1] + ', "words": [' + ", ".join(parts) + "]}").encode("utf-8")
 
 
 async def _word(request: web.Request) -> web.Response:
@@ -1296,8 +1339,9 @@ async def _ingest(request: web.Request) -> web.Response:
         async with asyncio.timeout(cfg["header_timeout"]):
             body = await request.read()  # client_max_size also stops chunked bodies
     except TimeoutError:
-        return _error(408, f"the body did not arrive within {cfg['header_timeout']:g} s",
-                      headers={"Connection": "close"})
+        resp = _error(408, f"the body did not arrive within {cfg['header_timeout']:g} s")
+        resp.force_close()
+        return resp
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
