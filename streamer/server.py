@@ -709,6 +709,8 @@ class _Listener:
     def _accept(self, lsock: socket.socket) -> None:
         for _ in range(ACCEPT_BATCH):
             if len(self.conns) + self.pending >= self.cap and not self._evict_one():
+                if self.pending:  # some are still being set up: look again next loop turn
+                    return
                 # every connection is busy: leave new ones in the kernel's backlog
                 self.full = True
                 for s in self.sockets:
@@ -810,12 +812,11 @@ def _listening_sockets(host: str, port: int, backlog: int) -> list[socket.socket
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
                 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            s.bind(addr)
+            # port 0: the port the first address got, for every address ("localhost:0")
+            s.bind((addr[0], port, *addr[2:]))
             s.listen(backlog)
             s.setblocking(False)
-            if port == 0:  # one port for every address, like "localhost:0" users expect
-                port = s.getsockname()[1]
-                infos = [(f, k, p, c, (a[0], port, *a[2:])) for f, k, p, c, a in infos]
+            port = s.getsockname()[1]
     except BaseException:
         for s in socks:
             s.close()
