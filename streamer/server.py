@@ -17,13 +17,16 @@ GET  /stats               view.stats() plus server_time, a summary of the publis
                           and ingest_rate (chars/s, lines/s and their recent history)
 GET  /metrics             Prometheus text format 0.0.4
 POST /ingest              lines of text (text/plain, or JSON lines {"text": ...});
-                          404 unless enabled; Bearer token; 413 over max_body
+                          404 unless enabled; Bearer token; 413 over max_body;
+                          408 when the body takes longer than header_timeout
+any                       400 malformed request (and closed); 421 Host not answered
 
 Design choices worth knowing:
 
 * Disabled /ingest answers 404 (the endpoint does not exist for this
   configuration), not 403, which would suggest that some credential could open
-  it. Enabling it without a token is refused at start-up.
+  it. Enabling it without a token is refused at start-up, on loopback too: any
+  web page open in a local browser can POST text/plain to 127.0.0.1.
 * Unknown query parameters are ignored (browsers and proxies add cache
   busters); a known parameter that is malformed, empty or repeated is a 400
   naming it.
