@@ -156,6 +156,8 @@ class DaemonProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.runs = 0
         self.log_path = root / "daemon-0.log"
+        #: run in the child before exec (e.g. resource.setrlimit for a low descriptor limit)
+        self.preexec_fn: Callable[[], None] | None = None
 
     # ---------------------------------------------------------------- process
 
@@ -165,7 +167,7 @@ class DaemonProcess:
         with open(self.log_path, log_mode) as log:
             self.proc = subprocess.Popen(cmd, cwd=self.root, stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=streamer_env())
+                                         env=streamer_env(), preexec_fn=self.preexec_fn)
         return self.proc
 
     def spawn(self, *args: str, listen: bool = True) -> subprocess.Popen[bytes]:

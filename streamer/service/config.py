@@ -147,7 +147,7 @@ def parse_listen(value: Any) -> tuple[str, int]:
 
 
 def is_loopback(host: str) -> bool:
-    """True for localhost and loopback addresses (the only safe place for an open ingest)."""
+    """True for localhost and loopback addresses."""
     if host == "localhost":
         return True
     try:
@@ -348,6 +348,38 @@ def _unique(conv: Callable[[Any], tuple[str, ...]]) -> Callable[[Any], tuple[str
     return inner
 
 
+def _host_name(v: Any) -> str:
+    """A Host name for http.allowed_hosts: a DNS name, an IPv4 or IPv6 address, or "*"."""
+    if v == "*":
+        return v
+    problem = f"must be a host name, an IP address or \"*\", got {_show(v)}"
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError(problem)
+    name = v.strip().lower().rstrip(".")
+    bare = name[1:-1] if name.startswith("[") and name.endswith("]") else name
+    try:
+        parse_listen(f"[{bare}]:0" if ":" in bare else f"{bare}:0")
+    except ValueError:
+        raise ValueError(problem) from None
+    return bare
+
+
+def _host_name(v: Any) -> str:
+    """A Host name for http.allowed_hosts: a DNS name, an IPv4 or IPv6 address, or "*"."""
+    if v == "*":
+        return v
+    problem = f"must be a host name, an IP address or \"*\", got {_show(v)}"
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError(problem)
+    name = v.strip().lower().rstrip(".")
+    bare = name[1:-1] if name.startswith("[") and name.endswith("]") else name
+    try:
+        parse_listen(f"[{bare}]:0" if ":" in bare else f"{bare}:0")
+    except ValueError:
+        raise ValueError(problem) from None
+    return bare
+
+
 def _listen(v: Any) -> str:
     parse_listen(v)
     return v.strip()
@@ -484,6 +516,11 @@ class HttpConfig:
     ingest_enabled: bool = setting(False, _bool)
     ingest_token: str = setting("", _str)
     max_body: int = setting(2**20, _min_size(1))
+    header_timeout: float = setting(10.0, _positive_duration)
+    idle_timeout: float = setting(30.0, _positive_duration)
+    max_connections: int = setting(256, _int(1))
+    reserved_fds: int = setting(128, _int(0))
+    allowed_hosts: tuple[str, ...] = setting((), _list_of(_host_name))
 
     @property
     def host(self) -> str:
@@ -565,10 +602,11 @@ def check(cfg: Config) -> None:
         raise (ConfigError("command line", flag, exc.problem) if flag
                else ConfigError(cfg.origin, key, exc.problem)) from None
     h = cfg.http
-    if h.enabled and h.ingest_enabled and not h.ingest_token and not is_loopback(h.host):
+    if h.enabled and h.ingest_enabled and not h.ingest_token:
+        # on loopback too: any web page open in a local browser can POST text/plain there
         raise ConfigError(cfg.origin, "http.ingest_token",
-                          f"must be set when http.ingest_enabled is true and http.listen "
-                          f"({h.listen}) is not a loopback address")
+                          "must be set when http.ingest_enabled is true (on a loopback "
+                          "address too: any web page in a local browser can POST to it)")
 
 
 def load(path: str | Path | None) -> Config:

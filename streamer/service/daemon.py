@@ -192,8 +192,6 @@ class Daemon:
         runner = None
         if cfg.http.enabled:
             runner = await self._start_http()
-            if runner is None:
-                return 1
 
         self._make_sources()
         log.info("streamer %s running: sources %s%s; state %s; exports %s; rescore every %gs",
@@ -222,21 +220,21 @@ class Daemon:
         return status
 
     async def _start_http(self) -> Any:
-        from streamer.service.server import bound_port, make_app, start_server
+        from streamer.service.server import bound_port, host_allowlist, make_app, start_server
 
         h = self.cfg.http
         try:
             app = make_app(self, ingest_token=h.ingest_token or None, max_body=h.max_body,
-                           ingest_enabled=h.ingest_enabled)
+                           ingest_enabled=h.ingest_enabled, header_timeout=h.header_timeout,
+                           allowed_hosts=host_allowlist(h.host, h.allowed_hosts))
+            runner = await start_server(app, h.host, h.port, header_timeout=h.header_timeout,
+                                        idle_timeout=h.idle_timeout,
+                                        max_connections=h.max_connections,
+                                        reserved_fds=h.reserved_fds)
         except ValueError as exc:
             raise StartupError(f"{self.cfg.origin}: http: {exc}") from None
-        try:
-            runner = await start_server(app, h.host, h.port)
         except OSError as exc:
-            log.error("cannot listen on %s: %s", h.listen, exc.strerror or exc)
-            print(f"streamer run: error: cannot listen on {h.listen}: {exc.strerror or exc}",
-                  file=sys.stderr)
-            return None
+            raise StartupError(f"cannot listen on {h.listen}: {exc.strerror or exc}") from None
         self.http_port = bound_port(runner)
         log.info("HTTP API on http://%s:%d/", h.host if ":" not in h.host else f"[{h.host}]",
                  self.http_port)

@@ -170,6 +170,15 @@ def test_parse_listen_rejects(bad: str) -> None:
     ("[http]\nlisten = '127.0.0.1:99999'\n", "http.listen", "port"),
     ("[http]\nlisten = '0.0.0.0:8377'\ningest_enabled = true\n", "http.ingest_token",
      "must be set"),
+    # a token on loopback too: any page in a local browser can POST text/plain there
+    ("[http]\nlisten = '127.0.0.1:8377'\ningest_enabled = true\n", "http.ingest_token",
+     "loopback address too"),
+    ("[http]\nheader_timeout = 0\n", "http.header_timeout", "positive"),
+    ("[http]\nidle_timeout = 'soon'\n", "http.idle_timeout", "duration"),
+    ("[http]\nmax_connections = 0\n", "http.max_connections", ">= 1"),
+    ("[http]\nreserved_fds = -1\n", "http.reserved_fds", ">= 0"),
+    ("[http]\nallowed_hosts = ['bad host']\n", "http.allowed_hosts", "host name"),
+    ("[http]\nallowed_hosts = 'example.org'\n", "http.allowed_hosts", "list"),
     ("[state]\nkeep = 0\n", "state.keep", ">= 1"),
     ("[export]\nformats = ['xml']\n", "export.formats", "jsonl"),
     ("[export]\nselection = 'best'\n", "export.selection", "'all'"),
@@ -224,6 +233,12 @@ top_k = 20
 [http]
 listen = "[::1]:0"
 ingest_enabled = true
+ingest_token = "t"
+header_timeout = "2s"
+idle_timeout = "1m"
+max_connections = 64
+reserved_fds = 0
+allowed_hosts = ["Example.ORG.", "[::1]", "*"]
 """))
     assert cfg.sources.globs == ("a/*.log", "/abs/b.txt")
     assert cfg.sources.max_line_bytes == 65536
@@ -240,7 +255,10 @@ ingest_enabled = true
     assert cfg.export.formats == ("csv", "jsonl")
     assert cfg.export.top_k == 20
     assert (cfg.http.host, cfg.http.port) == ("::1", 0)
-    assert cfg.http.ingest_enabled  # loopback: no token needed
+    assert cfg.http.ingest_enabled and cfg.http.ingest_token == "t"
+    assert (cfg.http.header_timeout, cfg.http.idle_timeout) == (2.0, 60.0)
+    assert (cfg.http.max_connections, cfg.http.reserved_fds) == (64, 0)
+    assert cfg.http.allowed_hosts == ("example.org", "::1", "*")
 
 
 # --------------------------------------------------------------------------- overrides
