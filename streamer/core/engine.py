@@ -30,11 +30,13 @@ from typing import Any
 import numpy as np
 
 from streamer.core import scoring
-from streamer.core.candidates import POOL_SHARE, CandidateTable, ListedRegistry
+from streamer.core.candidates import CandidateTable
 from streamer.core.decay import CountClock, ExposureLog
 from streamer.core.engine_config import EngineConfig
 from streamer.core.engine_state import EngineState
+from streamer.core.examples import POOL_SHARE
 from streamer.core.lexicon import Lexicon
+from streamer.core.listed import ListedRegistry
 from streamer.core.neighbours import NeighbourTable
 from streamer.core.ngrams import L, mix, ngram_keys, span_keys
 from streamer.core.results import Published, Word
@@ -288,7 +290,7 @@ class Engine(EngineState):
             return
         safe = np.maximum(slots, 0)
         want = ok & (table.total[safe] >= cfg.min_count)
-        want &= np.isin(slots, self._listed_slots) | ~table.sampled[safe]
+        want &= np.isin(slots, self._listed_slots) | ~table.pool.sampled[safe]
         pick = np.flatnonzero(want)
         if len(pick):
             occ = first_occ[pick].tolist()
@@ -553,7 +555,7 @@ class Engine(EngineState):
             },
             "known_words": len(self.known),
             "discovered_words": len(self.listed),
-            "long_texts_dropped": self.candidates.long_dropped,
+            "long_texts_dropped": self.candidates.text.long_dropped,
         }
 
     def examples(self, word: str) -> list[str]:
