@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO, TypeVar
 
 from streamer.cli.main import UsageError
-from streamer.core.engine import CutBatch, Engine, EngineConfig, Prepared
+from streamer.core.engine import CutBatch, Engine, EngineConfig, EncodedBatch
 from streamer.core.engine_config import SettingError
 from streamer.core.lexicon import Lexicon
 from streamer.core.results import Word
@@ -209,15 +209,15 @@ def discover(files: list[str], config: EngineConfig, known: Lexicon | None = Non
         first = (raw for name, stream in zip(files, streams, strict=False)
                  for raw in _blocks_named(name, stream, stats))
 
-        def prepare(raw: tuple[bytes, int]) -> tuple[Prepared, Decoded]:
+        def encode_block(raw: tuple[bytes, int]) -> tuple[EncodedBatch, Decoded]:
             d = decode_block(*raw)
-            return engine.prepare([d.text]), d
+            return engine.encode_batch([d.text]), d
 
         # pass 1: blocks are decoded and encoded ahead in worker threads; counting
         # stays in this thread, in input order (the counters have a single writer)
-        for p, d in _ahead(pool, prepare, first):
+        for p, d in _ahead(pool, encode_block, first):
             d.count_into(stats)
-            engine.count_prepared(p)
+            engine.count_batch(p)
             engine.lines_ingested += p.n_lines
             engine.chars_ingested += p.n_chars
             bar.update(stats.bytes, p.n_chars, "counting")
@@ -225,12 +225,12 @@ def discover(files: list[str], config: EngineConfig, known: Lexicon | None = Non
         blocks = (raw for path in paths for raw in _read_path(path, second))
 
         def cut(raw: tuple[bytes, int]) -> CutBatch:
-            return engine.cut_prepared(engine.prepare([decode_block(*raw).text], count=False))
+            return engine.cut_batch(engine.encode_batch([decode_block(*raw).text], count=False))
 
         # pass 2: the counters are now read-only, so whole blocks are cut in worker
         # threads; recording pieces stays in this thread, in input order
         for c in _ahead(pool, cut, blocks):
-            engine.apply_cut(c, started)
+            engine.record_cut(c, started)
             bar.update(stats.bytes + second.bytes, c.n_chars, "cutting")
     bar.close()
     engine.lines_ingested = stats.lines

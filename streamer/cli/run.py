@@ -63,7 +63,7 @@ def main(args: argparse.Namespace) -> int:
                 for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         tune_malloc()
-        daemon.prepare()
+        daemon.start_up()
         return asyncio.run(daemon.run())
     except StartupError as exc:
         print(f"streamer run: error: {exc}", file=sys.stderr)

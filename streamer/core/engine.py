@@ -51,19 +51,19 @@ from streamer.core.units import DENSE_SIZE, HAN_LIMIT, Encoded, dense_index, enc
 
 
 @dataclass(slots=True)
-class Prepared:
-    """A batch encoded and keyed (Engine.prepare)."""
+class EncodedBatch:
+    """A batch encoded and keyed (Engine.encode_batch)."""
 
     enc: Encoded
     n_lines: int
     n_chars: int
-    unit_counts: np.ndarray | None = None  # per dense unit index (prepare(count=True))
+    unit_counts: np.ndarray | None = None  # per dense unit index (encode_batch(count=True))
     count_keys: np.ndarray | None = None   # keys the count phase adds, in its order
 
 
 @dataclass(slots=True)
 class CutBatch:
-    """A batch cut into pieces, not yet recorded (Engine.cut_prepared).
+    """A batch cut into pieces, not yet recorded (Engine.cut_batch).
 
     starts/ends/left/right describe each multi-unit piece occurrence; uniq/counts
     the distinct piece keys; first_occ the first occurrence of each distinct key;
@@ -84,7 +84,7 @@ class CutBatch:
 
 
 @dataclass
-class _Scored:
+class _Checked:
     slots: np.ndarray
     pmi: np.ndarray
     left: np.ndarray
@@ -186,7 +186,7 @@ class Engine(EngineState):
         return cohesive_masks(keys, counts, self.total_units, self.clock.units(cfg.min_count),
                               cfg.thresholds())
 
-    def prepare(self, lines: Sequence[str], count: bool = True) -> Prepared:
+    def encode_batch(self, lines: Sequence[str], count: bool = True) -> EncodedBatch:
         """Encode a batch. Reads no state: safe in any thread.
 
         With ``count`` it also makes what the count phase adds (the batch's unit
@@ -202,9 +202,9 @@ class Engine(EngineState):
         if count:
             units = np.bincount(dense_index(enc.ids), minlength=DENSE_SIZE)
             keys = ngram_count_keys(enc.mixed, enc.first, enc.ids, self.config.order)
-        return Prepared(enc, len(lines), n_chars, units, keys)
+        return EncodedBatch(enc, len(lines), n_chars, units, keys)
 
-    def count_prepared(self, p: Prepared, now: float = 0.0) -> None:
+    def count_batch(self, p: EncodedBatch, now: float = 0.0) -> None:
         """Count phase: add the batch's n-grams to the counters at stream time ``now``
         (writes state)."""
         if p.unit_counts is None or p.count_keys is None:
@@ -218,7 +218,7 @@ class Engine(EngineState):
         if not math.isinf(self.config.half_life):
             self.exposure.add(now, len(p.enc.ids))
 
-    def cut_prepared(self, p: Prepared) -> CutBatch:
+    def cut_batch(self, p: EncodedBatch) -> CutBatch:
         """Cut a batch with the current counts. Reads state, writes none: several
         batches may be cut concurrently while no thread counts."""
         enc = p.enc
@@ -242,7 +242,7 @@ class Engine(EngineState):
                         uniq=sk[group_start], counts=np.diff(np.append(group_start, len(sk))),
                         first_occ=first_occ, inverse=inverse)
 
-    def apply_cut(self, c: CutBatch, now: float, seed: bool = False) -> None:
+    def record_cut(self, c: CutBatch, now: float, seed: bool = False) -> None:
         """Record a cut batch: candidate counts, neighbours, examples (writes state).
 
         With ``seed`` (incremental use), a newly admitted piece of at most ``order``
@@ -315,23 +315,23 @@ class Engine(EngineState):
 
     def count(self, lines: Sequence[str]) -> None:
         """Count phase only (first pass of a batch run)."""
-        p = self.prepare(lines)
-        self.count_prepared(p)
+        p = self.encode_batch(lines)
+        self.count_batch(p)
         self.lines_ingested += p.n_lines
         self.chars_ingested += p.n_chars
 
     def cut(self, lines: Sequence[str], now: float = 0.0) -> None:
         """Cut phase only (second pass of a batch run): pieces, candidates, neighbours."""
-        self.apply_cut(self.cut_prepared(self.prepare(lines, count=False)), now)
+        self.record_cut(self.cut_batch(self.encode_batch(lines, count=False)), now)
 
     def ingest(self, lines: Sequence[str], now: float) -> None:
         """Count and cut one batch (the daemon's step)."""
-        self.ingest_prepared(self.prepare(lines), now)
+        self.ingest_batch(self.encode_batch(lines), now)
 
-    def ingest_prepared(self, p: Prepared, now: float) -> None:
+    def ingest_batch(self, p: EncodedBatch, now: float) -> None:
         """ingest() of a batch already prepared (possibly in another thread)."""
-        self.count_prepared(p, now)
-        self.apply_cut(self.cut_prepared(p), now, seed=True)
+        self.count_batch(p, now)
+        self.record_cut(self.cut_batch(p), now, seed=True)
         self.lines_ingested += p.n_lines
         self.chars_ingested += p.n_chars
 
@@ -376,19 +376,19 @@ class Engine(EngineState):
 
     # ------------------------------------------------------------------ scoring
 
-    def _score_candidates(self, slots: np.ndarray, chunk: int = 1 << 14) -> _Scored:
-        """_score_chunk over ``chunk`` candidates at a time: the temporaries (n-gram
+    def _back_check(self, slots: np.ndarray, chunk: int = 1 << 14) -> _Checked:
+        """_back_check_chunk over ``chunk`` candidates at a time: the temporaries (n-gram
         keys and counts of every candidate's units) stay a few MB however many
         candidates there are."""
-        parts = [self._score_chunk(slots[a:a + chunk])
+        parts = [self._back_check_chunk(slots[a:a + chunk])
                  for a in range(0, max(len(slots), 1), chunk)]
-        return _Scored(np.concatenate([p.slots for p in parts]),
+        return _Checked(np.concatenate([p.slots for p in parts]),
                        np.concatenate([p.pmi for p in parts]),
                        np.concatenate([p.left for p in parts]),
                        np.concatenate([p.right for p in parts]),
                        [w for p in parts for w in p.words])
 
-    def _score_chunk(self, slots: np.ndarray) -> _Scored:
+    def _back_check_chunk(self, slots: np.ndarray) -> _Checked:
         """Back-check and neighbour entropies for candidate slots.
 
         Returns the slots that pass the back-check, with pmi (min split, or for
@@ -398,7 +398,7 @@ class Engine(EngineState):
         words = self.candidates.texts(slots)
         if not words:
             empty = np.empty(0)
-            return _Scored(slots[:0], empty, empty, empty, [])
+            return _Checked(slots[:0], empty, empty, empty, [])
         enc, offsets = encode_words(words, cfg.units)
         lengths = np.diff(offsets)
         if len(lengths) != len(words):  # a word that no longer encodes to units
@@ -443,7 +443,7 @@ class Engine(EngineState):
         slots, pmi = slots[passed], pmi[passed]
         words = [w for w, ok in zip(words, passed.tolist(), strict=True) if ok]
         left, right = self.neighbours.entropies(slots)
-        return _Scored(slots, pmi, left, right, words)
+        return _Checked(slots, pmi, left, right, words)
 
     def rescore(self, now: float | None = None) -> Published:
         """Score all candidates and publish an immutable ranked list."""
@@ -457,7 +457,7 @@ class Engine(EngineState):
         # the list is about now, a word is listed while it is used min_count times a
         # half-life, and a faded word leaves the list (total_count keeps the history)
         slots = np.flatnonzero(table.used & (counts >= cfg.min_count))
-        sc = self._score_candidates(slots)
+        sc = self._back_check(slots)
         # entropy is evidence: a side seen fewer than twice (a word just admitted in
         # the daemon, whose earlier occurrences were not yet cut out) is not judged;
         # its freedom is 0, so it is listed last until its contexts are seen

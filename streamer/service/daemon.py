@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from streamer import __version__
-from streamer.core.engine import Engine, Prepared
+from streamer.core.engine import Engine, EncodedBatch
 from streamer.core.lexicon import Lexicon
 from streamer.core.results import Published, Word
 from streamer.input import Batch, FileSource, StdinSource
@@ -196,7 +196,7 @@ class Daemon:
         self.engine_config = cfg.engine.engine_config()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         # encodes the next batch while the engine thread ingests this one
-        # (Engine.prepare reads no state); the machine has two cores
+        # (Engine.encode_batch reads no state); the machine has two cores
         self.prep_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
         self.engine: Engine | None = None
         self.fingerprint = ""
@@ -251,7 +251,7 @@ class Daemon:
 
     # ------------------------------------------------------------------ startup (sync)
 
-    def prepare(self) -> None:
+    def start_up(self) -> None:
         """Everything that can fail because of the configuration or the state on disk,
         before the event loop starts: lexicons, directories, snapshot, engine."""
         cfg = self.cfg
@@ -425,11 +425,11 @@ class Daemon:
         started = self._job_started
         return 0.0 if started is None else time.monotonic() - started
 
-    def _ingest_job(self, prepared: Prepared) -> tuple[int, int, int]:
+    def _ingest_job(self, prepared: EncodedBatch) -> tuple[int, int, int]:
         """(worker) Count one prepared batch at its stream time; return the counters."""
         eng = self.engine
         assert eng is not None
-        eng.ingest_prepared(prepared, self.stream_time(eng.chars_ingested + prepared.n_chars))
+        eng.ingest_batch(prepared, self.stream_time(eng.chars_ingested + prepared.n_chars))
         now = time.monotonic()
         if now - self._trimmed >= TRIM_SECONDS:
             self._trimmed = now
@@ -438,8 +438,8 @@ class Daemon:
 
     _trimmed = 0.0
 
-    def _prepare(self, batch: Batch) -> asyncio.Future[Prepared]:
-        """Start encoding a batch in the prepare thread."""
+    def _encode_ahead(self, batch: Batch) -> asyncio.Future[EncodedBatch]:
+        """Start encoding a batch in the encode thread."""
         eng = self.engine
         assert eng is not None
         loop = asyncio.get_running_loop()
@@ -632,11 +632,11 @@ class Daemon:
         """The only coroutine that feeds the engine: one batch at a time, commit after.
 
         While the engine ingests a batch, the next one (if already queued) is encoded
-        in the prepare thread, so the two cores share the work.
+        in the encode thread, so the two cores share the work.
         """
         assert self.queue is not None and self.stopping is not None
         queue, stopping = self.queue, self.stopping
-        pending: tuple[Batch, asyncio.Future[Prepared]] | None = None
+        pending: tuple[Batch, asyncio.Future[EncodedBatch]] | None = None
         try:
             while True:
                 if stopping.is_set():
@@ -648,7 +648,7 @@ class Daemon:
                 batch = await self._next_batch(queue, stopping)
                 if batch is None:
                     return
-                upcoming = (batch, self._prepare(batch))
+                upcoming = (batch, self._encode_ahead(batch))
                 if pending is not None:
                     await self._process(*pending)
                 pending = upcoming
@@ -677,11 +677,11 @@ class Daemon:
                 return getter.result()
 
     async def _process(self, batch: Batch,
-                       prepared: asyncio.Future[Prepared] | None = None) -> None:
+                       prepared: asyncio.Future[EncodedBatch] | None = None) -> None:
         assert self._lock is not None
         async with self._lock:
             try:
-                p = await (prepared if prepared is not None else self._prepare(batch))
+                p = await (prepared if prepared is not None else self._encode_ahead(batch))
                 lines, chars, units = await self._in_worker(self._ingest_job, p)
             except Exception:
                 # The batch is committed anyway: re-reading a batch that crashes the engine
