@@ -30,11 +30,13 @@ from typing import Any
 import numpy as np
 
 from streamer.core import scoring
-from streamer.core.candidates import POOL_SHARE, CandidateTable, ListedRegistry
+from streamer.core.candidates import CandidateTable
 from streamer.core.decay import CountClock, ExposureLog
 from streamer.core.engine_config import EngineConfig
 from streamer.core.engine_state import EngineState
+from streamer.core.examples import POOL_SHARE
 from streamer.core.lexicon import Lexicon
+from streamer.core.listed import ListedRegistry
 from streamer.core.neighbours import NeighbourTable
 from streamer.core.ngrams import L, mix, ngram_keys, span_keys
 from streamer.core.results import Published, Word
@@ -126,6 +128,8 @@ class Engine(EngineState):
         self.known = known or Lexicon()
         # key of each word ever listed -> its first_seen when first listed
         self.listed = ListedRegistry(capacity)
+        # slots of the words the last rescore listed: their examples are kept first
+        self._listed_slots = np.empty(0, np.int64)
         self.last_decay: float | None = None
         self.rng = np.random.default_rng(cfg.seed)
         self.published = Published()
@@ -290,14 +294,12 @@ class Engine(EngineState):
             return
         safe = np.maximum(slots, 0)
         want = ok & (table.total[safe] >= cfg.min_count)
-        want &= np.isin(slots, self._listed_slots) | ~table.sampled[safe]
+        want &= np.isin(slots, self._listed_slots) | ~table.pool.sampled[safe]
         pick = np.flatnonzero(want)
         if len(pick):
             occ = first_occ[pick].tolist()
             table.add_examples(slots[pick], [enc.context(int(s[o]), int(e[o])) for o in occ],
                                cfg.examples, protect=self._listed_slots)
-
-    _listed_slots: np.ndarray = np.empty(0, np.int64)
 
     def _seed_counts(self, slots: np.ndarray, keys: np.ndarray, batch: np.ndarray,
                      lengths: np.ndarray, now: float) -> None:
@@ -542,7 +544,7 @@ class Engine(EngineState):
             },
             "known_words": len(self.known),
             "discovered_words": len(self.listed),
-            "long_texts_dropped": self.candidates.long_dropped,
+            "long_texts_dropped": self.candidates.text.long_dropped,
         }
 
     def examples(self, word: str) -> list[str]:

@@ -17,10 +17,12 @@ from typing import Any, Self
 
 import numpy as np
 
-from streamer.core.candidates import POOL_SHARE, CandidateTable, ListedRegistry
+from streamer.core.candidates import CandidateTable
 from streamer.core.decay import CountClock, ExposureLog
 from streamer.core.engine_config import STATE_VERSION, EngineConfig
+from streamer.core.examples import POOL_SHARE
 from streamer.core.lexicon import Lexicon
+from streamer.core.listed import ListedRegistry
 from streamer.core.neighbours import NeighbourTable
 from streamer.core.results import Published
 from streamer.core.sketch import NgramCounter, counter_from_state
@@ -46,6 +48,7 @@ class EngineState:
     neighbours: NeighbourTable
     known: Lexicon
     listed: ListedRegistry
+    _listed_slots: np.ndarray
     last_decay: float | None
     rng: np.random.Generator
     published: Published
@@ -99,7 +102,7 @@ class EngineState:
         dst.first_seen[mine] = np.minimum(dst.first_seen[mine], src.first_seen[theirs])
         dst.last_seen[mine] = np.maximum(dst.last_seen[mine], src.last_seen[theirs])
         # their examples, oldest first, one round per position (slots are distinct)
-        held = np.flatnonzero(src.has_examples(theirs))
+        held = np.flatnonzero(src.pool.has(theirs))
         theirs_ex = [src.examples_of(t) for t in theirs[held].tolist()]
         for k in range(max(map(len, theirs_ex), default=0)):
             has = [i for i, ex in enumerate(theirs_ex) if len(ex) > k]
@@ -193,6 +196,7 @@ class EngineState:
         eng.candidates._on_remove = eng.neighbours.clear  # type: ignore[method-assign]
         eng.known = known or Lexicon()
         eng.listed = ListedRegistry.from_state(state["discovered"])
+        eng._listed_slots = np.empty(0, np.int64)  # set again by the next rescore
         eng.last_decay = state["last_decay"]
         eng.rng = np.random.default_rng()
         eng.rng.bit_generator.state = state["rng"]

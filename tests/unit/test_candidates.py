@@ -1,5 +1,6 @@
-"""The candidate table's fixed-width storage: texts (inline and overflow), the example
-pool and its reclaiming, the once-listed registry; each through a real snapshot file.
+"""The candidate table and the fixed-width storage it composes: texts (inline and
+overflow), the example pool and its reclaiming, the once-listed registry; each through a
+real snapshot file.
 
 Nothing is mocked: tables and engines are built, filled and written to disk.
 """
@@ -14,17 +15,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamer.core.candidates import (
-    EXAMPLE_BYTES,
-    EXAMPLES,
-    OVERFLOW_OVERHEAD,
-    TEXT_BYTES,
-    CandidateTable,
-    ListedRegistry,
-    fit_utf8,
-)
+from streamer.core.candidates import CandidateTable
 from streamer.core.engine import Engine, EngineConfig
+from streamer.core.examples import EXAMPLE_BYTES, EXAMPLES
+from streamer.core.listed import ListedRegistry
 from streamer.core.ngrams import mix, span_keys
+from streamer.core.rows import fit_utf8
+from streamer.core.texts import OVERFLOW_OVERHEAD, TEXT_BYTES
 from streamer.core.units import encode_words
 from streamer.storage import snapshot
 
@@ -53,6 +50,10 @@ def contexts(word: str, n: int = 30) -> list[str]:
     return [f"{side[i % len(side)]}{word}{side[(7 * i + 3) % len(side)]}" for i in range(n)]
 
 
+def add_example(table: CandidateTable, slot: int, context: str, keep: int = EXAMPLES) -> None:
+    table.add_examples(np.array([slot], np.int64), [context], keep)
+
+
 # --------------------------------------------------------------------------- texts
 
 
@@ -64,14 +65,14 @@ def test_texts_longer_than_the_inline_width_round_trip(tmp_path: Path) -> None:
     assert (slots >= 0).all()
     assert table.texts(slots) == texts
     assert [table.text_of(s) for s in slots.tolist()] == texts
-    assert len(table.overflow) == 2  # only the two long ones
+    assert len(table.text.overflow) == 2  # only the two long ones
     back = CandidateTable.from_state(through_file(tmp_path, "t.snap", table.state()))
     assert back.texts(slots) == texts
-    assert back.overflow == table.overflow and back.nbytes == table.nbytes
+    assert back.text.overflow == table.text.overflow and back.nbytes == table.nbytes
     # eviction gives the overflow back
     before = table.nbytes
     table.remove(slots[1:2])
-    assert len(table.overflow) == 1
+    assert len(table.text.overflow) == 1
     assert table.nbytes == before - len(LONG_WORD.encode()) - OVERFLOW_OVERHEAD
     assert table.text_of(int(slots[1])) == ""
     assert table.texts(slots[[0, 2, 3, 4]]) == [texts[0], texts[2], texts[3], texts[4]]
@@ -84,7 +85,7 @@ def test_packed_state_round_trips_texts_with_a_zero_byte(tmp_path: Path) -> None
     table = CandidateTable(64, example_pool=8)
     texts = ["a\0b", "新词", ""]
     slots = table.admit(np.array([1, 2, 3], dtype=np.uint64), texts, now=0.0)
-    table.add_example(int(slots[1]), "这个\0新词")
+    add_example(table, int(slots[1]), "这个\0新词")
     back = CandidateTable.from_state(through_file(tmp_path, "z.snap", table.state()))
     assert back.texts(slots) == texts
     assert back.examples_of(int(slots[1])) == ["这个 新词"]
@@ -93,12 +94,12 @@ def test_packed_state_round_trips_texts_with_a_zero_byte(tmp_path: Path) -> None
 def test_the_overflow_is_bounded_and_long_pieces_beyond_it_are_not_tracked() -> None:
     table = CandidateTable(1024)
     cost = 3 * 30 + OVERFLOW_OVERHEAD
-    fits = table.overflow_limit // cost
+    fits = table.text.overflow_limit // cost
     words = [f"{i:05d}" + "长" * 28 for i in range(fits + 5)]  # 89 bytes each
     slots = table.admit(np.arange(1, len(words) + 1, dtype=np.uint64), words, now=0.0)
     assert (slots[:fits] >= 0).all() and (slots[fits:] == -1).all()
-    assert table.long_dropped == 5
-    assert table.nbytes - CandidateTable(1024).nbytes <= table.overflow_limit
+    assert table.text.long_dropped == 5
+    assert table.nbytes - CandidateTable(1024).nbytes <= table.text.overflow_limit
     # short texts are still admitted
     short = table.admit(np.array([10**6], dtype=np.uint64), ["短词"], now=0.0)
     assert short[0] >= 0 and table.text_of(int(short[0])) == "短词"
@@ -130,7 +131,7 @@ def test_contexts_are_cut_at_a_character_boundary() -> None:
     table = CandidateTable(64, example_pool=8)
     slots = table.admit(np.array([1], dtype=np.uint64), ["新词"], now=0.0)
     context = "今天" + "大家都在讨论新词" * 10
-    table.add_example(int(slots[0]), context)
+    add_example(table, int(slots[0]), context)
     (stored,) = table.examples_of(int(slots[0]))
     assert context.startswith(stored) and len(stored.encode()) == 126  # 42 characters
 
@@ -149,12 +150,12 @@ def test_examples_keep_the_newest_and_skip_repeats(tmp_path: Path) -> None:
     table = CandidateTable(64, example_pool=8)
     slot = int(table.admit(np.array([1], dtype=np.uint64), ["新词"], now=0.0)[0])
     for c in ["第一个新词", "第二个新词", "第二个新词", "第三个新词", "第四个新词"]:
-        table.add_example(slot, c)
+        add_example(table, slot, c)
     assert table.examples_of(slot) == ["第二个新词", "第三个新词", "第四个新词"]
     assert table.newest_examples(np.array([slot, 5])) == ["第四个新词", ""]
     back = CandidateTable.from_state(through_file(tmp_path, "x.snap", table.state()))
     assert back.examples_of(slot) == table.examples_of(slot)
-    table.add_example(slot, "第五个新词", keep=1)
+    add_example(table, slot, "第五个新词", keep=1)
     assert table.examples_of(slot) == ["第五个新词"]
 
 
@@ -172,22 +173,22 @@ def test_full_pool_reclaims_the_lowest_recent_and_keeps_listed_words_examples() 
     for a in range(0, len(others), 5):
         part = others[a:a + 5]
         table.add_examples(part, [f"例子{int(s)}" for s in part.tolist()], protect=listed)
-        held = int((table.example_owner >= 0).sum())
-        assert held <= pool and held + table._ex_n_free == pool
+        held = int((table.pool.owner >= 0).sum())
+        assert held <= pool and held + table.pool._n_free == pool
     for i, s in enumerate(listed.tolist()):
         assert table.examples_of(s) == [f"词{i}的第{k}个例子" for k in (2, 3, 4)]
-    assert table.sampled[slots].all()  # reclaimed slots do not ask again unless listed
-    holders = np.flatnonzero(table.example_owner >= 0)
+    assert table.pool.sampled[slots].all()  # reclaimed slots do not ask again unless listed
+    holders = np.flatnonzero(table.pool.owner >= 0)
     assert len(holders) > 4
     # the entries held (besides the listed words') are those of the latest askers
-    owners = set(table.example_owner[holders].tolist()) - set(listed.tolist())
+    owners = set(table.pool.owner[holders].tolist()) - set(listed.tolist())
     assert int(others[-1]) in owners
     # a slot's entry is consistent both ways
     for e in holders.tolist():
-        assert table.example_entry[table.example_owner[e]] == e
+        assert table.pool.entry[table.pool.owner[e]] == e
     # eviction gives entries back
     table.remove(listed)
-    assert int((table.example_owner >= 0).sum()) == len(holders) - 4
+    assert int((table.pool.owner >= 0).sum()) == len(holders) - 4
     assert table.examples_of(int(listed[0])) == []
 
 
@@ -202,11 +203,11 @@ def test_engine_examples_are_strings_and_discover_has_no_pool(tmp_path: Path) ->
     assert eng.examples("没有的词") == []
     quiet = Engine(dataclasses.replace(CFG, examples=0))
     quiet.ingest(lines, now=0.0)
-    assert quiet.candidates.pool_capacity == 0 and quiet.examples("皮皮虾") == []
+    assert quiet.candidates.pool.entries == 0 and quiet.examples("皮皮虾") == []
     # a discover state restored by the daemon gets a pool
     back = Engine.from_state(through_file(tmp_path, "q.snap", quiet.state_dict()),
                              config=CFG)
-    assert back.candidates.pool_capacity > 0
+    assert back.candidates.pool.entries > 0
     back.ingest(lines, now=2.0)
     assert back.examples("皮皮虾")
 
@@ -274,6 +275,28 @@ def test_merge_combines_texts_examples_and_registries(tmp_path: Path) -> None:
     assert got.tolist() == [10.0, 20.0]
     words = [w.word for w in one.rescore(now=30.0).words]
     assert LONG_WORD in words and "皮皮虾" in words
+
+
+def test_state_keeps_the_snapshot_layout() -> None:
+    """Snapshots written before the table was split into its parts still load: the
+    state has the same keys, nesting and dtypes."""
+    table = CandidateTable(64, example_pool=8)
+    slots = table.admit(np.array([1, 2], dtype=np.uint64), ["新词", LONG_WORD], now=0.0)
+    add_example(table, int(slots[0]), "这个新词")
+    st = table.state()
+    assert list(st) == ["capacity", "keys", "total", "recent", "slow", "first_seen",
+                        "last_seen", "used", "text", "overflow", "long_dropped", "evicted",
+                        "free", "examples"]
+    assert list(st["text"]) == ["lengths", "bytes"]
+    assert list(st["overflow"]) == ["slots", "lengths", "bytes"]
+    assert list(st["examples"]) == ["sampled", "entry", "owner", "lengths", "bytes", "free"]
+    dtypes = {k: st[k].dtype.str for k in ("keys", "total", "recent", "used", "free")}
+    assert dtypes == {"keys": "<u8", "total": "<i8", "recent": "<f8", "used": "|b1",
+                      "free": "<i4"}
+    assert st["text"]["lengths"].dtype == np.uint8 and st["overflow"]["slots"].dtype == np.int64
+    ex = st["examples"]
+    assert (ex["entry"].dtype, ex["owner"].dtype, ex["lengths"].shape) == \
+        (np.int32, np.int32, (8, EXAMPLES))
 
 
 @pytest.mark.parametrize("capacity", [1024, 4096])
