@@ -210,7 +210,7 @@ class Pipeline:
     def _encode_ahead(self, batch: Batch) -> asyncio.Future[EncodedBatch]:
         """Start encoding a batch in the encode thread."""
         loop = asyncio.get_running_loop()
-        return loop.run_in_executor(self._prep_executor, self.engine.prepare, batch.lines)
+        return loop.run_in_executor(self._prep_executor, self.engine.encode_batch, batch.lines)
 
     async def process(self, batch: Batch,
                       prepared: asyncio.Future[EncodedBatch] | None = None) -> None:
