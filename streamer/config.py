@@ -35,6 +35,8 @@ from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any, TypeVar
 
+from streamer.lexicon import DEFAULT_KNOWN
+
 T = TypeVar("T")
 
 #: The smallest memory budget accepted: below this the sketches are too narrow to be useful
@@ -243,7 +245,7 @@ class EngineSection:
     half_life: float = 3600.0
     capacity: int | None = None
     max_words: int | None = 10_000
-    known: tuple[str, ...] = ()
+    known: tuple[str, ...] = DEFAULT_KNOWN
 
     def engine_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for EngineConfig (everything but the lexicon paths)."""
@@ -691,8 +693,12 @@ def add_override_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--snapshot-interval", metavar="S", help="intervals.snapshot")
     p.add_argument("--export-interval", metavar="S", help="intervals.export")
     p.add_argument("--min-count", metavar="N", help="engine.min_count")
-    p.add_argument("--known", action="append", metavar="PATH",
-                   help="known-word lexicon file (repeatable; replaces engine.known)")
+    known = p.add_mutually_exclusive_group()
+    known.add_argument("--known", action="append", metavar="PATH|NAME",
+                       help="known lexicon: a file, one word per line, or a name (jieba). "
+                            "Repeatable; the values given replace engine.known")
+    known.add_argument("--no-known", action="store_true", default=None,
+                       help="no known lexicon (engine.known = [])")
     begin = p.add_mutually_exclusive_group()
     begin.add_argument("--from-beginning", dest="from_beginning", action="store_true",
                        default=None, help="read files present at first start from byte 0")
@@ -729,7 +735,8 @@ def apply_overrides(cfg: Config, args: argparse.Namespace) -> Config:
                             ("state_dir", "state.dir", "--state-dir"),
                             ("export_dir", "export.dir", "--export-dir"),
                             ("listen", "http.listen", "--listen"),
-                            ("known", "engine.known", "--known")):
+                            ("known", "engine.known", "--known"),
+                            ("no_known", "engine.known", "--no-known")):
         if g(args, attr, None):
             flags[key] = flag
     if g(args, "sources", None):
@@ -758,6 +765,8 @@ def apply_overrides(cfg: Config, args: argparse.Namespace) -> Config:
                                                       _int(1)))
     if g(args, "known", None):
         eng = dataclasses.replace(eng, known=conv("--known", list(args.known), _list_of(_path)))
+    if g(args, "no_known", None):
+        eng = dataclasses.replace(eng, known=())
     if g(args, "log_level", None) is not None:
         log = dataclasses.replace(log, level=conv("--log-level", args.log_level,
                                                   _choice(LOG_LEVELS)))

@@ -54,7 +54,7 @@ from streamer import __version__, exports, snapshot
 from streamer import config as configmod
 from streamer.config import Config, ConfigError
 from streamer.engine import Engine, EngineConfig, Prepared
-from streamer.lexicon import Lexicon
+from streamer.lexicon import Lexicon, UnknownLexicon, load_known
 from streamer.results import Published, Word
 from streamer.sources import Batch, FileSource, StdinSource
 
@@ -354,8 +354,13 @@ class Daemon:
         paths = self.cfg.engine.known
         if not paths:
             return None
+        started = time.perf_counter()
         try:
-            lex = Lexicon.load(paths)
+            lex = load_known(paths)
+        except UnknownLexicon as exc:
+            if startup:
+                raise StartupError(f"{self.cfg.where('engine.known')}: {exc}") from None
+            raise
         except (OSError, UnicodeDecodeError) as exc:
             name = getattr(exc, "filename", None) or ""
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -363,7 +368,10 @@ class Daemon:
             if startup:
                 raise StartupError(f"{self.cfg.where('engine.known')}: {msg}") from None
             raise
-        log.info("known lexicons: %d words from %s", len(lex), ", ".join(paths))
+        files = [v if v == src else f"{v} ({src})"
+                 for v, src in zip(paths, lex.sources, strict=True)]
+        log.info("known lexicons: %d words from %s in %.2f s", len(lex), ", ".join(files),
+                 time.perf_counter() - started)
         return lex
 
     def _set_aside_state(self, why: str) -> None:
@@ -979,7 +987,7 @@ class Daemon:
         """SIGHUP: re-read the known lexicons; a failure keeps the old ones."""
         try:
             known = await asyncio.to_thread(self._load_known, startup=False)
-        except (OSError, UnicodeDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, UnknownLexicon) as exc:
             log.error("SIGHUP: cannot reload known lexicons, keeping the old ones: %s", exc)
             return
         assert self.engine is not None

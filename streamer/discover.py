@@ -24,7 +24,7 @@ from typing import IO, Any, BinaryIO, TypeVar
 from streamer.cli import UsageError
 from streamer.config import parse_size
 from streamer.engine import CutBatch, Engine, EngineConfig, Prepared
-from streamer.lexicon import Lexicon
+from streamer.lexicon import DEFAULT_KNOWN, NAMED_LEXICONS, Lexicon, UnknownLexicon, load_known
 from streamer.reader import Decoded, ReadStats, decode_block, iter_raw_blocks
 from streamer.results import Word
 
@@ -61,8 +61,15 @@ def register(sub: Any) -> None:
                    help="pmi thresholds for orders 2,3,4,... in nats (+2 per further order)")
     p.add_argument("--min-entropy", type=float, default=DEFAULTS.min_entropy,
                    help="minimum left and right neighbour entropy, nats")
-    p.add_argument("--known", action="append", default=[], metavar="PATH",
-                   help="known lexicon, one word per line (repeatable)")
+    known = p.add_mutually_exclusive_group()
+    known.add_argument("--known", action="append", default=argparse.SUPPRESS,
+                       metavar="PATH|NAME",
+                       help="known lexicon: a file, one word per line (extra columns "
+                            "ignored), or a name: " + ", ".join(NAMED_LEXICONS) + ". "
+                            "Repeatable; the values given replace the default "
+                            f"(default: {' '.join(DEFAULT_KNOWN)})")
+    known.add_argument("--no-known", action="store_true",
+                       help="no known lexicon: every word found counts as new")
     p.add_argument("--new-only", action="store_true", help="omit words in the known lexicons")
     p.add_argument("--top", type=int, metavar="K", help="only the best K words")
     p.add_argument("--exact", action="store_true",
@@ -276,8 +283,11 @@ def _ahead(pool: ThreadPoolExecutor, fn: Callable[[Any], T], items: Iterable[Any
 def run(args: argparse.Namespace) -> int:
     config = _config(args)
     _check_inputs(args.files)
+    values = [] if args.no_known else getattr(args, "known", list(DEFAULT_KNOWN))
     try:
-        known = Lexicon.load(args.known) if args.known else None
+        known = load_known(values) if values else None
+    except UnknownLexicon as exc:
+        raise UsageError(f"--known {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"--known: {exc}") from None
     if args.output:
