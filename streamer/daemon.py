@@ -54,7 +54,7 @@ from streamer import __version__, exports, snapshot
 from streamer import config as configmod
 from streamer.config import Config, ConfigError
 from streamer.engine import Engine, EngineConfig, Prepared
-from streamer.lexicon import Lexicon, UnknownLexicon, load_known
+from streamer.lexicon import Lexicon, LexiconError, load_known
 from streamer.results import Published, Word
 from streamer.sources import Batch, FileSource, StdinSource
 
@@ -357,7 +357,7 @@ class Daemon:
         started = time.perf_counter()
         try:
             lex = load_known(paths)
-        except UnknownLexicon as exc:
+        except LexiconError as exc:
             if startup:
                 raise StartupError(f"{self.cfg.where('engine.known')}: {exc}") from None
             raise
@@ -987,7 +987,7 @@ class Daemon:
         """SIGHUP: re-read the known lexicons; a failure keeps the old ones."""
         try:
             known = await asyncio.to_thread(self._load_known, startup=False)
-        except (OSError, UnicodeDecodeError, UnknownLexicon) as exc:
+        except (OSError, UnicodeDecodeError, LexiconError) as exc:
             log.error("SIGHUP: cannot reload known lexicons, keeping the old ones: %s", exc)
             return
         assert self.engine is not None

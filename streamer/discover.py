@@ -24,7 +24,14 @@ from typing import IO, Any, BinaryIO, TypeVar
 from streamer.cli import UsageError
 from streamer.config import parse_size
 from streamer.engine import CutBatch, Engine, EngineConfig, Prepared
-from streamer.lexicon import DEFAULT_KNOWN, NAMED_LEXICONS, Lexicon, UnknownLexicon, load_known
+from streamer.lexicon import (
+    DEFAULT_KNOWN,
+    NAMED_LEXICONS,
+    Lexicon,
+    LexiconError,
+    load_known,
+    resolve_known,
+)
 from streamer.reader import Decoded, ReadStats, decode_block, iter_raw_blocks
 from streamer.results import Word
 
@@ -195,15 +202,20 @@ class _Tee:
         return data
 
 
-def discover(files: list[str], config: EngineConfig, known: Lexicon | None = None,
+def discover(files: list[str], config: EngineConfig,
+             known: Lexicon | Callable[[], Lexicon | None] | None = None,
              progress: bool = False) -> tuple[Engine, ReadStats]:
-    """Run both passes over the files; returns the engine (rescored) and reader stats."""
+    """Run both passes over the files; returns the engine (rescored) and reader stats.
+
+    *known* may be a function that loads the lexicon: it is called after the passes, when
+    the blocks in flight are gone, so that the lexicon (jieba's: ~45 MB of Python strings)
+    is not resident during counting, the peak of memory."""
     total = None
     if all(_regular(f) for f in files if f != "-") and "-" not in files:
         total = 2 * sum(os.path.getsize(f) for f in files)
     bar = _Progress(total, progress)
     started = time.time()  # first_seen/last_seen of a batch run: when it ran
-    engine = Engine(config, known)
+    engine = Engine(config, None if callable(known) else known)
     stats = ReadStats()
     with tempfile.TemporaryDirectory(prefix="streamer-") as tmp, \
             ThreadPoolExecutor(max_workers=THREADS) as pool:
@@ -236,6 +248,8 @@ def discover(files: list[str], config: EngineConfig, known: Lexicon | None = Non
             bar.update(stats.bytes + second.bytes, c.n_chars, "cutting")
     bar.close()
     engine.lines_ingested = stats.lines
+    if callable(known):
+        engine.set_known(known())
     engine.rescore(started)
     return engine, stats
 
@@ -285,11 +299,23 @@ def run(args: argparse.Namespace) -> int:
     _check_inputs(args.files)
     values = [] if args.no_known else getattr(args, "known", list(DEFAULT_KNOWN))
     try:
-        known = load_known(values) if values else None
-    except UnknownLexicon as exc:
+        paths = [resolve_known(v) for v in values]
+        for path in paths:  # a directory or an unreadable file fails now, not after counting
+            with path.open("rb"):
+                pass
+    except LexiconError as exc:
         raise UsageError(f"--known {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise UsageError(f"--known: {exc}") from None
+
+    def known() -> Lexicon | None:
+        try:
+            return load_known(paths) if paths else None
+        except LexiconError as exc:
+            raise UsageError(f"--known {exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--known: {exc}") from None
+
     if args.output:
         out_dir = Path(args.output).resolve().parent
         if not out_dir.is_dir():

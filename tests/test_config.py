@@ -383,6 +383,13 @@ def test_run_with_unknown_lexicon_name_is_one_line(tmp_path: Path) -> None:
         f"streamer run: error: {path}: engine.known: jeiba: no such file, and not a lexicon name "
         "(names: jieba)"], proc.stderr
     assert sorted(os.listdir(tmp_path)) == ["k.toml"]
+    (tmp_path / "latin1.txt").write_bytes(b"caf\xe9\n")
+    path = write(tmp_path, '[engine]\nknown = ["latin1.txt"]\n', "k.toml")
+    proc = run_streamer(["run", "--config", str(path), "--no-http"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"streamer run: error: {path}: engine.known: latin1.txt: not UTF-8 (byte 3: "
+        "invalid continuation byte)"], proc.stderr
 
 
 def test_where_names_the_flag_that_set_a_value() -> None:

@@ -378,6 +378,17 @@ def test_missing_known_file(tmp_path: Path, old_output: Path, corpus: Path) -> N
     assert_usage_error(proc, "--known", "nolex.txt")
 
 
+def test_bad_lexicon_files(tmp_path: Path, old_output: Path, corpus: Path) -> None:
+    (tmp_path / "lexdir").mkdir()
+    proc = bad_input_run(tmp_path, old_output, [str(corpus), "--known", "lexdir"])
+    assert_usage_error(proc, "--known", "lexdir")
+    # read after counting (the lexicon is not held in memory during the passes): still a
+    # usage error, and nothing written
+    (tmp_path / "latin1.txt").write_bytes("区块链\n".encode() + b"caf\xe9\n")
+    proc = bad_input_run(tmp_path, old_output, [str(corpus), "--known", "latin1.txt"])
+    assert_usage_error(proc, "--known", "latin1.txt")
+
+
 def test_unknown_lexicon_name(tmp_path: Path, old_output: Path, corpus: Path) -> None:
     proc = bad_input_run(tmp_path, old_output, [str(corpus), "--known", "jeiba"])
     assert_usage_error(proc, "--known jeiba", "not a lexicon name (names: jieba)")

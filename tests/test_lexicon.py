@@ -12,7 +12,7 @@ from streamer.lexicon import (
     DEFAULT_KNOWN,
     NAMED_LEXICONS,
     Lexicon,
-    UnknownLexicon,
+    LexiconError,
     first_columns,
     load_known,
     resolve_known,
@@ -61,7 +61,7 @@ def test_a_path_is_a_path_and_names_come_first(tmp_path: Path,
 def test_unknown_name_or_missing_file_is_one_clear_line(value: str, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(UnknownLexicon) as err:
+    with pytest.raises(LexiconError) as err:
         resolve_known(value)
     msg = str(err.value)
     assert msg == f"{value}: no such file, and not a lexicon name (names: jieba)"
@@ -72,9 +72,11 @@ def test_a_directory_or_bad_bytes_are_errors_naming_the_file(tmp_path: Path) -> 
     (tmp_path / "d").mkdir()
     with pytest.raises(IsADirectoryError):
         load_known([tmp_path / "d"])
+    (tmp_path / "good.txt").write_text("好词\n", encoding="utf-8")
     (tmp_path / "bad.txt").write_bytes(b"ok\n\xff\xfe\n")
-    with pytest.raises(UnicodeDecodeError):
-        load_known([tmp_path / "bad.txt"])
+    with pytest.raises(LexiconError) as err:
+        load_known([tmp_path / "good.txt", tmp_path / "bad.txt"])
+    assert str(err.value) == f"{tmp_path / 'bad.txt'}: not UTF-8 (byte 3: invalid start byte)"
 
 
 TRICKY = (
