@@ -231,7 +231,8 @@ class EngineSection:
 
     Defaults are the engine's, except half_life (the engine's batch default is "no decay";
     a service needs the ranking to follow what is happening now) and max_words (bounds
-    the published list of a service that runs for months)."""
+    the published list of a service that runs for months). ``known`` holds lexicon paths
+    or names (streamer.lexicon.resolve_known), jieba's by default, as for `discover`."""
 
     order: int = _engine_default("order")
     min_count: int = _engine_default("min_count")
