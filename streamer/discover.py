@@ -208,8 +208,9 @@ def discover(files: list[str], config: EngineConfig,
     """Run both passes over the files; returns the engine (rescored) and reader stats.
 
     *known* may be a function that loads the lexicon: it is called after the passes, when
-    the blocks in flight are gone, so that the lexicon (jieba's: ~45 MB of Python strings)
-    is not resident during counting, the peak of memory."""
+    the blocks in flight are gone, so that the lexicon (jieba's: ~43 MiB of Python strings)
+    is not resident while they run (loaded before them, it raised the peak RSS of a 50 MiB
+    input to 396 MiB; docs/benchmarks.md)."""
     total = None
     if all(_regular(f) for f in files if f != "-") and "-" not in files:
         total = 2 * sum(os.path.getsize(f) for f in files)

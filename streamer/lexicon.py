@@ -105,7 +105,7 @@ def resolve_known(value: str | Path) -> Path:
         spec = importlib.util.find_spec(package)
         if spec is None or not spec.submodule_search_locations:
             raise LexiconError(f"{text}: the {package} package is not installed "
-                                 f"(pip install {package})")
+                               f"(pip install {package})")
         for location in spec.submodule_search_locations:
             path = Path(location) / member
             if path.is_file():
@@ -114,7 +114,7 @@ def resolve_known(value: str | Path) -> Path:
     path = Path(text)
     if not path.exists():
         raise LexiconError(f"{text}: no such file, and not a lexicon name "
-                             f"(names: {', '.join(NAMED_LEXICONS)})")
+                           f"(names: {', '.join(NAMED_LEXICONS)})")
     return path
 
 
@@ -122,11 +122,13 @@ def load_known(values: Iterable[str | Path]) -> Lexicon:
     """Lexicon.load of the files that names and paths stand for (resolve_known); raises
     LexiconError (also for a file that is not UTF-8), or OSError naming the file.
 
-    Reading jieba's dict.txt leaves ~15 MB of freed parsing buffers in glibc's heap beside
-    the ~43 MB the words keep; they are handed back to the OS here, as the daemon does
-    after a rescore, so that they do not add to the peak of a process that allocates its
-    counting tables next."""
+    Memory freed to glibc's heap is handed back to the OS before and after reading, as the
+    daemon does after a rescore: Python allocates the words in arenas of its own, so free
+    heap pages left by earlier numpy temporaries (~50 MB after discover's passes) would
+    stay resident under them, and reading jieba's dict.txt leaves ~15 MB of freed parsing
+    buffers beside the ~43 MB the words keep (docs/benchmarks.md)."""
     paths = [resolve_known(v) for v in values]
+    _release_freed_heap()
     try:
         lexicon = Lexicon.load(paths)
     except UnicodeDecodeError:
@@ -137,8 +139,12 @@ def load_known(values: Iterable[str | Path]) -> Lexicon:
                 raise LexiconError(f"{path}: not UTF-8 (byte {exc.start}: {exc.reason})"
                                    ) from None
         raise
+    _release_freed_heap()
+    return lexicon
+
+
+def _release_freed_heap() -> None:
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to do
         pass
-    return lexicon
