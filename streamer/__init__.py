@@ -22,17 +22,19 @@ _EXPORTS = {
     "Engine": "streamer.core.engine",
     "EngineConfig": "streamer.core.engine",
     "Lexicon": "streamer.core.lexicon",
+    "load_known": "streamer.core.lexicon",
     "Published": "streamer.core.results",
     "Word": "streamer.core.results",
     "discover": "streamer.cli.discover",
 }
 
-__all__ = ["Engine", "EngineConfig", "Lexicon", "Published", "Word", "__version__", "discover"]
+__all__ = ["Engine", "EngineConfig", "Lexicon", "Published", "Word", "__version__", "discover",
+           "load_known"]
 
 if TYPE_CHECKING:
     from streamer.cli.discover import discover
     from streamer.core.engine import Engine, EngineConfig
-    from streamer.core.lexicon import Lexicon
+    from streamer.core.lexicon import Lexicon, load_known
     from streamer.core.results import Published, Word
 
 

@@ -99,11 +99,12 @@ def streamer_env() -> dict[str, str]:
 # =========================================================================== config
 
 #: The test configuration: everything fast and small. Sections are merged key by key
-#: with the overrides a test passes.
+#: with the overrides a test passes. No known lexicon unless a test gives one: the tests
+#: write their own vocabulary (test_shipped_config.py runs the default, jieba).
 BASE_CONFIG: dict[str, dict[str, Any]] = {
     "sources": {"globs": ["inbox/*.txt"], "scan_interval": "100ms",
                 "poll_interval": "50ms", "rotate_wait": "500ms"},
-    "engine": {"memory": "8MB", "min_count": 5},
+    "engine": {"memory": "8MB", "min_count": 5, "known": []},
     "time": {"mode": "replay", "chars_per_second": 1000},
     "intervals": {"rescore": "300ms", "snapshot": "2s", "export": "500ms"},
     "state": {"dir": "state"},

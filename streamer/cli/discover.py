@@ -25,7 +25,14 @@ from typing import IO, Any, BinaryIO, TypeVar
 from streamer.cli.main import UsageError
 from streamer.core.engine import CutBatch, EncodedBatch, Engine, EngineConfig
 from streamer.core.engine_config import SettingError
-from streamer.core.lexicon import Lexicon
+from streamer.core.lexicon import (
+    DEFAULT_KNOWN,
+    NAMED_LEXICONS,
+    Lexicon,
+    LexiconError,
+    load_known,
+    resolve_known,
+)
 from streamer.core.results import Word
 from streamer.core.segmentation import min_pmi_for
 from streamer.input.batch_reader import Decoded, ReadStats, decode_block, iter_raw_blocks
@@ -66,8 +73,15 @@ def register(sub: Any) -> None:
                         "+2 per order)")
     p.add_argument("--min-entropy", type=float, default=DEFAULTS.min_entropy,
                    help="minimum left and right neighbour entropy, nats")
-    p.add_argument("--known", action="append", default=[], metavar="PATH",
-                   help="known lexicon, one word per line (repeatable)")
+    known = p.add_mutually_exclusive_group()
+    known.add_argument("--known", action="append", default=argparse.SUPPRESS,
+                       metavar="PATH|NAME",
+                       help="known lexicon: a file, one word per line (extra columns "
+                            "ignored), or a name: " + ", ".join(NAMED_LEXICONS) + ". "
+                            "Repeatable; the values given replace the default "
+                            f"(default: {' '.join(DEFAULT_KNOWN)})")
+    known.add_argument("--no-known", action="store_true",
+                       help="no known lexicon: every word found counts as new")
     p.add_argument("--new-only", action="store_true", help="omit words in the known lexicons")
     p.add_argument("--top", type=int, metavar="K", help="only the best K words")
     p.add_argument("--exact", action="store_true",
@@ -193,15 +207,21 @@ class _Tee:
         return data
 
 
-def discover(files: list[str], config: EngineConfig, known: Lexicon | None = None,
+def discover(files: list[str], config: EngineConfig,
+             known: Lexicon | Callable[[], Lexicon | None] | None = None,
              progress: bool = False) -> tuple[Engine, ReadStats]:
-    """Run both passes over the files; returns the engine (rescored) and reader stats."""
+    """Run both passes over the files; returns the engine (rescored) and reader stats.
+
+    *known* may be a function that loads the lexicon: it is called after the passes, when
+    the blocks in flight are gone, so that the lexicon (jieba's: ~43 MiB of Python strings)
+    is not resident while they run (loaded before them, it raised the peak RSS of a 50 MiB
+    input to 396 MiB; docs/benchmarks.md)."""
     total = None
     if all(_regular(f) for f in files if f != "-") and "-" not in files:
         total = 2 * sum(os.path.getsize(f) for f in files)
     bar = _Progress(total, progress)
     started = time.time()  # first_seen/last_seen of a batch run: when it ran
-    engine = Engine(config, known)
+    engine = Engine(config, None if callable(known) else known)
     stats = ReadStats()
     with tempfile.TemporaryDirectory(prefix="streamer-") as tmp, \
             ThreadPoolExecutor(max_workers=THREADS) as pool:
@@ -232,6 +252,8 @@ def discover(files: list[str], config: EngineConfig, known: Lexicon | None = Non
             bar.update(stats.bytes + second.bytes, c.n_chars, "cutting")
     bar.close()
     engine.lines_ingested = stats.lines
+    if callable(known):
+        engine.set_known(known())
     engine.rescore(started)
     return engine, stats
 
@@ -278,10 +300,25 @@ def _ahead(pool: ThreadPoolExecutor, fn: Callable[[Any], T], items: Iterable[Any
 def run(args: argparse.Namespace) -> int:
     config = _config(args)
     _check_inputs(args.files)
+    values = [] if args.no_known else getattr(args, "known", list(DEFAULT_KNOWN))
     try:
-        known = Lexicon.load(args.known) if args.known else None
-    except (OSError, UnicodeDecodeError) as exc:
+        paths = [resolve_known(v) for v in values]
+        for path in paths:  # a directory or an unreadable file fails now, not after counting
+            with path.open("rb"):
+                pass
+    except LexiconError as exc:
+        raise UsageError(f"--known {exc}") from None
+    except OSError as exc:
         raise UsageError(f"--known: {exc}") from None
+
+    def known() -> Lexicon | None:
+        try:
+            return load_known(paths) if paths else None
+        except LexiconError as exc:
+            raise UsageError(f"--known {exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--known: {exc}") from None
+
     if args.output:
         out_dir = Path(args.output).resolve().parent
         if not out_dir.is_dir():

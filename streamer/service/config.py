@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from streamer.core.engine_config import EngineConfig, SettingError, default_min_pmi
+from streamer.core.lexicon import DEFAULT_KNOWN
 
 T = TypeVar("T")
 
@@ -438,7 +439,8 @@ class EngineSection:
     Defaults are the engine's, except half_life (the engine's batch default is "no decay";
     a service needs the ranking to follow what is happening now) and max_words (bounds
     the published list of a service that runs for months). min_pmi None = derived from the
-    order (2, 4, 6, ... nats)."""
+    order (2, 4, 6, ... nats). ``known`` holds lexicon paths or names
+    (streamer.core.lexicon.resolve_known), jieba's by default, as for `discover`."""
 
     order: int = setting(_ENGINE.order, _int())
     min_count: int = setting(_ENGINE.min_count, _int())
@@ -452,7 +454,7 @@ class EngineSection:
     half_life: float = setting(3600.0, parse_duration)
     capacity: int | None = setting(None, _optional_int)
     max_words: int | None = setting(10_000, _optional_int)
-    known: tuple[str, ...] = setting((), _list_of(_path))
+    known: tuple[str, ...] = setting(DEFAULT_KNOWN, _list_of(_path))
 
     def __post_init__(self) -> None:
         if self.min_pmi is None:  # derived from the order, as the engine derives it
@@ -654,8 +656,12 @@ def add_override_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--snapshot-interval", metavar="S", help="intervals.snapshot")
     p.add_argument("--export-interval", metavar="S", help="intervals.export")
     p.add_argument("--min-count", metavar="N", help="engine.min_count")
-    p.add_argument("--known", action="append", metavar="PATH",
-                   help="known-word lexicon file (repeatable; replaces engine.known)")
+    known = p.add_mutually_exclusive_group()
+    known.add_argument("--known", action="append", metavar="PATH|NAME",
+                       help="known lexicon: a file, one word per line, or a name (jieba). "
+                            "Repeatable; the values given replace engine.known")
+    known.add_argument("--no-known", action="store_true", default=None,
+                       help="no known lexicon (engine.known = [])")
     begin = p.add_mutually_exclusive_group()
     begin.add_argument("--from-beginning", dest="from_beginning", action="store_true",
                        default=None, help="read files present at first start from byte 0")
@@ -693,7 +699,8 @@ def apply_overrides(cfg: Config, args: argparse.Namespace) -> Config:
                             ("export_dir", "export.dir", "--export-dir"),
                             ("listen", "http.listen", "--listen"),
                             ("known", "engine.known", "--known"),
-                            ("min_count", "engine.min_count", "--min-count")):
+                            ("min_count", "engine.min_count", "--min-count"),
+                            ("no_known", "engine.known", "--no-known")):
         if g(args, attr, None):
             flags[key] = flag
     if g(args, "sources", None):
@@ -722,6 +729,8 @@ def apply_overrides(cfg: Config, args: argparse.Namespace) -> Config:
                                                       _int()))
     if g(args, "known", None):
         eng = dataclasses.replace(eng, known=conv("--known", list(args.known), _list_of(_path)))
+    if g(args, "no_known", None):
+        eng = dataclasses.replace(eng, known=())
     if g(args, "log_level", None) is not None:
         log = dataclasses.replace(log, level=conv("--log-level", args.log_level,
                                                   _choice(LOG_LEVELS)))

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from streamer import __version__
 from streamer.core.engine import Engine
-from streamer.core.lexicon import Lexicon
+from streamer.core.lexicon import Lexicon, LexiconError, load_known
 from streamer.core.results import Published
 from streamer.input import FileSource, StdinSource
 from streamer.service.config import Config
@@ -161,8 +161,13 @@ class Daemon:
         paths = self.cfg.engine.known
         if not paths:
             return None
+        started = time.perf_counter()
         try:
-            lex = Lexicon.load(paths)
+            lex = load_known(paths)
+        except LexiconError as exc:
+            if startup:
+                raise StartupError(f"{self.cfg.where('engine.known')}: {exc}") from None
+            raise
         except (OSError, UnicodeDecodeError) as exc:
             name = getattr(exc, "filename", None) or ""
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -170,7 +175,10 @@ class Daemon:
             if startup:
                 raise StartupError(f"{self.cfg.where('engine.known')}: {msg}") from None
             raise
-        log.info("known lexicons: %d words from %s", len(lex), ", ".join(paths))
+        files = [v if v == src else f"{v} ({src})"
+                 for v, src in zip(paths, lex.sources, strict=True)]
+        log.info("known lexicons: %d words from %s in %.2f s", len(lex), ", ".join(files),
+                 time.perf_counter() - started)
         return lex
 
     def close(self) -> None:
@@ -312,7 +320,7 @@ class Daemon:
         """SIGHUP: re-read the known lexicons; a failure keeps the old ones."""
         try:
             known = await asyncio.to_thread(self._load_known, startup=False)
-        except (OSError, UnicodeDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, LexiconError) as exc:
             log.error("SIGHUP: cannot reload known lexicons, keeping the old ones: %s", exc)
             return
         await self.pipeline.set_known(known)

@@ -299,6 +299,21 @@ def test_no_overrides_is_identity() -> None:
     assert apply_overrides(base, parse([])) == base
 
 
+def test_known_lexicon_default_replacement_and_off(tmp_path: Path) -> None:
+    shipped = load(SHIPPED)
+    assert shipped.engine.known == ("jieba",) == Config().engine.known
+    # flags replace the file's list; --no-known empties it; [] in the file turns it off
+    assert apply_overrides(shipped, parse(["--known", "mine.txt"])).engine.known == (
+        "mine.txt",)
+    assert apply_overrides(shipped, parse(["--known", "jieba", "--known", "mine.txt"])
+                           ).engine.known == ("jieba", "mine.txt")
+    off = apply_overrides(shipped, parse(["--no-known"]))
+    assert off.engine.known == () and off.where("engine.known") == "command line: --no-known"
+    assert load(write(tmp_path, "[engine]\nknown = []\n")).engine.known == ()
+    with pytest.raises(SystemExit):
+        parse(["--known", "x.txt", "--no-known"])
+
+
 def test_no_http_and_from_beginning() -> None:
     base = cfgmod.from_dict({"sources": {"from_beginning": False}}, "t.toml")
     cfg = apply_overrides(base, parse(["--no-http", "--from-beginning"]))
@@ -390,6 +405,23 @@ def test_run_with_missing_lexicon_names_key_or_flag(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "command line: --known: " in proc.stderr and "other.txt" in proc.stderr
     assert sorted(os.listdir(tmp_path)) == ["k.toml"]  # nothing created
+
+
+def test_run_with_unknown_lexicon_name_is_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, '[engine]\nknown = ["jieba", "jeiba"]\n', "k.toml")
+    proc = run_streamer(["run", "--config", str(path), "--no-http"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"streamer run: error: {path}: engine.known: jeiba: no such file, and not a lexicon name "
+        "(names: jieba)"], proc.stderr
+    assert sorted(os.listdir(tmp_path)) == ["k.toml"]
+    (tmp_path / "latin1.txt").write_bytes(b"caf\xe9\n")
+    path = write(tmp_path, '[engine]\nknown = ["latin1.txt"]\n', "k.toml")
+    proc = run_streamer(["run", "--config", str(path), "--no-http"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"streamer run: error: {path}: engine.known: latin1.txt: not UTF-8 (byte 3: "
+        "invalid continuation byte)"], proc.stderr
 
 
 def test_where_names_the_flag_that_set_a_value() -> None:

@@ -55,6 +55,7 @@ rotate_wait = "500ms"
 [engine]
 memory = "8MB"
 min_count = 5
+known = []
 [time]
 mode = "replay"
 chars_per_second = 1000

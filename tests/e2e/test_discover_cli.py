@@ -12,6 +12,7 @@ with the default thresholds they are what the command finds.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -26,6 +27,7 @@ import pytest
 
 from streamer.cli.discover import discover
 from streamer.core.engine import EngineConfig
+from streamer.core.lexicon import DEFAULT_KNOWN, Lexicon, load_known
 
 ROOT = Path(__file__).resolve().parents[1]
 FIELDS = ["word", "count", "score", "pmi", "left_entropy", "right_entropy", "known"]
@@ -77,9 +79,18 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def in_process(files: list[Path], **kw) -> list[tuple[str, int]]:
-    """(word, count) best first, from the same engine run in this process."""
-    engine, _ = discover([str(f) for f in files], EngineConfig(**kw))
+@functools.cache
+def default_lexicon() -> Lexicon:
+    """The lexicon `discover` uses when no --known is given: jieba's dict.txt."""
+    return load_known(DEFAULT_KNOWN)
+
+
+def in_process(files: list[Path], known: Lexicon | None = None,
+               **kw) -> list[tuple[str, int]]:
+    """(word, count) best first, from the same engine run in this process, with the
+    default lexicon unless *known* is given (``Lexicon()``: none)."""
+    engine, _ = discover([str(f) for f in files], EngineConfig(**kw),
+                         default_lexicon() if known is None else known)
     return [(w.word, w.total_count) for w in engine.published.words]
 
 
@@ -120,8 +131,10 @@ def test_jsonl_format(corpus: Path, expected: list[tuple[str, int]]) -> None:
     records = [json.loads(line) for line in text.splitlines()]
     assert [list(r) for r in records] == [FIELDS] * len(records)
     assert [(r["word"], r["count"]) for r in records] == expected
+    # the default lexicon is jieba's: it has U盘 and 俄罗斯, not the other planted words
+    assert {r["word"] for r in records if r["known"]} == {"u盘", "俄罗斯"}
     for r in records:
-        assert isinstance(r["count"], int) and r["known"] is False
+        assert isinstance(r["count"], int) and r["known"] is (r["word"] in default_lexicon())
         assert min(r["left_entropy"], r["right_entropy"]) >= 1.0  # default min_entropy
         assert r["pmi"] >= 2.0
     scores = [r["score"] for r in records]
@@ -133,7 +146,8 @@ def test_csv_format(corpus: Path, expected: list[tuple[str, int]]) -> None:
     rows = list(csv.reader(io.StringIO(text)))
     assert rows[0] == FIELDS
     assert [(r[0], int(r[1])) for r in rows[1:]] == expected
-    assert {r[6] for r in rows[1:]} == {"false"}
+    assert {r[0] for r in rows[1:] if r[6] == "true"} == {"u盘", "俄罗斯"}
+    assert {r[6] for r in rows[1:]} == {"false", "true"}
     for r in rows[1:]:
         float(r[2]), float(r[3]), float(r[4]), float(r[5])
 
@@ -184,8 +198,26 @@ def test_new_only_with_known_lexicon(corpus: Path, tmp_path: Path,
                            tmp_path)))
     assert [w for w, _ in new] == [r["word"] for r in all_ if not r["known"]]
     assert set(w for w, _ in new) == PLANTED_MIXED - {"区块链", "b站"}
-    # --new-only without --known drops nothing
-    assert tsv_rows(out(run([str(corpus), "--new-only"], tmp_path))) == expected
+    # --known replaced the default: jieba's U盘 and 俄罗斯 were not known above; both
+    # lexicons when both are named
+    both = [json.loads(x) for x in out(run([str(corpus), "--known", "jieba", "--known",
+                                            str(known), "--format", "jsonl"],
+                                           tmp_path)).splitlines()]
+    assert {r["word"] for r in both if r["known"]} == {"区块链", "b站", "u盘", "俄罗斯"}
+
+
+def test_default_lexicon_is_jieba_and_no_known_turns_it_off(
+        corpus: Path, tmp_path: Path, expected: list[tuple[str, int]]) -> None:
+    default = tsv_rows(out(run([str(corpus), "--new-only"], tmp_path)))
+    assert [w for w, _ in default] == [w for w, _ in expected if w not in {"u盘", "俄罗斯"}]
+    named = tsv_rows(out(run([str(corpus), "--new-only", "--known", "jieba"], tmp_path)))
+    assert named == default
+    # --no-known: nothing is known, --new-only drops nothing
+    none = tsv_rows(out(run([str(corpus), "--new-only", "--no-known"], tmp_path)))
+    assert none == in_process([corpus], known=Lexicon())
+    assert {w for w, _ in none} == PLANTED_MIXED
+    proc = run([str(corpus), "--known", "jieba", "--no-known"], tmp_path)
+    assert proc.returncode == 2 and "--no-known" in proc.stderr.decode()
 
 
 def test_stdin(corpus: Path, expected: list[tuple[str, int]]) -> None:
@@ -344,6 +376,23 @@ def test_file_that_fails_on_read(tmp_path: Path, old_output: Path) -> None:
 def test_missing_known_file(tmp_path: Path, old_output: Path, corpus: Path) -> None:
     proc = bad_input_run(tmp_path, old_output, [str(corpus), "--known", "nolex.txt"])
     assert_usage_error(proc, "--known", "nolex.txt")
+
+
+def test_bad_lexicon_files(tmp_path: Path, old_output: Path, corpus: Path) -> None:
+    (tmp_path / "lexdir").mkdir()
+    proc = bad_input_run(tmp_path, old_output, [str(corpus), "--known", "lexdir"])
+    assert_usage_error(proc, "--known", "lexdir")
+    # read after counting (the lexicon is not held in memory during the passes): still a
+    # usage error, and nothing written
+    (tmp_path / "latin1.txt").write_bytes("区块链\n".encode() + b"caf\xe9\n")
+    proc = bad_input_run(tmp_path, old_output, [str(corpus), "--known", "latin1.txt"])
+    assert_usage_error(proc, "--known", "latin1.txt")
+
+
+def test_unknown_lexicon_name(tmp_path: Path, old_output: Path, corpus: Path) -> None:
+    proc = bad_input_run(tmp_path, old_output, [str(corpus), "--known", "jeiba"])
+    assert_usage_error(proc, "--known jeiba", "not a lexicon name (names: jieba)")
+    assert len(err_lines(proc)) == 1
 
 
 def test_output_in_missing_directory(tmp_path: Path, corpus: Path) -> None:

@@ -86,6 +86,7 @@ memory = "{memory}"
 exact = {exact}
 min_count = 5
 half_life = 1e20
+known = []
 [time]
 mode = "replay"
 chars_per_second = 1000

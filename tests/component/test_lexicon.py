@@ -1,0 +1,115 @@
+"""Known lexicons: files, the name "jieba", and how a lexicon file is read."""
+
+from __future__ import annotations
+
+import importlib.util
+import unicodedata
+from pathlib import Path
+
+import pytest
+
+from streamer.core.lexicon import (
+    DEFAULT_KNOWN,
+    NAMED_LEXICONS,
+    Lexicon,
+    LexiconError,
+    first_columns,
+    load_known,
+    resolve_known,
+)
+from streamer.core.units import normalise
+
+
+def per_line(text: str) -> list[str]:
+    """The reading rule stated plainly: the first whitespace-separated field of each
+    line, unless it starts with '#', normalised like the input text."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split(maxsplit=1)
+        if parts and not parts[0].startswith("#"):
+            out.append(normalise(parts[0]))
+    return out
+
+
+def test_jieba_names_the_dict_of_the_installed_package() -> None:
+    path = resolve_known("jieba")
+    spec = importlib.util.find_spec("jieba")
+    assert spec is not None and spec.submodule_search_locations
+    assert path == Path(spec.submodule_search_locations[0]) / "dict.txt"
+    assert DEFAULT_KNOWN == ("jieba",) and set(NAMED_LEXICONS) == {"jieba"}
+    lex = load_known(["jieba"])
+    # jieba 0.42.1's dict.txt: 349,046 lines; a few differ only in ASCII case
+    assert len(lex) > 349_000
+    assert {"酒店", "服务", "房间", "喜欢", "u盘"} <= lex.words
+    assert "蓝鲸币" not in lex
+    assert lex.sources == (str(path),)
+
+
+def test_a_path_is_a_path_and_names_come_first(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "jieba").write_text("只有我\n", encoding="utf-8")
+    (tmp_path / "mine.txt").write_text("区块链 3 n\n", encoding="utf-8")
+    # "jieba" is the name even with a file of that name here; ./jieba is the file
+    assert resolve_known("jieba") != Path("jieba")
+    assert load_known(["./jieba"]).words == {"只有我"}
+    assert load_known(["mine.txt", "./jieba"]).words == {"区块链", "只有我"}
+    assert resolve_known(tmp_path / "mine.txt") == tmp_path / "mine.txt"
+
+
+@pytest.mark.parametrize("value", ["jeiba", "Jieba", "jieba.txt", "dir/missing.txt"])
+def test_unknown_name_or_missing_file_is_one_clear_line(value: str, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LexiconError) as err:
+        resolve_known(value)
+    msg = str(err.value)
+    assert msg == f"{value}: no such file, and not a lexicon name (names: jieba)"
+    assert isinstance(err.value, ValueError)
+
+
+def test_a_directory_or_bad_bytes_are_errors_naming_the_file(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    with pytest.raises(IsADirectoryError):
+        load_known([tmp_path / "d"])
+    (tmp_path / "good.txt").write_text("好词\n", encoding="utf-8")
+    (tmp_path / "bad.txt").write_bytes(b"ok\n\xff\xfe\n")
+    with pytest.raises(LexiconError) as err:
+        load_known([tmp_path / "good.txt", tmp_path / "bad.txt"])
+    assert str(err.value) == f"{tmp_path / 'bad.txt'}: not UTF-8 (byte 3: invalid start byte)"
+
+
+TRICKY = (
+    "区块链 300 n\n"
+    + "# a comment line\n"
+    + "#不是词 5\n"
+    + "\n   \n"
+    + "  缩进词\t12 v\n"
+    + "Ｂ站\n"                # full width: NFKC -> B站, then ASCII lower -> b站
+    + "iPhone手机 7\n"
+    + "ﬁ字\n"                # compatibility ligature: NFKC -> fi字
+    + "\u3000全角空格前\n"      # ideographic space is whitespace
+    + "Ωmega\n"              # non-ASCII upper case stays (only ASCII is folded)
+    + "last-without-newline"
+)
+
+
+def test_first_columns_follow_the_per_line_rule() -> None:
+    assert first_columns(TRICKY) == per_line(TRICKY)
+    assert first_columns(TRICKY) == ["区块链", "缩进词", "b站", "iphone手机", "fi字",
+                                     "全角空格前", "Ωmega", "last-without-newline"]
+    # already-normalised text (the fast path) and text that is not (the slow path)
+    plain = "酒店 10 n\nABC 3 eng\n"
+    assert unicodedata.is_normalized("NFKC", plain)
+    assert first_columns(plain) == per_line(plain) == ["酒店", "abc"]
+    assert first_columns("") == [] and first_columns("# only a comment\n\n") == []
+
+
+def test_jieba_dict_reads_as_the_per_line_rule() -> None:
+    text = resolve_known("jieba").read_text(encoding="utf-8-sig")
+    assert first_columns(text) == per_line(text)
+
+
+def test_lexicon_load_strips_a_bom(tmp_path: Path) -> None:
+    (tmp_path / "bom.txt").write_bytes("\ufeff词一\n词二 1 n\n".encode())
+    assert Lexicon.load([tmp_path / "bom.txt"]).words == {"词一", "词二"}
