@@ -560,10 +560,11 @@ class Engine:
         slots = sc.slots[keep]
         words = [w for w, k in zip(sc.words, keep.tolist(), strict=True) if k]
         pmi, left, right = sc.pmi[keep], sc.left[keep], sc.right[keep]
-        known = np.array([w in self.known for w in words], dtype=bool)
+        known = self.known.known(words)
         recent = counts[slots].astype(np.float64)
         emergence = self._emergence(slots, now)
-        score = scoring.score(recent, left, right, scoring.part_features(self, words))
+        score = scoring.score(recent, left, right, scoring.part_features(self, words), pmi,
+                              self.total_units)
         order = np.arange(len(words))
         if cfg.max_words is not None and len(order) > cfg.max_words:
             order = np.argpartition(-score, cfg.max_words - 1)[: cfg.max_words]

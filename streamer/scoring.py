@@ -31,14 +31,14 @@ Example (product reviews): 看了 has a(看) = 0.50, a(了) = 0.73, binding 0.14
 from __future__ import annotations
 
 import math
-from collections.abc import Container
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from streamer.lexicon import Lexicon
 from streamer.neighbours import BUCKETS
-from streamer.units import dense_index, encode_words
+from streamer.units import DIGITS_TAG, dense_index, encode_words
 
 if TYPE_CHECKING:
     from streamer.engine import Engine
@@ -46,28 +46,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class PartFeatures:
-    """Standalone rates of each candidate's first and last unit; phrase flags."""
+    """Per candidate: how loose its first and last part are; phrase flags."""
 
     first: np.ndarray
     last: np.ndarray
     phrase: np.ndarray
 
 
-def is_phrase(word: str, known: Container[str], min_part: int = 2) -> bool:
-    """True when ``word`` splits into >= 2 known words of >= ``min_part`` characters.
-
-    Dynamic programming over split points: O(len(word)**2) set lookups.
-    """
-    n = len(word)
-    parts: list[int | None] = [None] * (n + 1)  # most known words covering word[:i]
-    parts[0] = 0
-    for i in range(min_part, n + 1):
-        for j in range(0, i - min_part + 1):
-            pj = parts[j]
-            if pj is not None and word[j:i] in known:
-                if parts[i] is None or pj + 1 > parts[i]:  # type: ignore[operator]
-                    parts[i] = pj + 1
-    return (parts[n] or 0) >= 2
+def is_phrase(parts: tuple[str, ...], min_part: int = 2) -> bool:
+    """True when every part is a lexicon word of >= ``min_part`` characters, >= 2 parts."""
+    return len(parts) >= 2 and all(len(p) >= min_part for p in parts)
 
 
 def standalone_rate(alone: np.ndarray, occurrences: np.ndarray) -> np.ndarray:
@@ -75,25 +63,57 @@ def standalone_rate(alone: np.ndarray, occurrences: np.ndarray) -> np.ndarray:
     return np.where(occurrences > 0, alone / np.maximum(occurrences, 1), 0.0)
 
 
+def edge_looseness(part: str, rate: float, lexicon: Lexicon, number: bool) -> float:
+    """How likely the edge part ``part`` is a word of its own joined to the rest."""
+    if number:
+        return 1.0
+    if not lexicon.is_function(part):
+        return rate
+    if len(part) > 1:
+        return 1.0
+    return max(rate, lexicon.alone_rate(part))
+
+
 def part_features(engine: Engine, words: list[str]) -> PartFeatures:
-    """Standalone rates of the end units of each word (vectorised)."""
+    """Looseness of the first and last part of each word, phrase flags."""
     if not words:
         empty = np.empty(0)
         return PartFeatures(empty, empty, np.empty(0, bool))
     enc, offsets = encode_words(words, engine.config.units)
     idx = dense_index(enc.ids)
     rate = standalone_rate(engine.alone[idx], engine.unigrams[idx])
-    known = engine.known
-    phrase = np.array([len(known) > 0 and is_phrase(w, known) for w in words], dtype=bool)
-    return PartFeatures(first=rate[offsets[:-1]], last=rate[offsets[1:] - 1], phrase=phrase)
+    digits = (enc.ids & DIGITS_TAG) != 0
+    a_first, a_last = rate[offsets[:-1]], rate[offsets[1:] - 1]
+    d_first, d_last = digits[offsets[:-1]], digits[offsets[1:] - 1]
+    lex = engine.known
+    if len(lex) == 0:
+        return PartFeatures(np.where(d_first, 1.0, a_first), np.where(d_last, 1.0, a_last),
+                            np.zeros(len(words), bool))
+    first = np.empty(len(words))
+    last = np.empty(len(words))
+    phrase = np.zeros(len(words), bool)
+    for i, w in enumerate(words):
+        parts = lex.segment(w)
+        first[i] = edge_looseness(parts[0], a_first[i], lex, d_first[i])
+        last[i] = edge_looseness(parts[-1], a_last[i], lex, d_last[i])
+        phrase[i] = is_phrase(parts)
+    return PartFeatures(first, last, phrase)
 
 
 def score(count: np.ndarray, left: np.ndarray, right: np.ndarray,
-          parts: PartFeatures | None = None) -> np.ndarray:
+          parts: PartFeatures | None = None, pmi: np.ndarray | None = None,
+          total: float = 0.0) -> np.ndarray:
     """The ranking score above (higher is better)."""
     evidence = np.log1p(count)
     freedom = np.minimum(left, right) / math.log(BUCKETS)
+    out = evidence * freedom
+    if COHESION and pmi is not None and total > 1:
+        level = max(math.log(math.sqrt(total) / 15.0), 1.0)
+        out = out * np.clip(pmi / level, 0.0, 1.0)
     if parts is None:
-        return evidence * freedom
+        return out
     binding = (1.0 - parts.first) * (1.0 - parts.last)
-    return evidence * freedom * binding * ~parts.phrase
+    return out * binding * ~parts.phrase
+
+
+COHESION = True
