@@ -125,6 +125,14 @@ class Lexicon:
             return None
         return math.log(self.freq.get(word, 1.0)) - self.log_total
 
+    def log_prob_parts(self, parts: Iterable[str]) -> float:
+        """Sum of ln P(part), a part the lexicon lacks at the floor of a word seen once."""
+        total = 0.0
+        for p in parts:
+            lp = self.log_prob(p)
+            total += -self.log_total if lp is None else lp
+        return total
+
     def segment(self, word: str) -> tuple[str, ...]:
         """The most probable split of ``word`` into lexicon words (cached per word).
 
@@ -197,6 +205,18 @@ class Lexicon:
         """The word's tag is a function class (FUNCTION_TAGS); False without a tag."""
         tag = self.tags.get(word)
         return bool(tag) and tag[0] in FUNCTION_TAGS
+
+    def is_predicate(self, word: str) -> bool:
+        """The word's tag is a verb or an adjective (v, a and their sub-tags vn, ad, ...)."""
+        tag = self.tags.get(word)
+        return bool(tag) and tag[0] in "av"
+
+    def is_morpheme(self, word: str) -> bool:
+        """The word's tag is a bare morpheme of no word class (zg, ng, vg, ag, tg: a tag
+        ending in g whose first letter is not a function class): its tag tells
+        nothing about how it is used."""
+        tag = self.tags.get(word)
+        return bool(tag) and len(tag) == 2 and tag[1] == "g" and tag[0] not in FUNCTION_TAGS
 
     def is_measure(self, word: str) -> bool:
         """The word's tag is a numeral, classifier or time word (MEASURE_TAGS)."""

@@ -38,7 +38,7 @@ import numpy as np
 
 from streamer.lexicon import Lexicon
 from streamer.neighbours import BUCKETS
-from streamer.units import DIGITS_TAG, dense_index, encode_words
+from streamer.units import dense_index, encode_words
 
 if TYPE_CHECKING:
     from streamer.engine import Engine
@@ -51,11 +51,24 @@ class PartFeatures:
     first: np.ndarray
     last: np.ndarray
     phrase: np.ndarray
+    #: sum of ln P(part) under the lexicon (None without frequencies), part counts
+    log_parts: np.ndarray | None = None
+    nparts: np.ndarray | None = None
 
 
-def is_phrase(parts: tuple[str, ...], min_part: int = 2) -> bool:
-    """True when every part is a lexicon word of >= ``min_part`` characters, >= 2 parts."""
-    return len(parts) >= 2 and all(len(p) >= min_part for p in parts)
+def is_phrase(parts: tuple[str, ...], lexicon: Lexicon) -> bool:
+    """True when ``parts`` are >= 2 known words of >= 2 characters, glued by nothing but
+    function words: 宾馆|反馈, 尊敬|的|宾客. A part that is a single unit not tagged a
+    function word (锦江|之|星: 星) makes it not a phrase."""
+    long = 0
+    for p in parts:
+        if p not in lexicon:
+            return False
+        if len(p) >= 2:
+            long += 1
+        elif not lexicon.is_function(p):
+            return False
+    return long >= 2
 
 
 def standalone_rate(alone: np.ndarray, occurrences: np.ndarray) -> np.ndarray:
@@ -63,15 +76,34 @@ def standalone_rate(alone: np.ndarray, occurrences: np.ndarray) -> np.ndarray:
     return np.where(occurrences > 0, alone / np.maximum(occurrences, 1), 0.0)
 
 
-def edge_looseness(part: str, rate: float, lexicon: Lexicon, number: bool) -> float:
-    """How likely the edge part ``part`` is a word of its own joined to the rest."""
-    if number:
+def is_number(part: str) -> bool:
+    """A part that is a number: an ASCII run that starts with a digit (1997, 10, 1g)."""
+    return part[:1].isdigit() and part.isascii()
+
+
+def is_quantity(parts: tuple[str, ...], lexicon: Lexicon) -> bool:
+    """A number followed by a measure word (numeral, classifier or time word by the
+    lexicon's tag) anywhere in the word: 第|2|天, 到|2000|年, 盾兑|1|美元."""
+    return any(is_number(a) and lexicon.is_measure(b)
+               for a, b in zip(parts, parts[1:], strict=False))
+
+
+def edge_looseness(part: str, rest: str, rate: float, lexicon: Lexicon) -> float:
+    """How likely the edge part ``part`` is a word of its own joined to ``rest``
+    (see the module docstring): 1 for a number, for a function word of two or more
+    characters and for a function word joined to a known word; max(a, b) for another
+    function word or a bare morpheme; a(u) otherwise."""
+    if is_number(part):
         return 1.0
-    if not lexicon.is_function(part):
-        return rate
-    if len(part) > 1:
-        return 1.0
-    return max(rate, lexicon.alone_rate(part))
+    if lexicon.is_function(part):
+        if len(part) > 1 or (len(rest) > 1 and rest in lexicon):
+            return 1.0
+        return max(rate, lexicon.alone_rate(part))
+    if len(part) == 1 and lexicon.is_morpheme(part):
+        rate = max(rate, lexicon.alone_rate(part))
+    if ATTACH and len(part) == 1 and len(rest) > 1 and rest in lexicon:
+        return 1.0 - (1.0 - rate) ** 2
+    return rate
 
 
 def part_features(engine: Engine, words: list[str]) -> PartFeatures:
@@ -82,22 +114,23 @@ def part_features(engine: Engine, words: list[str]) -> PartFeatures:
     enc, offsets = encode_words(words, engine.config.units)
     idx = dense_index(enc.ids)
     rate = standalone_rate(engine.alone[idx], engine.unigrams[idx])
-    digits = (enc.ids & DIGITS_TAG) != 0
-    a_first, a_last = rate[offsets[:-1]], rate[offsets[1:] - 1]
-    d_first, d_last = digits[offsets[:-1]], digits[offsets[1:] - 1]
+    a_first, a_last = rate[offsets[:-1]].tolist(), rate[offsets[1:] - 1].tolist()
     lex = engine.known
-    if len(lex) == 0:
-        return PartFeatures(np.where(d_first, 1.0, a_first), np.where(d_last, 1.0, a_last),
-                            np.zeros(len(words), bool))
     first = np.empty(len(words))
     last = np.empty(len(words))
     phrase = np.zeros(len(words), bool)
+    log_parts = np.zeros(len(words))
+    nparts = np.zeros(len(words))
     for i, w in enumerate(words):
         parts = lex.segment(w)
-        first[i] = edge_looseness(parts[0], a_first[i], lex, d_first[i])
-        last[i] = edge_looseness(parts[-1], a_last[i], lex, d_last[i])
-        phrase[i] = is_phrase(parts)
-    return PartFeatures(first, last, phrase)
+        log_parts[i] = lex.log_prob_parts(parts)
+        nparts[i] = len(parts)
+        first[i] = edge_looseness(parts[0], w[len(parts[0]):], a_first[i], lex)
+        last[i] = edge_looseness(parts[-1], w[:-len(parts[-1])], a_last[i], lex)
+        phrase[i] = is_phrase(parts, lex) or is_quantity(parts, lex)
+    if not lex.freq:
+        return PartFeatures(first, last, phrase)
+    return PartFeatures(first, last, phrase, log_parts, nparts)
 
 
 def score(count: np.ndarray, left: np.ndarray, right: np.ndarray,
@@ -107,13 +140,23 @@ def score(count: np.ndarray, left: np.ndarray, right: np.ndarray,
     evidence = np.log1p(count)
     freedom = np.minimum(left, right) / math.log(BUCKETS)
     out = evidence * freedom
-    if COHESION and pmi is not None and total > 1:
-        level = max(math.log(math.sqrt(total) / 15.0), 1.0)
-        out = out * np.clip(pmi / level, 0.0, 1.0)
+    if pmi is not None and total > 1:
+        level = cohesion_level(total)
+        if MODE in ("text", "both") or parts is None or parts.log_parts is None:
+            out = out * np.clip(pmi / level, 0.0, 1.0)
+        if MODE in ("lex", "both") and parts is not None and parts.log_parts is not None:
+            lp = ((np.log(np.maximum(count, 1) / total) - parts.log_parts)
+                  / np.maximum(parts.nparts - 1, 1))
+            out = out * np.clip(lp / level, 0.0, 1.0)
     if parts is None:
         return out
     binding = (1.0 - parts.first) * (1.0 - parts.last)
     return out * binding * ~parts.phrase
 
 
-COHESION = True
+def cohesion_level(total: float) -> float:
+    """ln(sqrt(N) / 15) nats for N units of text, at least 1 (see the docstring)."""
+    return max(math.log(math.sqrt(total) / 15.0), 1.0)
+
+MODE = "both"
+ATTACH = 1
