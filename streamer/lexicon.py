@@ -18,6 +18,7 @@ What the ranking takes from a lexicon (streamer.scoring):
 
 from __future__ import annotations
 
+import io
 import math
 import re
 from collections.abc import Iterable, KeysView, Sequence
@@ -66,11 +67,17 @@ def fold(words: Sequence[str]) -> list[str]:
     return out
 
 
+#: a word's entry packs its frequency and tag id: freq << TAG_BITS | tag id
+TAG_BITS = 8
+MAX_TAGS = 1 << TAG_BITS
+
+
 class Lexicon:
     """A set of known words, with their frequencies and tags when the file has them.
 
-    Stored as one dict word -> row and two arrays by row (frequency, tag id): a
-    349,046-word jieba dictionary takes ~45 MB and loads in ~1 s.
+    One dict word -> entry, the entry an int packing the frequency (a whole number, at
+    least 1) and the tag id; equal entries share one int object, so the dict costs
+    little more than a set: jieba's 349,041 words take ~50 MB and load in ~1 s.
     """
 
     def __init__(self, words: Iterable[str] = (), sources: Iterable[str] = (),
@@ -78,36 +85,35 @@ class Lexicon:
                  tags: dict[str, str] | None = None) -> None:
         freq = freq or {}
         tags = tags or {}
-        index = dict.fromkeys(words, 0)
-        for w in (*freq, *tags):
-            index.setdefault(w, 0)
-        self._index: dict[str, int] = {w: i for i, w in enumerate(index)}
-        self.sources: tuple[str, ...] = tuple(sources)
-        n = len(self._index)
-        self._freq = np.ones(n)
-        self._tag = np.zeros(n, dtype=np.int32)  # 0: no tag
-        self._tag_names: list[str] = [""]
-        self._has_freq = bool(freq)
-        if freq:
-            self._freq[[self._index[w] for w in freq]] = list(freq.values())
-        if tags:
-            ids: dict[str, int] = {}
-            for w, t in tags.items():
-                tid = ids.get(t)
-                if tid is None:
-                    tid = ids[t] = len(self._tag_names)
+        self._tag_names: list[str] = [""]  # id 0: no tag
+        ids: dict[str, int] = {"": 0}
+        shared: dict[int, int] = {}
+        index: dict[str, int] = {}
+        for w in (*words, *freq, *tags):
+            if w in index:
+                continue
+            t = tags.get(w, "")
+            tid = ids.get(t)
+            if tid is None:
+                tid = ids[t] = len(self._tag_names) if len(self._tag_names) < MAX_TAGS else 0
+                if tid:
                     self._tag_names.append(t)
-                self._tag[self._index[w]] = tid
+            entry = _pack(freq.get(w, 1.0), tid)
+            index[w] = shared.setdefault(entry, entry)
+        self._index = index
+        self.sources: tuple[str, ...] = tuple(sources)
+        self._has_freq = bool(freq)
         self._init_caches()
 
     def _init_caches(self) -> None:
         #: ln of the total frequency (each word counts its frequency, or 1)
-        self.log_total = math.log(max(float(self._freq.sum()), 1.0))
-        self._log_freq = np.log(self._freq) - self.log_total
-        self._function = np.array([bool(t) and t[0] in FUNCTION_TAGS for t in self._tag_names])
-        self._measure = np.array([bool(t) and t[0] in MEASURE_TAGS for t in self._tag_names])
-        self._morpheme = np.array([len(t) == 2 and t[1] == "g" and t[0] not in FUNCTION_TAGS
-                                   for t in self._tag_names])
+        self.log_total = math.log(max(float(sum(e >> TAG_BITS for e in self._index.values())),
+                                      1.0))
+        names = self._tag_names
+        self._function = [bool(t) and t[0] in FUNCTION_TAGS for t in names]
+        self._measure = [bool(t) and t[0] in MEASURE_TAGS for t in names]
+        self._morpheme = [len(t) == 2 and t[1] == "g" and t[0] not in FUNCTION_TAGS
+                          for t in names]
         self._folded: dict[str, bool] = {}
         self._parts: dict[str, tuple[str, ...]] = {}
         self._alone: dict[str, float] | None = None
@@ -132,13 +138,13 @@ class Lexicon:
 
     def tag(self, word: str) -> str:
         """The word's part-of-speech tag, "" when it has none or is not known."""
-        row = self._index.get(word)
-        return "" if row is None else self._tag_names[self._tag[row]]
+        entry = self._index.get(word)
+        return "" if entry is None else self._tag_names[entry & (MAX_TAGS - 1)]
 
     def freq(self, word: str) -> float:
         """The word's frequency (1 without one), 0 when it is not known."""
-        row = self._index.get(word)
-        return 0.0 if row is None else float(self._freq[row])
+        entry = self._index.get(word)
+        return 0.0 if entry is None else float(entry >> TAG_BITS)
 
     def known(self, words: Sequence[str]) -> np.ndarray:
         """True where a word, or its simplified folding (OpenCC t2s), is in the lexicon.
@@ -168,8 +174,8 @@ class Lexicon:
 
     def log_prob(self, word: str) -> float | None:
         """ln P(word) under the lexicon's unigram model, None for an unknown word."""
-        row = self._index.get(word)
-        return None if row is None else float(self._log_freq[row])
+        entry = self._index.get(word)
+        return None if entry is None else math.log(entry >> TAG_BITS) - self.log_total
 
     def log_prob_parts(self, parts: Iterable[str]) -> float:
         """Sum of ln P(part), a part the lexicon lacks at the floor of a word seen once."""
@@ -238,82 +244,93 @@ class Lexicon:
         return self._alone.get(char, 0.0)
 
     def _alone_rates(self) -> dict[str, float]:
-        words = list(self._index)
+        words = self._index
         if not words:
             return {}
         cps = np.frombuffer("".join(words).encode("utf-32-le"), dtype=np.uint32)
         lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
-        within = np.bincount(cps, weights=np.repeat(self._freq, lengths))
+        freq = np.fromiter(words.values(), dtype=np.int64, count=len(words)) >> TAG_BITS
+        within = np.bincount(cps, weights=np.repeat(freq, lengths))
         single = np.flatnonzero(lengths == 1)
         cp = cps[np.cumsum(lengths)[single] - 1]
-        rate = self._freq[single] / within[cp]
+        rate = freq[single] / within[cp]
         return dict(zip(map(chr, cp.tolist()), rate.tolist(), strict=True))
 
     def is_function(self, word: str) -> bool:
         """The word's tag is a function class (FUNCTION_TAGS); False without a tag."""
-        row = self._index.get(word)
-        return row is not None and bool(self._function[self._tag[row]])
+        entry = self._index.get(word)
+        return entry is not None and self._function[entry & (MAX_TAGS - 1)]
 
     def is_measure(self, word: str) -> bool:
         """The word's tag is a numeral, classifier or time word (MEASURE_TAGS)."""
-        row = self._index.get(word)
-        return row is not None and bool(self._measure[self._tag[row]])
+        entry = self._index.get(word)
+        return entry is not None and self._measure[entry & (MAX_TAGS - 1)]
 
     def is_morpheme(self, word: str) -> bool:
         """The word's tag is a bare morpheme of no word class (zg, ng, vg, ag, tg: a tag
         ending in g whose first letter is not a function class): its tag tells
         nothing about how the character is used."""
-        row = self._index.get(word)
-        return row is not None and bool(self._morpheme[self._tag[row]])
+        entry = self._index.get(word)
+        return entry is not None and self._morpheme[entry & (MAX_TAGS - 1)]
 
     @classmethod
     def load(cls, paths: Iterable[str | Path]) -> Lexicon:
         """Read every file; raises OSError/UnicodeDecodeError naming the file.
 
-        A second column that is a positive number is the word's frequency (summed over
-        files), a third its tag (the first file's tag wins).
+        A second column that is a positive number is the word's frequency (rounded to a
+        whole number, at least 1; summed over files), a third its tag (the first file's
+        tag wins). Without a frequency a word counts as seen once.
         """
+        lex = cls.__new__(cls)
+        lex._tag_names = [""]
+        ids: dict[str, int] = {"": 0}
+        shared: dict[int, int] = {}
         index: dict[str, int] = {}
-        freq: list[float] = []
-        tag: list[int] = []
-        tag_ids: dict[str, int] = {"": 0}
         has_freq = False
         names = []
         for p in paths:
             path = Path(p)
             names.append(str(path))
             with path.open(encoding="utf-8-sig", errors="strict") as fh:
-                text = fh.read()
-            # one normalisation of the whole file: far cheaper than one a line, and the
-            # same result (NFKC composes nothing across a line break)
-            for line in normalise(text).split("\n"):
+                # one normalisation of the whole file: far cheaper than one a line, and
+                # the same result (NFKC composes nothing across a line break)
+                text = io.StringIO(normalise(fh.read()))
+            for line in text:
                 parts = line.split(None, 3)
                 if not parts or parts[0].startswith("#"):
                     continue
                 word = parts[0]
-                row = index.get(word)
-                if row is None:
-                    row = index[word] = len(freq)
-                    freq.append(0.0)
-                    tag.append(0)
-                if len(parts) < 2:
-                    continue
-                try:
-                    f = float(parts[1])
-                except ValueError:
-                    continue
-                if f > 0 and math.isfinite(f):
-                    freq[row] += f
-                    has_freq = True
-                if len(parts) >= 3 and not tag[row]:
-                    tag[row] = tag_ids.setdefault(parts[2], len(tag_ids))
-        lex = cls.__new__(cls)
+                old = index.get(word)
+                f = 0.0 if old is None else float(old >> TAG_BITS)
+                tid = 0 if old is None else old & (MAX_TAGS - 1)
+                if len(parts) >= 2:
+                    try:
+                        given = float(parts[1])
+                    except ValueError:
+                        given = 0.0
+                    if given > 0 and math.isfinite(given):
+                        f += given
+                        has_freq = True
+                        if len(parts) >= 3 and not tid:
+                            tid = ids.get(parts[2], -1)
+                            if tid < 0:
+                                tid = len(lex._tag_names) if len(lex._tag_names) < MAX_TAGS else 0
+                                ids[parts[2]] = tid
+                                if tid:
+                                    lex._tag_names.append(parts[2])
+                entry = _pack(f, tid)
+                index[word] = shared.setdefault(entry, entry)
         lex._index = index
         lex.sources = tuple(names)
-        f = np.array(freq)
-        lex._freq = np.where(f > 0, f, 1.0)
         lex._has_freq = has_freq
-        lex._tag = np.array(tag, dtype=np.int32)
-        lex._tag_names = list(tag_ids)
         lex._init_caches()
+        if has_freq:
+            # now, while the process is small: computed at the first rescore, its
+            # temporaries would add to discover's peak
+            lex._alone = lex._alone_rates()
         return lex
+
+
+def _pack(freq: float, tag_id: int) -> int:
+    """A lexicon entry: the frequency as a whole number >= 1, and the tag id."""
+    return max(round(freq), 1) << TAG_BITS | tag_id
