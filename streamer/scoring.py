@@ -33,9 +33,10 @@ buckets) and min-split pmi (nats) in a text of N units is
                Without lexicon frequencies the factor is 1.
     binding    1 - L(edge part), L = how likely the edge part is a word by itself
                joined to the rest (below)
-    phrase     K = 1 when the parts are >= 2 known words of >= 2 characters glued
-               only by function words (宾馆|反馈, 尊敬|的|宾客), or hold a number
-               followed by a measure word (第|2|天, 到|2000|年); else 0
+    phrase     K = 1 when the parts are known words only, >= 2 of them of >= 2
+               characters, each one-character part a function word or inside, between
+               words of >= 2 characters (宾馆|反馈, 尊敬|的|宾客, 研究|新|情况); or when
+               they hold a number followed by a measure word (第|2|天, 到|2000|年); else 0
 
 Looseness L of an edge part p (u = its edge unit, a(u) = the text's standalone rate
 of u: how often the cutter cut u out as a piece by itself; b(p) = the lexicon's
@@ -113,13 +114,17 @@ def is_number(part: str) -> bool:
 
 
 def is_phrase(parts: tuple[str, ...], lexicon: Lexicon) -> bool:
-    """True when ``parts`` are >= 2 known words of >= 2 characters glued by nothing but
-    function words (宾馆|反馈, 尊敬|的|宾客), or hold a number followed by a measure
-    word (第|2|天, 到|2000|年). A single unit that is not a function word makes it not
-    a phrase (锦江|之|星: 星)."""
+    """True when ``parts`` are known words only, >= 2 of them of >= 2 characters, and
+    each one-character part is a function word (宾馆|反馈, 尊敬|的|宾客) or lies between
+    words of >= 2 characters at both ends (研究|新|情况); or when they hold a number
+    followed by a measure word (第|2|天, 到|2000|年). 锦江|之|星 (星 ends it, no function
+    word) and 杜|拉拉|升职|记 are no phrases."""
     if any(is_number(a) and lexicon.is_measure(b)
            for a, b in zip(parts, parts[1:], strict=False)):
         return True
+    if len(parts) >= 3 and len(parts[0]) >= 2 and len(parts[-1]) >= 2 and all(
+            p in lexicon for p in parts):
+        return True  # known words at both ends, known words between: 研究|新|情况
     long = 0
     for p in parts:
         if p not in lexicon:
