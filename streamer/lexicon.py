@@ -44,8 +44,6 @@ _UNIT = re.compile(r"[a-z0-9]+|.", re.S)
 #: most characters a lexicon part may span in segment(): longer entries are rare and
 #: the segmentation is O(len(word) * MAX_PART)
 MAX_PART = 8
-#: cached segmentations; a long-running stream sees new strings forever
-CACHE_LIMIT = 1 << 20
 
 
 @lru_cache(maxsize=1)
@@ -115,7 +113,6 @@ class Lexicon:
         self._morpheme = [len(t) == 2 and t[1] == "g" and t[0] not in FUNCTION_TAGS
                           for t in names]
         self._folded: dict[str, bool] = {}
-        self._parts: dict[str, tuple[str, ...]] = {}
         self._alone: dict[str, float] | None = None
         self._final: dict[str, float] = {}
 
@@ -150,27 +147,26 @@ class Lexicon:
     def known(self, words: Sequence[str]) -> np.ndarray:
         """True where a word, or its simplified folding (OpenCC t2s), is in the lexicon.
 
-        Foldings are cached per word: a daemon's rescores see mostly the same words.
+        The answers for the words of the last call are kept: a daemon's rescores see
+        mostly the same words, and the cache never holds more than one call's words.
         """
         out = np.zeros(len(words), dtype=bool)
         if not self._index:
             return out
-        cache = self._folded
+        old = self._folded
+        cache: dict[str, bool] = {}
         todo = []
         for i, w in enumerate(words):
-            hit = cache.get(w)
+            hit = old.get(w)
             if hit is None:
                 todo.append(i)
             else:
-                out[i] = hit
+                out[i] = cache[w] = hit
         if todo:
-            if len(cache) > CACHE_LIMIT:
-                cache.clear()
             pending = [words[i] for i in todo]
             for i, w, f in zip(todo, pending, fold(pending), strict=True):
-                hit = w in self._index or f in self._index
-                cache[w] = hit
-                out[i] = hit
+                out[i] = cache[w] = w in self._index or f in self._index
+        self._folded = cache
         return out
 
     def log_prob(self, word: str) -> float | None:
@@ -187,7 +183,7 @@ class Lexicon:
         return total
 
     def segment(self, word: str) -> tuple[str, ...]:
-        """The most probable split of ``word`` into lexicon words (cached per word).
+        """The most probable split of ``word`` into lexicon words.
 
         Units (characters, ASCII runs) are atomic. A part is a lexicon word, with
         ln P = ln(freq) - ln(total), or a single unit that is not one, with the
@@ -199,9 +195,6 @@ class Lexicon:
         Example (jieba's dict.txt): 这本书 -> 这 | 本书, 1997年 -> 1997 | 年,
         记者李 -> 记者 | 李, 锦江之星 -> 锦江 | 之 | 星.
         """
-        hit = self._parts.get(word)
-        if hit is not None:
-            return hit
         units = _UNIT.findall(word)
         n = len(units)
         unknown = -self.log_total
@@ -225,11 +218,7 @@ class Lexicon:
         while i > 0:
             parts.append("".join(units[back[i]:i]))
             i = back[i]
-        out = tuple(reversed(parts))
-        if len(self._parts) > CACHE_LIMIT:
-            self._parts.clear()
-        self._parts[word] = out
-        return out
+        return tuple(reversed(parts))
 
     def alone_rate(self, char: str) -> float:
         """b(c): the share of the lexicon's uses of character c that are c alone,

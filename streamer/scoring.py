@@ -82,13 +82,14 @@ segmentation by fewest parts and pmi_lex out.
 from __future__ import annotations
 
 import math
+import struct
 import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from streamer.lexicon import CACHE_LIMIT, Lexicon
+from streamer.lexicon import Lexicon
 from streamer.neighbours import BUCKETS
 from streamer.units import dense_index, encode_words
 
@@ -169,18 +170,21 @@ def edge_rule(part: str, rest: str, lexicon: Lexicon,
     return 0.0, b, attached
 
 
-#: per lexicon, per word: first (hard, b, attached), last (hard, b, attached), phrase,
-#: sum of ln P_lex(part), number of parts. Kept across rescores (the daemon's candidates
-#: change slowly); a new Lexicon (a reload) starts afresh.
-_RULES: weakref.WeakKeyDictionary[Lexicon, dict[str, tuple]] = weakref.WeakKeyDictionary()
+#: per lexicon, the rules of the words of the last rescore, word -> 9 float32 packed in
+#: bytes: first (hard, b, attached), last (hard, b, attached), phrase, sum of
+#: ln P_lex(part), number of parts. A daemon's candidates change slowly, so most rules
+#: are reused; holding only the last rescore's words bounds it by the candidate table
+#: (~150 bytes a word). A new Lexicon (a reload) starts afresh.
+_RULES: weakref.WeakKeyDictionary[Lexicon, dict[str, bytes]] = weakref.WeakKeyDictionary()
+_ROW = struct.Struct("<9f")
 
 
-def _rules(word: str, lexicon: Lexicon) -> tuple:
+def _rules(word: str, lexicon: Lexicon) -> bytes:
     parts = lexicon.segment(word)
     head, tail = parts[0], parts[-1]
-    return (*edge_rule(head, word[len(head):], lexicon, head=True),
-            *edge_rule(tail, word[:-len(tail)], lexicon),
-            is_phrase(parts, lexicon), lexicon.log_prob_parts(parts), len(parts))
+    return _ROW.pack(*edge_rule(head, word[len(head):], lexicon, head=True),
+                     *edge_rule(tail, word[:-len(tail)], lexicon),
+                     is_phrase(parts, lexicon), lexicon.log_prob_parts(parts), len(parts))
 
 
 def part_features(engine: Engine, words: list[str]) -> PartFeatures:
@@ -193,16 +197,14 @@ def part_features(engine: Engine, words: list[str]) -> PartFeatures:
     enc, offsets = encode_words(words, engine.config.units)
     rate = standalone_rate(*(t[dense_index(enc.ids)] for t in (engine.alone, engine.unigrams)))
     lex = engine.known
-    cache = _RULES.setdefault(lex, {})
-    if len(cache) > CACHE_LIMIT:
-        cache.clear()
-    rows = []
+    old = _RULES.get(lex, {})
+    cache = {}
     for w in words:
-        r = cache.get(w)
-        if r is None:
-            r = cache[w] = _rules(w, lex)
-        rows.append(r)
-    table = np.array(rows, dtype=np.float64).reshape(n, 9)
+        r = old.get(w)
+        cache[w] = _rules(w, lex) if r is None else r
+    _RULES[lex] = cache
+    table = np.frombuffer(b"".join(map(cache.__getitem__, words)),
+                          dtype=np.float32).reshape(n, 9).astype(np.float64)
 
     def looseness(a: np.ndarray, col: int) -> np.ndarray:
         hard, b, attached = table[:, col], table[:, col + 1], table[:, col + 2] > 0
