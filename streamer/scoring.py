@@ -66,7 +66,7 @@ Worked examples (People's Daily: N = 1,632,383 units, P = 4.44; jieba's dict.txt
     常昊    常|昊: 常 is tagged d (adverb) but the rest, 昊, is no known word of two
             characters, so L(常) = max(a = 0.18, b = 0.10) = 0.18; L(昊) = a = 0.22.
             c = 18, min H = 2.03, pmi = 6.94, pmi_lex = 10.5 (both above P):
-            ln 19 * (2.03 / ln 32) * 1 * 1 * 0.82 * 0.78 = 1.11, rank 10.
+            ln 19 * (2.03 / ln 32) * 1 * 1 * 0.82 * 0.78 = 1.11, rank 9.
     这一    这|一 (r, m; the rest of each is one character): L(这) = max(0.21, b =
             0.45), L(一) = max(0.33, b = 0.17); c = 545, min H = 3.24, pmi = 2.32,
             pmi_lex = 3.05: ln 546 * 0.93 * (2.32 / 4.44) * (3.05 / 4.44) * 0.55 *
