@@ -38,6 +38,9 @@ FUNCTION_TAGS = frozenset("cdefkmpqruy")
 #: the classes a number's measure word comes from: classifiers, numerals (年 月 日
 #: 万元 are tagged m in jieba) and time words (t: 月份 is n, 年代 is n, but 上午 t)
 MEASURE_TAGS = frozenset("mqt")
+#: what a part-of-speech tag looks like (jieba: n, nr, nrfg, ul, ...); any other third
+#: column is not taken for a tag
+_TAG = re.compile(r"[a-z]{1,4}")
 #: a unit of a candidate: an ASCII letter/digit run (as streamer.units cuts them) or
 #: one character
 _UNIT = re.compile(r"[a-z0-9]+|.", re.S)
@@ -281,8 +284,9 @@ class Lexicon:
         """Read every file; raises OSError/UnicodeDecodeError naming the file.
 
         A second column that is a positive number is the word's frequency (rounded to a
-        whole number, at least 1; summed over files), a third its tag (the first file's
-        tag wins). Without a frequency a word counts as seen once.
+        whole number, at least 1; summed over files), a third of one to four lower-case
+        letters its tag (the first file's tag wins). Without a frequency a word counts as
+        seen once.
         """
         lex = cls.__new__(cls)
         lex._tag_names = [""]
@@ -314,7 +318,7 @@ class Lexicon:
                     if given > 0 and math.isfinite(given):
                         f += given
                         has_freq = True
-                        if len(parts) >= 3 and not tid:
+                        if len(parts) >= 3 and not tid and _TAG.fullmatch(parts[2]):
                             tid = ids.get(parts[2], -1)
                             if tid < 0:
                                 tid = len(lex._tag_names) if len(lex._tag_names) < MAX_TAGS else 0

@@ -140,9 +140,13 @@ def test_a_lexicon_without_tags_works_and_its_tag_rules_are_neutral(
 
 
 def test_a_word_list_with_odd_columns_loads(corpus: Path, tmp_path: Path) -> None:
-    """A frequency that is not a number, or a missing tag, is no error: the word is known."""
+    """A frequency that is not a number, a missing tag, or a third column that is no tag
+    is no error: the word is known, and only a tag-like column counts as a tag."""
     lexicon = tmp_path / "odd.txt"
-    lexicon.write_text("".join(f"{w} many\n" for w in VOCAB) + "服务 12\n# note\n\n",
-                       encoding="utf-8")
-    words = [r["word"] for r in discover(corpus, lexicon, "--new-only")]
+    lexicon.write_text("".join(f"{w} many\n" for w in VOCAB) + "服务 12\n# note\n\n"
+                       + "森林 30 not-a-tag\n里 60000 DataColumn\n", encoding="utf-8")
+    records = discover(corpus, lexicon, "--new-only")
+    words = [r["word"] for r in records]
     assert words and not set(words) & set(VOCAB) and "服務" not in words
+    # 里 has no tag here (DataColumn is none), so 森林里 is judged by the text alone
+    assert next(r["score"] for r in records if r["word"] == "森林里") > 0
