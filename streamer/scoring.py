@@ -28,7 +28,7 @@ buckets) and min-split pmi (nats) in a text of N units is
 
                how many times (in nats, per boundary) more often the text uses w than
                the user's lexicon predicts from the known words it is made of. A join
-               of common words (很|好, 让|人) is about as frequent as the lexicon
+               of common words (很|难, 让|人) is about as frequent as the lexicon
                expects; a new word of rare pieces (独|显) is far more frequent.
                Without lexicon frequencies the factor is 1.
     binding    1 - L(edge part), L = how likely the edge part is a word by itself
