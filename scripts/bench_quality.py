@@ -10,14 +10,20 @@ Usage, from the repository root::
    settings otherwise (sketch counting: no ``--exact``).
    precision = share of discovered words that are gold word types of the corpus;
    recall    = share of gold word types with gold count >= min_count that were discovered.
-2. New-word precision@K (K = 20, 50, 100) on the reviews and on People's Daily: the ranked
-   output of ``discover --known jieba/dict.txt --new-only``, first K words, share listed in
-   CC-CEDICT. The same figure with the known-word filter applied by this script to a run
-   without ``--known`` is printed beside it (the two should agree).
+2. New-word precision@K, judged (K = 20, 50, 100) on the reviews and on People's Daily:
+   the ranked output of ``discover --known jieba/dict.txt --new-only`` (default settings,
+   min_count 8), first K words of two or more characters (Latin lower-cased, as the labels
+   are), share labelled 1 in the judged labels (``--labels``, default
+   ../shared/eval/labels-dev.json, then docs/labels/*.json of this repository). A word no
+   label file has is unlabelled and counts as a miss; the report gives p@K with the dev
+   labels alone and with all label files, how many of the first 50 are unlabelled, and
+   lists them. ``--unlabelled-dir DIR`` writes them, with three contexts each from the
+   corpus, to DIR/unlabelled-<corpus>.tsv (word<TAB>context1<TAB>context2<TAB>context3)
+   for labelling.
 
-Only words of two or more characters, all Han, are scored (on both sides: discovered words
-and gold types). The report is a markdown table for docs/benchmarks.md; ``--json PATH``
-also writes every figure as JSON.
+Vocabulary: only words of two or more characters, all Han, are scored (on both sides:
+discovered words and gold types). The report is a markdown table for docs/benchmarks.md;
+``--json PATH`` also writes every figure as JSON.
 
 ``--reference`` replaces the CLI by :class:`Reference`, a small exact-count implementation
 of the method in plain Python (DESIGN.md section 2). It is the "exact counts, plain Python"
@@ -31,6 +37,7 @@ min_entropy 0 (no freedom filter, like the method as published; discover's defau
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 import shlex
@@ -48,6 +55,10 @@ import bench_common as bc  # noqa: E402
 
 KS = (20, 50, 100)
 SHOW_TOP = 50
+CONTEXTS = 3
+CONTEXT_CHARS = 20  # characters each side of a word in an example context
+DEV_LABELS = bc.REPO.parent / "shared" / "eval" / "labels-dev.json"
+PROJECT_LABELS = bc.REPO / "docs" / "labels"
 
 # --------------------------------------------------------------------------- reference
 
@@ -243,14 +254,51 @@ def vocabulary(words: Iterable[str], pd: bc.PeoplesDaily, min_count: int) -> dic
     }
 
 
-def precision_at(words: Sequence[str], judge: set[str], ks: Sequence[int] = KS) -> dict:
-    """p@K: share of the first K words listed in the judge lexicon (missing words count
-    as misses, i.e. the denominator is always K)."""
-    return {str(k): sum(w in judge for w in words[:k]) / k for k in ks}
+def load_labels(paths: Sequence[Path]) -> dict[str, dict[str, int]]:
+    """{corpus: {word: 0|1}} merged over label files (a later file adds words; a word
+    labelled in two files keeps the first file's label)."""
+    out: dict[str, dict[str, int]] = {"reviews": {}, "pd": {}}
+    for path in paths:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        for corpus, labels in data.items():
+            merged = out.setdefault(corpus, {})
+            for word, label in labels.items():
+                merged.setdefault(word.lower(), int(label))
+    return out
 
 
-def scored_new(ranked: Iterable[str], known: set[str] | None) -> list[str]:
-    return [w for w in ranked if bc.is_scored(w) and (known is None or w not in known)]
+def judged_words(words: Iterable[str]) -> list[str]:
+    """The words the judged lists score: two or more characters (Latin lower-cased)."""
+    return [w.lower() for w in words if len(w) >= 2]
+
+
+def precision_at(words: Sequence[str], labels: dict[str, int],
+                 ks: Sequence[int] = KS) -> dict:
+    """p@K: share of the first K words labelled 1 (unlabelled words count as misses, the
+    denominator is always K)."""
+    return {str(k): sum(labels.get(w, 0) for w in words[:k]) / k for k in ks}
+
+
+def contexts(word: str, lines: Sequence[str], n: int = CONTEXTS,
+             width: int = CONTEXT_CHARS) -> list[str]:
+    """The first ``n`` places ``word`` occurs in ``lines`` (NFKC, lower-cased), with
+    ``width`` characters each side; tabs and newlines become spaces."""
+    out: list[str] = []
+    for line in lines:
+        text = unicodedata.normalize("NFKC", line).lower()
+        at = text.find(word)
+        while at >= 0 and len(out) < n:
+            out.append(text[max(0, at - width):at + len(word) + width]
+                       .replace("\t", " ").replace("\n", " "))
+            at = text.find(word, at + len(word))
+        if len(out) >= n:
+            break
+    return out + [""] * (n - len(out))
+
+
+def write_unlabelled(path: Path, words: Sequence[str], lines: Sequence[str]) -> None:
+    rows = ["\t".join([w, *contexts(w, lines)]) for w in words]
+    path.write_text("".join(r + "\n" for r in rows), encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- runs
@@ -342,7 +390,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--show", type=int, default=SHOW_TOP,
                     help=f"how many new words to list per corpus (default {SHOW_TOP})")
     ap.add_argument("--json", type=Path, default=None, help="also write all figures here")
+    ap.add_argument("--labels", type=Path, action="append", default=None,
+                    help=f"judged label files, {{corpus: {{word: 0|1}}}} (repeatable; default "
+                         f"{DEV_LABELS} then {PROJECT_LABELS}/*.json); the first is the "
+                         f"dev set, reported alone too")
+    ap.add_argument("--unlabelled-dir", type=Path, default=None,
+                    help="write the unlabelled words of the top 50, with contexts, to "
+                         "DIR/unlabelled-<corpus>.tsv")
     args = ap.parse_args(argv)
+    if args.labels is None:
+        args.labels = [DEV_LABELS, *sorted(PROJECT_LABELS.glob("*.json"))]
+    for path in args.labels:
+        if not path.is_file():
+            ap.error(f"--labels {path}: no such file")
+    if args.unlabelled_dir is not None and not args.unlabelled_dir.is_dir():
+        ap.error(f"--unlabelled-dir {args.unlabelled_dir}: no such directory")
 
     data = bc.load_all(args.cache)
     runner = Runner(args, data)
@@ -378,30 +440,31 @@ def measure(args: argparse.Namespace, runner: Runner, data: bc.BenchData) -> dic
             m.update(command=run.label, seconds=run.seconds, max_rss=run.max_rss)
             report["vocabulary"].append(m)
 
-    # 2. new words: --new-only run, and the filter applied here to a run without --known
+    # 2. new words, judged by the labels
     if "new" not in skip:
+        dev = load_labels(args.labels[:1])
+        every = load_labels(args.labels)
+        report["labels"] = [str(p) for p in args.labels]
         for corpus in ("reviews", "pd"):
             a = runner.run(corpus, args.new_min_count, known=True)
-            b = runner.run(corpus, args.new_min_count, known=False)
-            listed = scored_new((w for w, _ in a.words), None)
-            leaked = sum(w in data.known for w in listed)
-            filtered = scored_new((w for w, _ in b.words), data.known)
-            counts = dict(a.words)
+            listed = judged_words(w for w, _ in a.words)
+            counts = {w.lower(): c for w, c in a.words}
+            unlabelled = [w for w in listed[:SHOW_TOP] if w not in every[corpus]]
+            if args.unlabelled_dir is not None:
+                lines = data.pd.lines if corpus == "pd" else data.reviews
+                write_unlabelled(args.unlabelled_dir / f"unlabelled-{corpus}.tsv",
+                                 unlabelled, lines)
             report["new_words"].append({
                 "corpus": corpus,
                 "command": a.label,
-                "command_unfiltered": b.label,
                 "seconds": a.seconds,
                 "max_rss": a.max_rss,
                 "new_words": len(listed),
-                "known_leaked": leaked,
-                "p_at": precision_at(listed, data.judge),
-                "p_at_script_filter": precision_at(filtered, data.judge),
-                "same_list": listed[:max(KS)] == filtered[:max(KS)],
-                "only_new_only": [w for w in listed[:SHOW_TOP] if w not in filtered[:SHOW_TOP]],
-                "only_script_filter": [w for w in filtered[:SHOW_TOP]
-                                       if w not in listed[:SHOW_TOP]],
-                "top": [{"word": w, "count": counts.get(w), "cedict": w in data.judge}
+                "known_leaked": sum(w in data.known for w in listed),
+                "p_at_dev": precision_at(listed, dev[corpus]),
+                "p_at": precision_at(listed, every[corpus]),
+                "unlabelled_top50": unlabelled,
+                "top": [{"word": w, "count": counts.get(w), "label": every[corpus].get(w)}
                         for w in listed[:max(args.show, max(KS))]],
             })
     return report
@@ -416,9 +479,7 @@ def render(report: dict, data: bc.BenchData, show: int) -> str:
            f"- data: People's Daily 1998-01 ({len(data.pd.lines):,} paragraphs, "
            f"{sum(map(len, data.pd.lines)):,} chars), reviews ({len(data.reviews):,} lines, "
            f"{sum(map(len, data.reviews)):,} chars), known = jieba dict.txt "
-           f"({len(data.known):,} words), judge = CC-CEDICT simplified headwords "
-           f"({len(data.judge):,})",
-           "- scored words: >= 2 characters, all Han", ""]
+           f"({len(data.known):,} words)", ""]
     if report["vocabulary"]:
         out += ["**Vocabulary, People's Daily** (precision: discovered words that are gold "
                 "types; recall: gold types with gold count >= min_count that were "
@@ -434,29 +495,31 @@ def render(report: dict, data: bc.BenchData, show: int) -> str:
                                 "found / gold types", "time", "peak RSS", "command"], rows))
         out.append("")
     if report["new_words"]:
-        out += ["**New words** (ranked output minus jieba dict.txt, first K scored words, "
-                "share listed in CC-CEDICT; p@K counts a missing word as a miss)", ""]
+        names = ", ".join(Path(p).name for p in report["labels"])
+        out += [f"**New words, judged** (ranked output of `--known jieba/dict.txt --new-only`, "
+                f"words of >= 2 characters; p@K = share of the first K labelled 1, an "
+                f"unlabelled word counts as a miss; labels: {names})", ""]
         rows = []
         for n in report["new_words"]:
-            p, q = n["p_at"], n["p_at_script_filter"]
+            d, p = n["p_at_dev"], n["p_at"]
             rows.append([CORPUS_NAMES[n["corpus"]], f"{n['new_words']:,}",
-                         *(f"{p[str(k)]:.2f}" for k in KS),
-                         " / ".join(f"{q[str(k)]:.2f}" for k in KS),
-                         n["known_leaked"], f"{n['seconds']:.1f} s", f"`{n['command']}`"])
+                         " / ".join(f"{d[str(k)]:.2f}" for k in KS),
+                         " / ".join(f"{p[str(k)]:.2f}" for k in KS),
+                         len(n["unlabelled_top50"]), n["known_leaked"],
+                         f"{n['seconds']:.1f} s", f"`{n['command']}`"])
         out.append(bc.md_table(
-            ["corpus", "new words", *(f"p@{k}" for k in KS), "p@20/50/100, script filter",
-             "known words leaked", "time", "command"], rows))
+            ["corpus", "new words", "p@20/50/100, dev labels", "p@20/50/100, all labels",
+             f"unlabelled in top {SHOW_TOP}", "known words leaked", "time", "command"], rows))
         out.append("")
+        mark = {1: "**", 0: "~~", None: ""}
         for n in report["new_words"]:
             top = n["top"][:show]
-            words = " · ".join(f"**{t['word']}**" if t["cedict"] else t["word"] for t in top)
-            out += [f"Top {len(top)} new words, {CORPUS_NAMES[n['corpus']]} "
-                    f"(**bold** = in CC-CEDICT): {words}", ""]
-            if not n["same_list"]:
-                out += [f"The --new-only list differs from the script-filtered one; in the "
-                        f"top {SHOW_TOP} of --new-only only: "
-                        f"{' · '.join(n['only_new_only']) or '-'}; of the script-filtered "
-                        f"run only: {' · '.join(n['only_script_filter']) or '-'}", ""]
+            words = " · ".join(f"{mark[t['label']]}{t['word']}{mark[t['label']]}" for t in top)
+            out += [f"Top {len(top)} new words, {CORPUS_NAMES[n['corpus']]} (**bold** = "
+                    f"labelled a word, ~~struck~~ = labelled not a word, plain = unlabelled): "
+                    f"{words}", "",
+                    f"Unlabelled in the top {SHOW_TOP}: "
+                    f"{' · '.join(n['unlabelled_top50']) or '-'}", ""]
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -456,10 +456,11 @@ class Engine(EngineState):
         slots = sc.slots[keep]
         words = [w for w, k in zip(sc.words, keep.tolist(), strict=True) if k]
         pmi, left, right = sc.pmi[keep], sc.left[keep], sc.right[keep]
-        known = np.array([w in self.known for w in words], dtype=bool)
+        known = self.known.known(words)
         recent = counts[slots].astype(np.float64)
         score = scoring.score(recent, left, right, scoring.part_features(
-            words, self.alone, self.unigrams, self.known, self.config.units))
+            words, self.alone, self.unigrams, self.known, self.config.units), pmi,
+            float(self.clock.occurrences(self.total_units)))
         emergence = self._trend(slots, now) * score
         order = np.arange(len(words))
         if cfg.max_words is not None and len(order) > cfg.max_words:

@@ -1,74 +1,348 @@
 """Known lexicons: the words a user already has (one word per line).
 
-Extra columns are ignored, so jieba's dict.txt (``word freq tag``) and CC-CEDICT-
-style word lists load directly. Words are normalised the same way as the input
-text (NFKC, ASCII lower-case) so that a full-width or upper-case entry still
-matches what the engine discovers.
+A line is ``word [freq [tag]]``: jieba's dict.txt (``word freq tag``) and plain word
+lists load directly; further columns are ignored. Words are normalised the same way
+as the input text (NFKC, ASCII lower-case) so that a full-width or upper-case entry
+still matches what the engine discovers.
+
+What the ranking takes from a lexicon (streamer.scoring):
+
+* membership, with traditional and variant spellings folded to simplified
+  (OpenCC ``t2s``): 服務 is known when 服务 is;
+* the frequency column, for a maximum-probability segmentation of a candidate into
+  known words (a word without a frequency counts as 1);
+* the part-of-speech tag, to tell function words (pronouns, adverbs, particles,
+  classifiers, ...) from content words. A lexicon without tags gives no tag
+  evidence: every part then counts as a content word.
 """
 
 from __future__ import annotations
 
 import ctypes
 import importlib.util
+import io
+import math
 import re
-import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, KeysView, Sequence
+from functools import lru_cache
 from pathlib import Path
+
+import numpy as np
 
 from streamer.core.units import normalise
 
+#: first letters of the part-of-speech tags of function classes in the ICTCLAS/PKU
+#: tag set that jieba's dict.txt uses: c conjunction, d adverb, e interjection,
+#: f localiser, k suffix (们), m numeral, p preposition, q classifier (measure word),
+#: r pronoun, u particle (ud ug uj ul uv uz), y modal particle. Sub-tags share the
+#: first letter (dg, mq, rr, rz).
+FUNCTION_TAGS = frozenset("cdefkmpqruy")
+#: the classes a number's measure word comes from: classifiers, numerals (年 月 日
+#: 万元 are tagged m in jieba) and time words (t: 月份 is n, 年代 is n, but 上午 t)
+MEASURE_TAGS = frozenset("mqt")
+#: what a part-of-speech tag looks like (jieba: n, nr, nrfg, ul, ...); any other third
+#: column is not taken for a tag
+_TAG = re.compile(r"[a-z]{1,4}")
+#: a unit of a candidate: an ASCII letter/digit run (as streamer.units cuts them) or
+#: one character
+_UNIT = re.compile(r"[a-z0-9]+|.", re.S)
+#: most characters a lexicon part may span in segment(): longer entries are rare and
+#: the segmentation is O(len(word) * MAX_PART)
+MAX_PART = 8
+
+
+@lru_cache(maxsize=1)
+def _converter() -> object:
+    import opencc  # deferred: loading OpenCC's tables costs ~50 ms a process
+
+    return opencc.OpenCC("t2s")
+
+
+def fold(words: Sequence[str]) -> list[str]:
+    """Traditional/variant -> simplified (OpenCC t2s), one converter call for all words."""
+    if not words:
+        return []
+    out = _converter().convert("\n".join(words)).split("\n")  # type: ignore[attr-defined]
+    # OpenCC maps character to character here; should a table ever join or split a
+    # line, fall back to word by word rather than misalign
+    if len(out) != len(words):
+        out = [_converter().convert(w) for w in words]  # type: ignore[attr-defined]
+    return out
+
+
+#: a word's entry packs its frequency and tag id: freq << TAG_BITS | tag id
+TAG_BITS = 8
+MAX_TAGS = 1 << TAG_BITS
+
 
 class Lexicon:
-    """A set of known words, loaded from files."""
+    """A set of known words, with their frequencies and tags when the file has them.
 
-    def __init__(self, words: Iterable[str] = (), sources: Iterable[str] = ()) -> None:
-        self.words: frozenset[str] = frozenset(words)
+    One dict word -> entry, the entry an int packing the frequency (a whole number, at
+    least 1) and the tag id; equal entries share one int object, so the dict costs
+    little more than a set: jieba's 349,041 words take ~50 MB and load in ~1 s.
+    """
+
+    def __init__(self, words: Iterable[str] = (), sources: Iterable[str] = (),
+                 freq: dict[str, float] | None = None,
+                 tags: dict[str, str] | None = None) -> None:
+        freq = freq or {}
+        tags = tags or {}
+        self._tag_names: list[str] = [""]  # id 0: no tag
+        ids: dict[str, int] = {"": 0}
+        shared: dict[int, int] = {}
+        index: dict[str, int] = {}
+        for w in (*words, *freq, *tags):
+            if w in index:
+                continue
+            t = tags.get(w, "")
+            tid = ids.get(t)
+            if tid is None:
+                tid = ids[t] = len(self._tag_names) if len(self._tag_names) < MAX_TAGS else 0
+                if tid:
+                    self._tag_names.append(t)
+            entry = _pack(freq.get(w, 1.0), tid)
+            index[w] = shared.setdefault(entry, entry)
+        self._index = index
         self.sources: tuple[str, ...] = tuple(sources)
+        self._has_freq = bool(freq)
+        self._init_caches()
+
+    def _init_caches(self) -> None:
+        #: ln of the total frequency (each word counts its frequency, or 1)
+        self.log_total = math.log(max(float(sum(e >> TAG_BITS for e in self._index.values())),
+                                      1.0))
+        names = self._tag_names
+        self._function = [bool(t) and t[0] in FUNCTION_TAGS for t in names]
+        self._measure = [bool(t) and t[0] in MEASURE_TAGS for t in names]
+        self._morpheme = [len(t) == 2 and t[1] == "g" and t[0] not in FUNCTION_TAGS
+                          for t in names]
+        self._folded: dict[str, bool] = {}
+        self._alone: dict[str, float] | None = None
+        self._final: dict[str, float] = {}
+
+    @property
+    def words(self) -> KeysView[str]:
+        return self._index.keys()
 
     def __contains__(self, word: object) -> bool:
-        return word in self.words
+        return word in self._index
 
     def __len__(self) -> int:
-        return len(self.words)
+        return len(self._index)
+
+    @property
+    def has_freq(self) -> bool:
+        return self._has_freq
+
+    @property
+    def has_tags(self) -> bool:
+        return len(self._tag_names) > 1
+
+    def tag(self, word: str) -> str:
+        """The word's part-of-speech tag, "" when it has none or is not known."""
+        entry = self._index.get(word)
+        return "" if entry is None else self._tag_names[entry & (MAX_TAGS - 1)]
+
+    def freq(self, word: str) -> float:
+        """The word's frequency (1 without one), 0 when it is not known."""
+        entry = self._index.get(word)
+        return 0.0 if entry is None else float(entry >> TAG_BITS)
+
+    def known(self, words: Sequence[str]) -> np.ndarray:
+        """True where a word, or its simplified folding (OpenCC t2s), is in the lexicon.
+
+        The answers for the words of the last call are kept: a daemon's rescores see
+        mostly the same words, and the cache never holds more than one call's words.
+        """
+        out = np.zeros(len(words), dtype=bool)
+        if not self._index:
+            return out
+        old = self._folded
+        cache: dict[str, bool] = {}
+        todo = []
+        for i, w in enumerate(words):
+            hit = old.get(w)
+            if hit is None:
+                todo.append(i)
+            else:
+                out[i] = cache[w] = hit
+        if todo:
+            pending = [words[i] for i in todo]
+            for i, w, f in zip(todo, pending, fold(pending), strict=True):
+                out[i] = cache[w] = w in self._index or f in self._index
+        self._folded = cache
+        return out
+
+    def log_prob(self, word: str) -> float | None:
+        """ln P(word) under the lexicon's unigram model, None for an unknown word."""
+        entry = self._index.get(word)
+        return None if entry is None else math.log(entry >> TAG_BITS) - self.log_total
+
+    def log_prob_parts(self, parts: Iterable[str]) -> float:
+        """Sum of ln P(part), a part the lexicon lacks at the floor of a word seen once."""
+        total = 0.0
+        for p in parts:
+            lp = self.log_prob(p)
+            total += -self.log_total if lp is None else lp
+        return total
+
+    def segment(self, word: str) -> tuple[str, ...]:
+        """The most probable split of ``word`` into lexicon words.
+
+        Units (characters, ASCII runs) are atomic. A part is a lexicon word, with
+        ln P = ln(freq) - ln(total), or a single unit that is not one, with the
+        probability of a word seen once (the floor jieba uses too). Dynamic
+        programming over split points, parts of at most MAX_PART characters:
+
+            best(i) = max over j of best(j) + ln P(word[j:i])
+
+        Example (jieba's dict.txt): 这本书 -> 这 | 本书, 1997年 -> 1997 | 年,
+        记者李 -> 记者 | 李, 锦江之星 -> 锦江 | 之 | 星.
+        """
+        units = _UNIT.findall(word)
+        n = len(units)
+        unknown = -self.log_total
+        best = [0.0] + [-math.inf] * n
+        back = [0] * (n + 1)
+        for i in range(1, n + 1):
+            text = ""
+            for j in range(i - 1, -1, -1):
+                text = units[j] + text
+                if len(text) > MAX_PART and j < i - 1:
+                    break
+                lp = self.log_prob(text)
+                if lp is None:
+                    if j < i - 1:
+                        continue
+                    lp = unknown
+                if best[j] + lp > best[i]:
+                    best[i], back[i] = best[j] + lp, j
+        parts: list[str] = []
+        i = n
+        while i > 0:
+            parts.append("".join(units[back[i]:i]))
+            i = back[i]
+        return tuple(reversed(parts))
+
+    def alone_rate(self, char: str) -> float:
+        """b(c): the share of the lexicon's uses of character c that are c alone,
+
+            b(c) = freq(c) / sum over words w containing c of freq(w) * (times c is in w)
+
+        i.e. how often c is a word by itself in the text the lexicon's frequencies
+        were counted on. 了 0.94, 也 0.95, 这 0.45, 间 0.16, 员 0.04 (jieba's
+        dict.txt). 0 for a character the lexicon does not list alone.
+        """
+        if self._alone is None:
+            self._alone = self._alone_rates()
+        return self._alone.get(char, 0.0)
+
+    def final_rate(self, char: str) -> float:
+        """e(c): the share of the lexicon's uses of character c that end a word of two or
+        more characters (部 0.55 as in 干部 外交部, 副 0.07, 预 0.04 in jieba's dict.txt)."""
+        if self._alone is None:
+            self._alone = self._alone_rates()
+        return self._final.get(char, 0.0)
+
+    def _alone_rates(self) -> dict[str, float]:
+        words = self._index
+        if not words:
+            return {}
+        cps = np.frombuffer("".join(words).encode("utf-32-le"), dtype=np.uint32)
+        lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+        freq = np.fromiter(words.values(), dtype=np.int64, count=len(words)) >> TAG_BITS
+        within = np.bincount(cps, weights=np.repeat(freq, lengths))
+        ends = np.cumsum(lengths) - 1
+        single = np.flatnonzero(lengths == 1)
+        cp = cps[ends[single]]
+        rate = freq[single] / within[cp]
+        multi = np.flatnonzero(lengths > 1)
+        final = np.bincount(cps[ends[multi]], weights=freq[multi], minlength=len(within))
+        last = np.flatnonzero(final)
+        self._final = dict(zip(map(chr, last.tolist()), (final[last] / within[last]).tolist(),
+                               strict=True))
+        return dict(zip(map(chr, cp.tolist()), rate.tolist(), strict=True))
+
+    def is_function(self, word: str) -> bool:
+        """The word's tag is a function class (FUNCTION_TAGS); False without a tag."""
+        entry = self._index.get(word)
+        return entry is not None and self._function[entry & (MAX_TAGS - 1)]
+
+    def is_measure(self, word: str) -> bool:
+        """The word's tag is a numeral, classifier or time word (MEASURE_TAGS)."""
+        entry = self._index.get(word)
+        return entry is not None and self._measure[entry & (MAX_TAGS - 1)]
+
+    def is_morpheme(self, word: str) -> bool:
+        """The word's tag is a bare morpheme of no word class (zg, ng, vg, ag, tg: a tag
+        ending in g whose first letter is not a function class): its tag tells
+        nothing about how the character is used."""
+        entry = self._index.get(word)
+        return entry is not None and self._morpheme[entry & (MAX_TAGS - 1)]
 
     @classmethod
     def load(cls, paths: Iterable[str | Path]) -> Lexicon:
-        """Read every file; raises OSError/UnicodeDecodeError naming the file."""
-        words: set[str] = set()
+        """Read every file; raises OSError/UnicodeDecodeError naming the file.
+
+        A second column that is a positive number is the word's frequency (rounded to a
+        whole number, at least 1; summed over files), a third of one to four lower-case
+        letters its tag (the first file's tag wins). Without a frequency a word counts as
+        seen once.
+        """
+        lex = cls.__new__(cls)
+        lex._tag_names = [""]
+        ids: dict[str, int] = {"": 0}
+        shared: dict[int, int] = {}
+        index: dict[str, int] = {}
+        has_freq = False
         names = []
         for p in paths:
             path = Path(p)
             names.append(str(path))
             with path.open(encoding="utf-8-sig", errors="strict") as fh:
-                words.update(first_columns(fh.read()))
-        return cls(words, names)
+                # one normalisation of the whole file: far cheaper than one a line, and
+                # the same result (NFKC composes nothing across a line break)
+                text = io.StringIO(normalise(fh.read()))
+            for line in text:
+                parts = line.split(None, 3)
+                if not parts or parts[0].startswith("#"):
+                    continue
+                word = parts[0]
+                old = index.get(word)
+                f = 0.0 if old is None else float(old >> TAG_BITS)
+                tid = 0 if old is None else old & (MAX_TAGS - 1)
+                if len(parts) >= 2:
+                    try:
+                        given = float(parts[1])
+                    except ValueError:
+                        given = 0.0
+                    if given > 0 and math.isfinite(given):
+                        f += given
+                        has_freq = True
+                        if len(parts) >= 3 and not tid and _TAG.fullmatch(parts[2]):
+                            tid = ids.get(parts[2], -1)
+                            if tid < 0:
+                                tid = len(lex._tag_names) if len(lex._tag_names) < MAX_TAGS else 0
+                                ids[parts[2]] = tid
+                                if tid:
+                                    lex._tag_names.append(parts[2])
+                entry = _pack(f, tid)
+                index[word] = shared.setdefault(entry, entry)
+        lex._index = index
+        lex.sources = tuple(names)
+        lex._has_freq = has_freq
+        lex._init_caches()
+        if has_freq:
+            # now, while the process is small: computed at the first rescore, its
+            # temporaries would add to discover's peak
+            lex._alone = lex._alone_rates()
+        return lex
 
 
-# --------------------------------------------------------------------------- reading
-
-
-#: The first whitespace-separated field of every line that has one and does not start
-#: with "#". ``\s*`` may run over blank lines; what it captures is still the first field
-#: of a line.
-_FIRST_FIELD = re.compile(r"^\s*([^\s#]\S*)", re.MULTILINE)
-_ASCII_LOWER = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
-
-
-def first_columns(text: str) -> list[str]:
-    """The normalised first field of every non-comment line of a lexicon file's text.
-
-    One regular-expression pass instead of a split per line. When the text is already
-    NFKC (jieba's dict.txt is: a quick check), ASCII upper case is folded on the whole
-    text's UTF-8 bytes before the fields are cut, so each word is made once; otherwise the
-    fields are normalised in one call on their newline-joined text (NFKC never composes
-    across a newline, so that equals normalising each field). jieba's 349k lines: ~0.3 s
-    instead of ~1.2 s for a split and a normalise call per line (docs/benchmarks.md).
-    """
-    if unicodedata.is_normalized("NFKC", text):
-        return _FIRST_FIELD.findall(
-            text.encode("utf-8").translate(_ASCII_LOWER).decode("utf-8"))
-    fields = _FIRST_FIELD.findall(text)
-    return normalise("\n".join(fields)).split("\n") if fields else []
+def _pack(freq: float, tag_id: int) -> int:
+    """A lexicon entry: the frequency as a whole number >= 1, and the tag id."""
+    return max(round(freq), 1) << TAG_BITS | tag_id
 
 
 # --------------------------------------------------------------------------- names

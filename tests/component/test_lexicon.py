@@ -13,7 +13,6 @@ from streamer.core.lexicon import (
     NAMED_LEXICONS,
     Lexicon,
     LexiconError,
-    first_columns,
     load_known,
     resolve_known,
 )
@@ -94,20 +93,26 @@ TRICKY = (
 )
 
 
-def test_first_columns_follow_the_per_line_rule() -> None:
-    assert first_columns(TRICKY) == per_line(TRICKY)
-    assert first_columns(TRICKY) == ["区块链", "缩进词", "b站", "iphone手机", "fi字",
-                                     "全角空格前", "Ωmega", "last-without-newline"]
-    # already-normalised text (the fast path) and text that is not (the slow path)
+def words_of(tmp_path: Path, text: str) -> list[str]:
+    path = tmp_path / "lexicon.txt"
+    path.write_text(text, encoding="utf-8")
+    return sorted(Lexicon.load([path]).words)
+
+
+def test_lexicon_files_follow_the_per_line_rule(tmp_path: Path) -> None:
+    assert words_of(tmp_path, TRICKY) == sorted(set(per_line(TRICKY)))
+    assert words_of(tmp_path, TRICKY) == sorted(["区块链", "缩进词", "b站", "iphone手机", "fi字",
+                                                 "全角空格前", "Ωmega", "last-without-newline"])
     plain = "酒店 10 n\nABC 3 eng\n"
     assert unicodedata.is_normalized("NFKC", plain)
-    assert first_columns(plain) == per_line(plain) == ["酒店", "abc"]
-    assert first_columns("") == [] and first_columns("# only a comment\n\n") == []
+    assert words_of(tmp_path, plain) == sorted(per_line(plain)) == ["abc", "酒店"]
+    assert words_of(tmp_path, "") == [] and words_of(tmp_path, "# only a comment\n\n") == []
 
 
 def test_jieba_dict_reads_as_the_per_line_rule() -> None:
-    text = resolve_known("jieba").read_text(encoding="utf-8-sig")
-    assert first_columns(text) == per_line(text)
+    path = resolve_known("jieba")
+    text = path.read_text(encoding="utf-8-sig")
+    assert sorted(Lexicon.load([path]).words) == sorted(set(per_line(text)))
 
 
 def test_lexicon_load_strips_a_bom(tmp_path: Path) -> None:
