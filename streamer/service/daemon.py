@@ -236,6 +236,8 @@ class Daemon:
         self.last_snapshot: float | None = None
         self.last_snapshot_path: str | None = None
         self.snapshot_errors = 0
+        # "<kind>: <message>" of the last snapshot attempt when it failed, else None
+        self.snapshot_failure: str | None = None
         self.exports = 0
         self.last_export: float | None = None
         self.export_errors = 0
@@ -823,6 +825,7 @@ class Daemon:
                                                             self._published)
                 except Exception as exc:
                     self.snapshot_errors += 1
+                    self.snapshot_failure = f"{snapshot.error_kind(exc)}: {exc}"
                     log.error("snapshot failed (%s): %s", reason, exc, exc_info=True)
                     return False
                 pause = time.perf_counter() - t0
@@ -831,6 +834,7 @@ class Daemon:
                 path, size = await asyncio.to_thread(self._write_job, state, metadata)
             except Exception as exc:
                 self.snapshot_errors += 1
+                self.snapshot_failure = f"{snapshot.error_kind(exc)}: {exc}"
                 log.error("snapshot failed (%s): %s", reason, exc,
                           exc_info=not isinstance(exc, OSError))
                 return False
@@ -840,6 +844,7 @@ class Daemon:
             total = time.perf_counter() - t0
         self._snapshot_generation = generation
         self.snapshots += 1
+        self.snapshot_failure = None
         self.snapshot_seconds = pause
         self.snapshot_write_seconds = total
         self.snapshot_bytes = size
@@ -1075,6 +1080,12 @@ class Daemon:
                    "Capture and write time of the last snapshot.", self.snapshot_write_seconds),
             Metric("streamer_snapshot_bytes", "gauge", "Size of the last snapshot.",
                    self.snapshot_bytes),
+            Metric("streamer_snapshot_failing_intervals", "gauge",
+                   "Snapshot intervals since the last successful snapshot while the last "
+                   "attempt failed (0 when it succeeded).", self._snapshot_failing_intervals()),
+            Metric("streamer_snapshot_last_success_timestamp_seconds", "gauge",
+                   "Unix time of the last successful snapshot (0: none yet).",
+                   self.last_snapshot or 0),
             Metric("streamer_exports_total", "counter", "Timestamped exports written.",
                    self.exports),
             Metric("streamer_export_errors_total", "counter", "Exports that failed.",
@@ -1119,6 +1130,14 @@ class Daemon:
                             {"state": state}))
         return m
 
+    def _snapshot_failing_intervals(self) -> int:
+        """Whole snapshot intervals without a snapshot while snapshots fail (at least 1
+        once one has failed), else 0."""
+        if self.snapshot_failure is None:
+            return 0
+        return max(1, snapshot.intervals_without_snapshot(
+            self.last_snapshot, self.started, time.time(), self.cfg.intervals.snapshot))
+
     def health(self) -> tuple[bool, dict[str, Any]]:
         consumer_ok = self._consumer is not None and not self._consumer.done()
         stopping = self.stopping is not None and self.stopping.is_set()
@@ -1126,7 +1145,8 @@ class Daemon:
         # most; one running for minutes means the engine is stuck
         stuck_after = max(STUCK_SECONDS, 6 * self.cfg.intervals.rescore)
         busy = self._stuck_seconds()
-        ok = consumer_ok and not stopping and not self._failed_sources and busy < stuck_after
+        ok = (consumer_ok and not stopping and not self._failed_sources
+              and busy < stuck_after and self.snapshot_failure is None)
         details: dict[str, Any] = {
             "lines_ingested": self.lines_ingested,
             "queue_depth": self.queue.qsize() if self.queue is not None else 0,
@@ -1143,6 +1163,13 @@ class Daemon:
         elif self._failed_sources:
             details["reason"] = "source failed: " + "; ".join(
                 f"{k}: {v}" for k, v in self._failed_sources.items())
+        elif self.snapshot_failure is not None:
+            # ingestion and the API still work; a restart would lose what the missing
+            # snapshots hold and re-read it from the sources
+            details["status"] = "degraded"
+            details["reason"] = (f"snapshots failing: {self._snapshot_failing_intervals()} "
+                                 f"intervals without a snapshot (last error: "
+                                 f"{self.snapshot_failure})")
         return ok, details
 
 

@@ -8,7 +8,8 @@ three modules that hold them:
 * :mod:`streamer.storage.snapshot_store` - a directory of snapshots (naming, keep-K
   retention, leftover temporary files, setting bad files aside, falling back to an
   older one, making room on a full disk): ``write_snapshot``, ``load_latest``,
-  ``list_snapshots``, ``SnapshotWriteError``, ``intervals_without_snapshot``;
+  ``list_snapshots``, ``SnapshotWriteError``, ``error_kind``,
+  ``intervals_without_snapshot``;
 * :mod:`streamer.storage.snapshot_inspect` - summaries and text for
   ``streamer snapshot inspect``/``list``: ``inspect_snapshot``, ``describe``.
 """
@@ -40,6 +41,7 @@ from streamer.storage.snapshot_inspect import (
 )
 from streamer.storage.snapshot_store import (
     SnapshotWriteError,
+    error_kind,
     intervals_without_snapshot,
     list_snapshots,
     load_latest,
@@ -62,6 +64,7 @@ __all__ = [
     "SnapshotVersionError",
     "SnapshotWriteError",
     "describe",
+    "error_kind",
     "format_description",
     "format_inspection",
     "inspect_snapshot",
