@@ -5,7 +5,7 @@ one to load, is :mod:`streamer.storage.snapshot_store`. It knows nothing about t
 it stores any dict of ints, floats, strs, bytes, bools, None, lists, dicts and numpy
 arrays.
 
-File format, version 1
+File format, version 2
 ======================
 
 All fixed-width integers are unsigned big-endian. A file is exactly
@@ -16,29 +16,32 @@ All fixed-width integers are unsigned big-endian. A file is exactly
     8          4     H, header length in bytes (uint32; at most 16 MiB)
     12         4     zlib.crc32 of the H header bytes (uint32)
     16         H     header: one msgpack map with str keys (below)
-    16+H       P     payload, P = header["payload_length"]
+    16+H       P     payload as stored: one zstd frame, P = header["payload_length"]
 
 Header keys (every format version keeps the 16-byte prefix and a msgpack map holding
 ``format_version``, so an old reader can say "too new" instead of "corrupt"):
 
-    format_version      int    1. A larger value raises SnapshotVersionError.
+    format_version      int    2. Versions other than 1 and 2 raise SnapshotVersionError.
     created             float  unix seconds (time.time()) when the write started
     streamer_version    str    streamer.__version__ of the writer ("0" if unknown)
     fingerprint         str    caller's hash of the engine configuration that shapes the state
     metadata            map    caller's metadata: the same values as the state (see
                                Values below, tuples as ExtType 2) except arrays
     checksum_algorithm  str    "sha256"
-    tree_length         int    T, bytes of the msgpack tree at the start of the payload
-    payload_length      int    P, bytes of the payload
-    checksum            str    64 lowercase hex digits: SHA-256 of the P payload bytes
+    compression         str    "zstd"
+    tree_length         int    T, bytes of the msgpack tree at the start of the raw payload
+    raw_length          int    R, bytes of the raw (uncompressed) payload
+    payload_length      int    P, bytes of the payload as stored (compressed)
+    checksum            str    64 lowercase hex digits: SHA-256 of the P stored bytes
 
-The writer emits the last three keys last, ``tree_length`` and ``payload_length`` as msgpack
-uint64 (0xcf + 8 bytes) and ``checksum`` as a 64-character str8, so the header has the same
-length before and after the values are known: it writes a placeholder header (with CRC 0),
-streams the payload while hashing it, then seeks back and rewrites the prefix and header.
-Readers accept any valid msgpack encoding of the header.
+The writer emits the last four keys last, the lengths as msgpack uint64 (0xcf + 8 bytes)
+and ``checksum`` as a 64-character str8, so the header has the same length before and
+after the values are known: it writes a placeholder header (with CRC 0), streams the
+payload while compressing and hashing it, then seeks back and rewrites the prefix and
+header. Readers accept any valid msgpack encoding of the header.
 
-Payload (P bytes)::
+Raw payload (R bytes; on disk it is the single zstd frame that decompresses to it,
+level ZSTD_LEVEL, single-threaded, with zstd's own content checksum)::
 
     [0, T)    the tree: one msgpack map, the state dict. bin and str are distinct
               (use_bin_type); map keys are any hashable value allowed under Values.
@@ -55,31 +58,47 @@ Payload (P bytes)::
                                      a multiple of 64
                   nbytes  int        itemsize * prod(shape)
                   The array's bytes are not in the tree but in the array section.
-    [T, P)    the array section. D = the first file offset >= 16 + H + T that is a multiple
-              of 64. Each array's raw bytes, C order, lie at file offset D + offset, in the
-              order the tree mentions the arrays, each array starting at the next multiple
-              of 64 after the previous one ends. Gaps are zero bytes. The payload ends where
-              the last array ends (or at T without arrays).
+    [T, R)    the array section. D = T rounded up to a multiple of 64 (raw payload
+              offsets). Each array's raw bytes, C order, lie at raw offset D + offset, in
+              the order the tree mentions the arrays, each array starting at the next
+              multiple of 64 after the previous one ends. Gaps are zero bytes. The raw
+              payload ends where the last array ends (or at T without arrays).
 
-So a 256 MB uint32 table costs 256 MB (+ < 64 bytes) on disk, and the arrays start at
-64-byte aligned file offsets (memory-mappable). Keeping the raw bytes out of the msgpack
-tree, instead of inside each ExtType's data, is deliberate: the loader decodes the small
-tree first, allocates each array with ``np.empty`` and ``readinto``s the file straight into
-it while hashing the same memory. Peak memory while loading is therefore the size of the
-state itself (not 2-3 times it, as with msgpack ext data copied to bytes and then to a
-writable array), the arrays are writable and own their memory, and ``inspect_snapshot``
-summarises the state by reading only the header and the tree.
+Version 1 (still read): no ``compression`` and ``raw_length`` keys; the payload is stored
+raw (P = R), the checksum covers it, and D is counted in file offsets: the first file
+offset >= 16 + H + T that is a multiple of 64 (the arrays were memory-mappable).
+
+Why compress: the state is dominated by the count-min sketch, allocated at the memory
+budget and mostly zero until a great deal of text has been read (176 MiB raw at the
+default 256MB budget; ~1 MiB compressed after a few hundred lines, ~130x smaller), and a
+service meant to run for months writes one snapshot per interval. zstd level 3 runs at
+several hundred MB/s on one core on such data and decompresses faster still; streaming
+keeps memory bounded both ways. Compressing costs CPU in the snapshot thread, not in
+the ingestion pause (the state copy), which is unchanged.
+
+Why the checksum covers the stored (compressed) bytes rather than the raw payload: it is
+the bytes on disk that rot, tear or get truncated, so verifying them needs no
+decompression (``inspect --verify``, retention's checks stay O(stored bytes)), and
+damage is caught before a decompressor is fed garbage. A bug in the codec itself would
+not be caught by it; zstd's frame checksum (XXH64 of the raw content, checked while
+decompressing) covers that, and the loader also checks that exactly R raw bytes come out.
+
+The loader decodes the small tree first, allocates each array with ``np.empty`` and
+decompresses (version 1: ``readinto``) the file straight into it while hashing the stored
+bytes. Peak memory while loading is therefore the size of the state itself plus zstd's
+window and an 8 MiB buffer (not 2-3 times it, as with msgpack ext data copied to bytes
+and then to a writable array), the arrays are writable and own their memory, and
+``inspect_snapshot`` summarises the state by decompressing only the tree.
 
 Why SHA-256 over the payload: it must detect torn or stale pages, truncation and bit rot in
-payloads of hundreds of MB. CRC-32 leaves a 2**-32 miss chance for random damage and its
-burst-error guarantees only hold for short messages; a cryptographic digest has no
+payloads of up to hundreds of MB. CRC-32 leaves a 2**-32 miss chance for random damage and
+its burst-error guarantees only hold for short messages; a cryptographic digest has no
 structural blind spots and also identifies content (two snapshots with the same checksum
 hold the same state, useful when merging). With SHA-NI (most x86 since ~2017, ARMv8 crypto)
-hashlib does ~1.5 GB/s: on the development VM 0.17 s for 256 MB against 0.33 s for BLAKE2b
-and 0.07 s for CRC-32, small next to writing 256 MB to disk (~1 s with fsync). hashlib
-releases the GIL, so hashing in the daemon's worker thread does not stall the event loop.
-The short header gets CRC-32, which is strong for short messages and keeps a flipped bit in
-the fingerprint from being reported as a configuration change.
+hashlib does ~1.5 GB/s. hashlib and zstandard release the GIL, so hashing and compressing
+in the daemon's worker thread do not stall the event loop. The short header gets CRC-32,
+which is strong for short messages and keeps a flipped bit in the fingerprint from being
+reported as a configuration change.
 
 Values: None, bool, int (any size), float, str, bytes, list, tuple, dict and numpy arrays
 round-trip exactly (arrays in C order, with the stored dtype, byte order included; an array
@@ -425,8 +444,9 @@ def write_file(path: str | os.PathLike[str], state: dict[str, Any], *, fingerpri
     ``state`` must not be mutated while this runs: the arrays are written from the
     caller's memory without copying them, hashing each chunk as it is written. Memory
     use beyond the state is the msgpack encoding of the largest non-array value packed
-    in one piece (a list, or a dict of more than 256 keys), plus a contiguous copy of any
-    non-contiguous array.
+    in one piece (a list, or a dict of more than 256 keys), a contiguous copy of any
+    non-contiguous array, and the zstd compressor's context (a few MiB at level 3).
+    CPU: zstd level 3 over the raw payload plus SHA-256 over the compressed bytes.
     """
     if not isinstance(state, dict):
         raise TypeError(f"state must be a dict, got {type(state).__name__}")
