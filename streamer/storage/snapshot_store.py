@@ -19,12 +19,14 @@ Files in a snapshot directory::
 Names sort in creation order even if the clock steps back: a new name is never older than
 the newest existing one, and seq grows by one per write.
 
-A full disk: when a write fails for lack of space (ENOSPC, EDQUOT, EFBIG), the partial
+A full disk: when a write fails for lack of space (ENOSPC, EDQUOT), the partial
 temporary file is removed, every older good snapshot except the newest one is deleted to
 make room (logged with the reason) and the write is tried once more. The newest good
 snapshot is never deleted for room, nor is a set-aside file, so a restart still has a
 state to resume from. A read-only or forbidden directory (EROFS, EACCES, EPERM) deletes
-nothing. Either way :class:`SnapshotWriteError` says which it was (``kind``), and
+nothing, and so does EFBIG: a file-size limit (RLIMIT_FSIZE, the file system's largest
+file) applies to each file, so deleting others cannot help. Either way
+:class:`SnapshotWriteError` says which it was (``kind``), and
 :func:`intervals_without_snapshot` turns the time of the last success into the
 "no snapshot for N intervals" a health check reports.
 """
@@ -73,8 +75,8 @@ TEMP_RE = re.compile(r"^\.tmp-(snapshot-\d{8}T\d{6}\.\d{6}Z-\d+\.snap)\.(?P<pid>
 BAD_RE = re.compile(r"^(snapshot-\d{8}T\d{6}\.\d{6}Z-\d+\.snap)\.bad-([a-z-]+?)(?:-(\d+))?$")
 _STAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"
 
-#: errnos of a write that ran out of room: disk full, quota, file size limit (RLIMIT_FSIZE).
-NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+#: errnos of a write that ran out of room: disk full, quota. Deleting older snapshots helps.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 #: errnos of a directory that cannot be written at all: retrying or deleting cannot help.
 READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 
@@ -85,8 +87,9 @@ READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 class SnapshotWriteError(OSError):
     """A snapshot could not be written; no existing good snapshot was lost.
 
-    ``kind`` is "no-space" (ENOSPC, EDQUOT or EFBIG even after pruning older snapshots),
-    "read-only" (EROFS, EACCES or EPERM: nothing was deleted) or "io" (any other OSError);
+    ``kind`` is "no-space" (ENOSPC or EDQUOT even after pruning older snapshots),
+    "file-too-large" (EFBIG: a per-file size limit, nothing was deleted), "read-only"
+    (EROFS, EACCES or EPERM: nothing was deleted) or "io" (any other OSError);
     ``errno`` is the underlying error's, ``directory`` the snapshot directory and
     ``pruned`` the older snapshots deleted to make room before giving up.
     """
@@ -96,6 +99,8 @@ class SnapshotWriteError(OSError):
             "no-space": "no space left for a new snapshot"
             + (f" even after deleting {len(pruned)} older snapshot(s)" if pruned else "")
             + "; the newest snapshot is kept",
+            "file-too-large": "the snapshot exceeds the file size limit (RLIMIT_FSIZE or "
+                              "the file system's largest file); no snapshot was deleted",
             "read-only": "the state directory cannot be written (read-only or permission "
                          "denied); no snapshot was deleted",
             "io": "the write failed",
@@ -111,13 +116,15 @@ class SnapshotWriteError(OSError):
 
 
 def error_kind(exc: BaseException) -> str:
-    """Kind of a failed write: "no-space", "read-only", "io" (other OSError) or
-    "invalid" (a state that cannot be stored: TypeError, ValueError)."""
+    """Kind of a failed write: "no-space", "file-too-large", "read-only", "io" (other
+    OSError) or "invalid" (a state that cannot be stored: TypeError, ValueError)."""
     if isinstance(exc, SnapshotWriteError):
         return exc.kind
     if isinstance(exc, OSError):
         if exc.errno in NO_SPACE_ERRNOS:
             return "no-space"
+        if exc.errno == errno.EFBIG:
+            return "file-too-large"
         if exc.errno in READ_ONLY_ERRNOS:
             return "read-only"
         return "io"

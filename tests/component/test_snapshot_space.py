@@ -10,6 +10,8 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,10 +96,38 @@ def test_read_only_directory_deletes_nothing(small_disk: Path) -> None:
     assert list_snapshots(directory) == [kept[1], newest]
 
 
+_FSIZE_CHILD = """
+import resource, sys
+import numpy as np
+from streamer.storage.snapshot import SnapshotWriteError, write_snapshot
+resource.setrlimit(resource.RLIMIT_FSIZE, (2 * 2**20, 2 * 2**20))
+blob = np.random.default_rng(9).integers(0, 256, 3 * 2**20, dtype=np.uint8)
+try:
+    write_snapshot(sys.argv[1], {"blob": blob}, fingerprint="space-test", keep=2)
+except SnapshotWriteError as e:
+    print(e.kind, e.errno, e)
+"""
+
+
+def test_file_size_limit_deletes_nothing(tmp_path: Path) -> None:
+    """EFBIG (RLIMIT_FSIZE in a child process): a per-file limit, so pruning other
+    snapshots cannot help and none is deleted."""
+    directory = tmp_path / "state"
+    kept = [write_snapshot(directory, {"n": i}, fingerprint=FP, keep=2) for i in range(2)]
+    done = subprocess.run([sys.executable, "-c", _FSIZE_CHILD, str(directory)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    kind, code, message = done.stdout.split(" ", 2)
+    assert (kind, int(code)) == ("file-too-large", errno.EFBIG), done.stdout
+    assert "no snapshot was deleted" in message
+    assert list_snapshots(directory) == kept
+    assert not [n for n in os.listdir(directory) if n.startswith(".tmp-")]
+
+
 def test_error_kinds_and_intervals_without_snapshot() -> None:
     assert error_kind(OSError(errno.ENOSPC, "full")) == "no-space"
     assert error_kind(OSError(errno.EDQUOT, "quota")) == "no-space"
-    assert error_kind(OSError(errno.EFBIG, "too big")) == "no-space"
+    assert error_kind(OSError(errno.EFBIG, "too big")) == "file-too-large"
     assert error_kind(OSError(errno.EROFS, "ro")) == "read-only"
     assert error_kind(PermissionError(errno.EACCES, "denied")) == "read-only"
     assert error_kind(OSError(errno.EIO, "io")) == "io"
