@@ -273,6 +273,7 @@ def test_snapshots_of_format_version_1_still_load(tmp_path: Path) -> None:
     info = inspect_snapshot(copy)
     assert info["status"] == "ok" and info["checksum"] == "verified"
     assert info["compression"] == "none" and info["raw_size"] == info["payload_size"]
+    assert "bytes uncompressed" in format_inspection(info)
     # a damaged version 1 file is still told apart from a good one
     flip_bit(copy, copy.stat().st_size - 100)
     with pytest.raises(SnapshotCorrupt, match="checksum"):
@@ -324,6 +325,9 @@ def test_mostly_zero_state_is_stored_compressed(tmp_path: Path) -> None:
     info = inspect_snapshot(path)
     assert info["compression"] == "zstd" and info["raw_size"] > sketch.nbytes
     assert info["payload_size"] == info["payload_on_disk"] < info["raw_size"] // 10
+    text = format_inspection(info)
+    assert f"{info['payload_size']:,} bytes zstd" in text
+    assert f"{info['raw_size']:,} bytes raw" in text
     result = load_file(path)
     assert result.state["sketch"].tobytes() == sketch.tobytes()
 
