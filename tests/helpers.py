@@ -11,6 +11,7 @@ Also the headless-Chromium runner shared by the dashboard tests.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -23,7 +24,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -370,6 +371,45 @@ def start_fed_service(root: Path, config: Mapping[str, Mapping[str, Any]] | None
         svc.cleanup()
         raise
     return svc
+
+
+# =========================================================================== small disks
+
+
+@contextlib.contextmanager
+def tmpfs(mountpoint: Path, size: int) -> Iterator[Path]:
+    """A real tmpfs of ``size`` bytes at ``mountpoint`` (created), unmounted afterwards.
+
+    Needs root (or CAP_SYS_ADMIN); skips the test with the reason when ``mount`` fails.
+    Read-only: :func:`remount` the same path with ``ro``.
+    """
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs",
+                           str(mountpoint)], capture_output=True, text=True)
+    if done.returncode != 0:
+        import pytest
+
+        pytest.skip(f"cannot mount a tmpfs (needs root): {done.stderr.strip() or done.returncode}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def remount(mountpoint: Path, mode: str) -> None:
+    """Remount a tmpfs from :func:`tmpfs` read-only (``"ro"``) or read-write (``"rw"``)."""
+    subprocess.run(["mount", "-o", f"remount,{mode}", str(mountpoint)], check=True)
+
+
+def fill(directory: Path, leave: int) -> Path:
+    """Write a ballast file so that ``leave`` bytes (rounded down to 4 KiB) stay free on
+    ``directory``'s file system; returns the ballast."""
+    ballast = directory / "ballast"
+    st = os.statvfs(directory)
+    n = max(0, st.f_bavail * st.f_frsize - leave) // 4096 * 4096
+    with open(ballast, "ab") as f:
+        f.write(b"\xff" * n)
+    return ballast
 
 
 # =========================================================================== browser

@@ -9,6 +9,7 @@ Endpoints (all responses JSON unless noted; errors are ``{"error": "..."}``):
 
 GET  /                    dashboard (static/index.html; app.js, style.css under /static/)
 GET  /healthz             200 {"status": "ok", "last_rescore_age_s": ...} | 503 "unhealthy"
+                          or "degraded" (serving, but e.g. snapshots failing), with "reason"
 GET  /words               ranked words; query: limit (1..10000, default 100),
                           new (true|false|1|0), min_count (number >= 0),
                           sort (score|count|emergence|first_seen|word), history (true|false);
@@ -210,7 +211,8 @@ class ServiceView(Protocol):
         ...
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """(healthy, details). Not healthy -> /healthz answers 503 with the details."""
+        """(healthy, details). Not healthy -> /healthz answers 503 with the details; a
+        details "status" (e.g. "degraded") replaces the default "unhealthy"."""
         ...
 
     async def ingest(self, lines: list[str]) -> int:
@@ -1121,7 +1123,9 @@ async def _healthz(request: web.Request) -> web.Response:
             age = round(max(0.0, time.time() - rescored_at), 3)
     except Exception:
         log.exception("reading the published list for /healthz")
-    body = {"status": "ok" if ok else "unhealthy", "last_rescore_age_s": age}
+    # a view may qualify "not healthy", e.g. "degraded": serving, but state not saved
+    status = "ok" if ok else str(details.get("status") or "unhealthy")
+    body = {"status": status, "last_rescore_age_s": age}
     body.update({k: v for k, v in details.items() if k != "status"})
     return _json(body, 200 if ok else 503)
 

@@ -216,6 +216,7 @@ class Snapshots:
                         self._capture_job, positions, self._publisher.published)
                 except Exception as exc:
                     c.snapshot_errors += 1
+                    c.snapshot_failure = f"{snapshot.error_kind(exc)}: {exc}"
                     log.error("snapshot failed (%s): %s", reason, exc, exc_info=True)
                     return False
                 pause = time.perf_counter() - t0
@@ -224,6 +225,7 @@ class Snapshots:
                 path, size = await asyncio.to_thread(self._store.write, state, metadata)
             except Exception as exc:
                 c.snapshot_errors += 1
+                c.snapshot_failure = f"{snapshot.error_kind(exc)}: {exc}"
                 log.error("snapshot failed (%s): %s", reason, exc,
                           exc_info=not isinstance(exc, OSError))
                 return False
@@ -233,6 +235,7 @@ class Snapshots:
             total = time.perf_counter() - t0
         self._generation = generation
         c.snapshots += 1
+        c.snapshot_failure = None
         c.snapshot_seconds = pause
         c.snapshot_write_seconds = total
         c.snapshot_bytes = size

@@ -20,6 +20,7 @@ from streamer import __version__
 from streamer.core.results import Published
 from streamer.input import FileSource, StdinSource
 from streamer.service.config import Config
+from streamer.storage import snapshot
 
 if TYPE_CHECKING:  # aiohttp is imported only when the service starts (cli imports us)
     from streamer.service.server import Metric
@@ -58,6 +59,8 @@ class Counters:
     last_snapshot: float | None = None
     last_snapshot_path: str | None = None
     snapshot_errors: int = 0
+    #: "<kind>: <message>" of the last snapshot attempt when it failed, else None
+    snapshot_failure: str | None = None
     exports: int = 0
     last_export: float | None = None
     export_errors: int = 0
@@ -198,6 +201,12 @@ class Telemetry:
             Metric("streamer_rescore_seconds", "gauge", "Duration of the last rescore.",
                    c.rescore_seconds),
             Metric("streamer_snapshots_total", "counter", "Snapshots written.", c.snapshots),
+            Metric("streamer_snapshot_failing_intervals", "gauge",
+                   "Snapshot intervals since the last successful snapshot while the last "
+                   "attempt failed (0 when it succeeded).", self.snapshot_failing_intervals()),
+            Metric("streamer_snapshot_last_success_timestamp_seconds", "gauge",
+                   "Unix time of the last successful snapshot (0: none yet).",
+                   c.last_snapshot or 0),
             Metric("streamer_snapshot_errors_total", "counter", "Snapshots that failed.",
                    c.snapshot_errors),
             Metric("streamer_snapshot_seconds", "gauge",
@@ -258,7 +267,7 @@ class Telemetry:
         stuck_after = max(STUCK_SECONDS, 6 * self._cfg.intervals.rescore)
         busy = self._engine.stuck_seconds()
         ok = (consumer == "running" and not stopping and not c.failed_sources
-              and busy < stuck_after)
+              and busy < stuck_after and c.snapshot_failure is None)
         details: dict[str, Any] = {
             "lines_ingested": c.lines_ingested,
             "queue_depth": self._engine.queue_depth(),
@@ -275,7 +284,23 @@ class Telemetry:
         elif c.failed_sources:
             details["reason"] = "source failed: " + "; ".join(
                 f"{k}: {v}" for k, v in c.failed_sources.items())
+        elif c.snapshot_failure is not None:
+            # ingestion and the API still work; a restart would lose what the missing
+            # snapshots hold and re-read it from the sources
+            details["status"] = "degraded"
+            details["reason"] = (f"snapshots failing: {self.snapshot_failing_intervals()} "
+                                 f"intervals without a snapshot (last error: "
+                                 f"{c.snapshot_failure})")
         return ok, details
+
+    def snapshot_failing_intervals(self) -> int:
+        """Whole snapshot intervals without a snapshot while snapshots fail (at least 1
+        once one has failed), else 0."""
+        c = self._counters
+        if c.snapshot_failure is None:
+            return 0
+        return max(1, snapshot.intervals_without_snapshot(
+            c.last_snapshot, c.started, time.time(), self._cfg.intervals.snapshot))
 
 
 def rss_bytes() -> int | None:

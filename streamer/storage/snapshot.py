@@ -7,7 +7,9 @@ three modules that hold them:
   msgpack extension types, aligned raw arrays): ``write_file``, ``load_file``, errors;
 * :mod:`streamer.storage.snapshot_store` - a directory of snapshots (naming, keep-K
   retention, leftover temporary files, setting bad files aside, falling back to an
-  older one): ``write_snapshot``, ``load_latest``, ``list_snapshots``;
+  older one, making room on a full disk): ``write_snapshot``, ``load_latest``,
+  ``list_snapshots``, ``SnapshotWriteError``, ``error_kind``,
+  ``intervals_without_snapshot``;
 * :mod:`streamer.storage.snapshot_inspect` - summaries and text for
   ``streamer snapshot inspect``/``list``: ``inspect_snapshot``, ``describe``.
 """
@@ -37,7 +39,14 @@ from streamer.storage.snapshot_inspect import (
     format_inspection,
     inspect_snapshot,
 )
-from streamer.storage.snapshot_store import list_snapshots, load_latest, write_snapshot
+from streamer.storage.snapshot_store import (
+    SnapshotWriteError,
+    error_kind,
+    intervals_without_snapshot,
+    list_snapshots,
+    load_latest,
+    write_snapshot,
+)
 
 __all__ = [
     "ALIGN",
@@ -53,10 +62,13 @@ __all__ = [
     "SnapshotCorrupt",
     "SnapshotError",
     "SnapshotVersionError",
+    "SnapshotWriteError",
     "describe",
+    "error_kind",
     "format_description",
     "format_inspection",
     "inspect_snapshot",
+    "intervals_without_snapshot",
     "list_snapshots",
     "load_file",
     "load_latest",

@@ -5,7 +5,7 @@ one to load, is :mod:`streamer.storage.snapshot_store`. It knows nothing about t
 it stores any dict of ints, floats, strs, bytes, bools, None, lists, dicts and numpy
 arrays.
 
-File format, version 1
+File format, version 2
 ======================
 
 All fixed-width integers are unsigned big-endian. A file is exactly
@@ -16,29 +16,32 @@ All fixed-width integers are unsigned big-endian. A file is exactly
     8          4     H, header length in bytes (uint32; at most 16 MiB)
     12         4     zlib.crc32 of the H header bytes (uint32)
     16         H     header: one msgpack map with str keys (below)
-    16+H       P     payload, P = header["payload_length"]
+    16+H       P     payload as stored: one zstd frame, P = header["payload_length"]
 
 Header keys (every format version keeps the 16-byte prefix and a msgpack map holding
 ``format_version``, so an old reader can say "too new" instead of "corrupt"):
 
-    format_version      int    1. A larger value raises SnapshotVersionError.
+    format_version      int    2. Versions other than 1 and 2 raise SnapshotVersionError.
     created             float  unix seconds (time.time()) when the write started
     streamer_version    str    streamer.__version__ of the writer ("0" if unknown)
     fingerprint         str    caller's hash of the engine configuration that shapes the state
     metadata            map    caller's metadata: the same values as the state (see
                                Values below, tuples as ExtType 2) except arrays
     checksum_algorithm  str    "sha256"
-    tree_length         int    T, bytes of the msgpack tree at the start of the payload
-    payload_length      int    P, bytes of the payload
-    checksum            str    64 lowercase hex digits: SHA-256 of the P payload bytes
+    compression         str    "zstd"
+    tree_length         int    T, bytes of the msgpack tree at the start of the raw payload
+    raw_length          int    R, bytes of the raw (uncompressed) payload
+    payload_length      int    P, bytes of the payload as stored (compressed)
+    checksum            str    64 lowercase hex digits: SHA-256 of the P stored bytes
 
-The writer emits the last three keys last, ``tree_length`` and ``payload_length`` as msgpack
-uint64 (0xcf + 8 bytes) and ``checksum`` as a 64-character str8, so the header has the same
-length before and after the values are known: it writes a placeholder header (with CRC 0),
-streams the payload while hashing it, then seeks back and rewrites the prefix and header.
-Readers accept any valid msgpack encoding of the header.
+The writer emits the last four keys last, the lengths as msgpack uint64 (0xcf + 8 bytes)
+and ``checksum`` as a 64-character str8, so the header has the same length before and
+after the values are known: it writes a placeholder header (with CRC 0), streams the
+payload while compressing and hashing it, then seeks back and rewrites the prefix and
+header. Readers accept any valid msgpack encoding of the header.
 
-Payload (P bytes)::
+Raw payload (R bytes; on disk it is the single zstd frame that decompresses to it,
+level ZSTD_LEVEL, single-threaded, with zstd's own content checksum)::
 
     [0, T)    the tree: one msgpack map, the state dict. bin and str are distinct
               (use_bin_type); map keys are any hashable value allowed under Values.
@@ -55,31 +58,47 @@ Payload (P bytes)::
                                      a multiple of 64
                   nbytes  int        itemsize * prod(shape)
                   The array's bytes are not in the tree but in the array section.
-    [T, P)    the array section. D = the first file offset >= 16 + H + T that is a multiple
-              of 64. Each array's raw bytes, C order, lie at file offset D + offset, in the
-              order the tree mentions the arrays, each array starting at the next multiple
-              of 64 after the previous one ends. Gaps are zero bytes. The payload ends where
-              the last array ends (or at T without arrays).
+    [T, R)    the array section. D = T rounded up to a multiple of 64 (raw payload
+              offsets). Each array's raw bytes, C order, lie at raw offset D + offset, in
+              the order the tree mentions the arrays, each array starting at the next
+              multiple of 64 after the previous one ends. Gaps are zero bytes. The raw
+              payload ends where the last array ends (or at T without arrays).
 
-So a 256 MB uint32 table costs 256 MB (+ < 64 bytes) on disk, and the arrays start at
-64-byte aligned file offsets (memory-mappable). Keeping the raw bytes out of the msgpack
-tree, instead of inside each ExtType's data, is deliberate: the loader decodes the small
-tree first, allocates each array with ``np.empty`` and ``readinto``s the file straight into
-it while hashing the same memory. Peak memory while loading is therefore the size of the
-state itself (not 2-3 times it, as with msgpack ext data copied to bytes and then to a
-writable array), the arrays are writable and own their memory, and ``inspect_snapshot``
-summarises the state by reading only the header and the tree.
+Version 1 (still read): no ``compression`` and ``raw_length`` keys; the payload is stored
+raw (P = R), the checksum covers it, and D is counted in file offsets: the first file
+offset >= 16 + H + T that is a multiple of 64 (the arrays were memory-mappable).
+
+Why compress: the state is dominated by the count-min sketch, allocated at the memory
+budget and mostly zero until a great deal of text has been read (176 MiB raw at the
+default 256MB budget; ~1 MiB compressed after a few hundred lines, ~130x smaller), and a
+service meant to run for months writes one snapshot per interval. zstd level 3 runs at
+several hundred MB/s on one core on such data and decompresses faster still; streaming
+keeps memory bounded both ways. Compressing costs CPU in the snapshot thread, not in
+the ingestion pause (the state copy), which is unchanged.
+
+Why the checksum covers the stored (compressed) bytes rather than the raw payload: it is
+the bytes on disk that rot, tear or get truncated, so verifying them needs no
+decompression (``inspect --verify``, retention's checks stay O(stored bytes)), and
+damage is caught before a decompressor is fed garbage. A bug in the codec itself would
+not be caught by it; zstd's frame checksum (XXH64 of the raw content, checked while
+decompressing) covers that, and the loader also checks that exactly R raw bytes come out.
+
+The loader decodes the small tree first, allocates each array with ``np.empty`` and
+decompresses (version 1: ``readinto``) the file straight into it while hashing the stored
+bytes. Peak memory while loading is therefore the size of the state itself plus zstd's
+window and an 8 MiB buffer (not 2-3 times it, as with msgpack ext data copied to bytes
+and then to a writable array), the arrays are writable and own their memory, and
+``inspect_snapshot`` summarises the state by decompressing only the tree.
 
 Why SHA-256 over the payload: it must detect torn or stale pages, truncation and bit rot in
-payloads of hundreds of MB. CRC-32 leaves a 2**-32 miss chance for random damage and its
-burst-error guarantees only hold for short messages; a cryptographic digest has no
+payloads of up to hundreds of MB. CRC-32 leaves a 2**-32 miss chance for random damage and
+its burst-error guarantees only hold for short messages; a cryptographic digest has no
 structural blind spots and also identifies content (two snapshots with the same checksum
 hold the same state, useful when merging). With SHA-NI (most x86 since ~2017, ARMv8 crypto)
-hashlib does ~1.5 GB/s: on the development VM 0.17 s for 256 MB against 0.33 s for BLAKE2b
-and 0.07 s for CRC-32, small next to writing 256 MB to disk (~1 s with fsync). hashlib
-releases the GIL, so hashing in the daemon's worker thread does not stall the event loop.
-The short header gets CRC-32, which is strong for short messages and keeps a flipped bit in
-the fingerprint from being reported as a configuration change.
+hashlib does ~1.5 GB/s. hashlib and zstandard release the GIL, so hashing and compressing
+in the daemon's worker thread do not stall the event loop. The short header gets CRC-32,
+which is strong for short messages and keeps a flipped bit in the fingerprint from being
+reported as a configuration change.
 
 Values: None, bool, int (any size), float, str, bytes, list, tuple, dict and numpy arrays
 round-trip exactly (arrays in C order, with the stored dtype, byte order included; an array
@@ -109,12 +128,19 @@ from typing import Any, BinaryIO
 
 import msgpack
 import numpy as np
+import zstandard
 
 from streamer import __version__
 from streamer.storage.atomic import atomic_write
 
 MAGIC = b"STRMSNAP"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this reader loads: 1 (uncompressed payload) and 2 (zstd-compressed payload).
+READABLE_VERSIONS = (1, 2)
+COMPRESSION = "zstd"
+#: zstd level of the payload: level 3 (zstd's default) compresses the mostly-zero sketch
+#: ~30x at several hundred MB/s on one core; higher levels cost CPU for a few percent.
+ZSTD_LEVEL = 3
 CHECKSUM_ALGORITHM = "sha256"
 ARRAY_EXT_CODE = 1
 TUPLE_EXT_CODE = 2
@@ -270,41 +296,64 @@ def _make_default(on_array: Callable[[np.ndarray], Any] | None) -> Callable[[Any
     return default
 
 
-def _encode_header(fields: dict[str, Any], tree_length: int, payload_length: int,
-                   checksum: str) -> bytes:
-    """Header bytes whose length does not depend on the three values written last."""
+def _encode_header(fields: dict[str, Any], lengths: dict[str, int], checksum: str) -> bytes:
+    """Header bytes whose length does not depend on the values written last (``lengths``
+    as uint64, then the checksum)."""
     if len(checksum) != _DIGEST_HEX_LEN:
         raise ValueError("checksum must be 64 hex digits")
     packer = msgpack.Packer(use_bin_type=True, strict_types=True, default=_make_default(None))
-    parts = [packer.pack_map_header(len(fields) + 3)]
+    parts = [packer.pack_map_header(len(fields) + len(lengths) + 1)]
     for key, value in fields.items():
         parts += [packer.pack(key), packer.pack(value)]
-    for key, n in (("tree_length", tree_length), ("payload_length", payload_length)):
+    for key, n in lengths.items():
         parts += [packer.pack(key), b"\xcf" + n.to_bytes(8, "big")]
     parts += [packer.pack("checksum"), packer.pack(checksum)]
     return b"".join(parts)
 
 
-class _PayloadWriter:
-    """Writes payload bytes to a file, hashing them and counting them on the way."""
+class _DiskWriter:
+    """The file end of the payload: hashes and counts the bytes that reach the disk."""
 
     def __init__(self, f: BinaryIO):
         self.f = f
         self.hash = hashlib.sha256()
         self.length = 0
 
-    def write(self, data: bytes | memoryview) -> None:
+    def write(self, data: bytes | memoryview) -> int:
         self.hash.update(data)
         self.f.write(data)
+        self.length += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+class _PayloadWriter:
+    """Takes the raw payload (tree and array section), counts it and compresses it to a
+    :class:`_DiskWriter`. Single-threaded zstd: the daemon writes snapshots in a thread
+    of their own, and extra compression threads would take cores from ingestion."""
+
+    def __init__(self, f: BinaryIO):
+        self.disk = _DiskWriter(f)
+        self._zstd = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True) \
+            .stream_writer(self.disk, closefd=False)
+        self.length = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._zstd.write(data)
         self.length += len(data)
 
     def pad_to(self, length: int) -> None:
         if length > self.length:
             self.write(bytes(length - self.length))
 
+    def finish(self) -> None:
+        self._zstd.flush(zstandard.FLUSH_FRAME)
+
 
 def _write_stream(f: BinaryIO, state: dict[str, Any], fingerprint: str,
-                metadata: dict[str, Any]) -> None:
+                  metadata: dict[str, Any]) -> None:
     """Write a complete snapshot to ``f`` (positioned at 0) in one pass over the state."""
     fields = {
         "format_version": FORMAT_VERSION,
@@ -313,13 +362,14 @@ def _write_stream(f: BinaryIO, state: dict[str, Any], fingerprint: str,
         "fingerprint": fingerprint,
         "metadata": metadata,
         "checksum_algorithm": CHECKSUM_ALGORITHM,
+        "compression": COMPRESSION,
     }
-    header = _encode_header(fields, 0, 0, "0" * _DIGEST_HEX_LEN)
+    lengths = dict.fromkeys(("tree_length", "raw_length", "payload_length"), 0)
+    header = _encode_header(fields, lengths, "0" * _DIGEST_HEX_LEN)
     if len(header) > MAX_HEADER_LENGTH:
         raise ValueError(f"snapshot metadata too large: header of {len(header)} bytes")
     f.write(_PREFIX.pack(MAGIC, len(header), 0))
     f.write(header)
-    payload_start = _PREFIX.size + len(header)
 
     out = _PayloadWriter(f)
     arrays: list[np.ndarray] = []
@@ -348,7 +398,7 @@ def _write_stream(f: BinaryIO, state: dict[str, Any], fingerprint: str,
     try:
         emit(state, 0)
         tree_length = out.length
-        data_start = _align(payload_start + tree_length) - payload_start  # relative to payload
+        data_start = _align(tree_length)
         offset = 0
         for arr in arrays:
             out.pad_to(data_start + offset)
@@ -359,13 +409,16 @@ def _write_stream(f: BinaryIO, state: dict[str, Any], fingerprint: str,
                 for i in range(0, nbytes, _CHUNK):
                     out.write(mv[i : i + _CHUNK])
             offset = _align(offset + nbytes)
+        out.finish()
     finally:
         # emit and the packer's default hook are recursive closures, so they form
         # reference cycles, and through on_array they reach every array of the state:
         # without this the state would stay alive until the cyclic collector runs, and
         # the memory freed after a snapshot would not be there to return to the OS
         arrays.clear()
-    header = _encode_header(fields, tree_length, out.length, out.hash.hexdigest())
+    lengths = {"tree_length": tree_length, "raw_length": out.length,
+               "payload_length": out.disk.length}
+    header = _encode_header(fields, lengths, out.disk.hash.hexdigest())
     f.seek(0)
     f.write(_PREFIX.pack(MAGIC, len(header), zlib.crc32(header)))
     f.write(header)
@@ -391,8 +444,9 @@ def write_file(path: str | os.PathLike[str], state: dict[str, Any], *, fingerpri
     ``state`` must not be mutated while this runs: the arrays are written from the
     caller's memory without copying them, hashing each chunk as it is written. Memory
     use beyond the state is the msgpack encoding of the largest non-array value packed
-    in one piece (a list, or a dict of more than 256 keys), plus a contiguous copy of any
-    non-contiguous array.
+    in one piece (a list, or a dict of more than 256 keys), a contiguous copy of any
+    non-contiguous array, and the zstd compressor's context (a few MiB at level 3).
+    CPU: zstd level 3 over the raw payload plus SHA-256 over the compressed bytes.
     """
     if not isinstance(state, dict):
         raise TypeError(f"state must be a dict, got {type(state).__name__}")
@@ -447,7 +501,7 @@ def read_header(f: BinaryIO, path: Path) -> tuple[dict[str, Any], int]:
     version = header.get("format_version")
     if type(version) is not int or version < 1:
         raise SnapshotCorrupt(path, f"bad format_version {version!r}")
-    if version > FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise SnapshotVersionError(path, version)
     for key, types in _HEADER_TYPES.items():
         if not isinstance(header.get(key), types) or isinstance(header.get(key), bool):
@@ -456,9 +510,37 @@ def read_header(f: BinaryIO, path: Path) -> tuple[dict[str, Any], int]:
         raise SnapshotCorrupt(
             path, f"unknown checksum algorithm {header['checksum_algorithm']!r}"
         )
-    if not 0 <= header["tree_length"] <= header["payload_length"]:
+    if version >= 2:
+        for key, types in _V2_HEADER_TYPES.items():
+            if not isinstance(header.get(key), types) or isinstance(header.get(key), bool):
+                raise SnapshotCorrupt(path, f"header field {key!r} missing or of the wrong type")
+        if header["compression"] != COMPRESSION:
+            raise SnapshotCorrupt(path, f"unknown compression {header['compression']!r}")
+    if not 0 <= header["tree_length"] <= raw_length(header):
         raise SnapshotCorrupt(path, "header lengths are inconsistent")
     return header, _PREFIX.size + length
+
+
+def raw_length(header: dict[str, Any]) -> int:
+    """Bytes of the uncompressed payload (the tree and the array section)."""
+    if header["format_version"] >= 2:
+        return int(header["raw_length"])
+    return int(header["payload_length"])
+
+
+def compression(header: dict[str, Any]) -> str:
+    """How the payload is stored on disk: "zstd" (version 2) or "none" (version 1)."""
+    return str(header["compression"]) if header["format_version"] >= 2 else "none"
+
+
+def _data_start(header: dict[str, Any], payload_start: int) -> int:
+    """Start of the array section, counted in uncompressed payload bytes from its start.
+    Version 1 aligns it to a file offset (its arrays were memory-mappable), version 2 to
+    the start of the uncompressed payload."""
+    tree_length = header["tree_length"]
+    if header["format_version"] >= 2:
+        return _align(tree_length)
+    return _align(payload_start + tree_length) - payload_start
 
 
 _HEADER_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -470,6 +552,10 @@ _HEADER_TYPES: dict[str, type | tuple[type, ...]] = {
     "tree_length": int,
     "payload_length": int,
     "checksum": str,
+}
+_V2_HEADER_TYPES: dict[str, type | tuple[type, ...]] = {
+    "compression": str,
+    "raw_length": int,
 }
 
 
@@ -517,7 +603,7 @@ def _bigint(data: bytes) -> int:
     return int.from_bytes(data, "big", signed=True)
 
 
-def _ext_hook(data_start: int, payload_length: int,
+def _ext_hook(data_start: int, raw_length: int,
               make: Callable[[ArrayRef], Any]) -> Callable[[int, bytes], Any]:
     """msgpack ``ext_hook`` for the tree: tuples, and array descriptors validated against
     the file layout and handed to ``make``."""
@@ -543,7 +629,7 @@ def _ext_hook(data_start: int, payload_length: int,
             raise ValueError(f"object dtype {dtype_str!r} in array descriptor")
         if offset != expected or nbytes != dt.itemsize * math.prod(shape):
             raise ValueError("array descriptor disagrees with the file layout")
-        if data_start + offset + nbytes > payload_length:
+        if data_start + offset + nbytes > raw_length:
             raise ValueError("array data beyond the end of the payload")
         expected = _align(offset + nbytes)
         return make(ArrayRef(dt, tuple(shape), offset, nbytes))
@@ -567,35 +653,85 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _read_into(f: BinaryIO, buf: memoryview, digest: Any, path: Path) -> None:
-    """Fill ``buf`` from ``f`` in chunks, hashing each chunk; a short read is truncation."""
+class _DiskReader:
+    """Reads the ``length`` payload bytes that follow the header, hashing every byte read.
+    Reading past them is end of file; a file that ends before them is truncated."""
+
+    def __init__(self, f: BinaryIO, length: int, path: Path):
+        self.f = f
+        self.remaining = length
+        self.path = path
+        self.hash = hashlib.sha256()
+
+    def _short(self) -> SnapshotCorrupt:
+        return SnapshotCorrupt(self.path, "truncated while reading the payload",
+                               reason="truncated")
+
+    def readinto(self, buf: Any) -> int:
+        view = memoryview(buf).cast("B")[: self.remaining]
+        if not len(view):
+            return 0
+        n = self.f.readinto(view)
+        if not n:
+            raise self._short()
+        self.hash.update(view[:n])
+        self.remaining -= n
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        n = self.remaining if size < 0 else min(size, self.remaining)
+        data = _read_exact(self.f, n)
+        if len(data) < n:
+            raise self._short()
+        self.hash.update(data)
+        self.remaining -= n
+        return data
+
+    def drain(self) -> None:
+        """Hash the rest of the payload without keeping it."""
+        buf = bytearray(min(self.remaining, _CHUNK))
+        while self.remaining:
+            self.readinto(buf)
+
+
+def _raw_reader(disk: _DiskReader, header: dict[str, Any]) -> Any:
+    """A reader of the uncompressed payload over ``disk``: ``disk`` itself in version 1,
+    a streaming zstd decompressor in version 2 (it reads ~128 KiB of compressed bytes at
+    a time, so memory stays bounded whatever the payload's size)."""
+    if compression(header) == "none":
+        return disk
+    return zstandard.ZstdDecompressor().stream_reader(disk, closefd=False)
+
+
+def _read_into(src: Any, buf: memoryview, path: Path) -> None:
+    """Fill ``buf`` from the payload reader ``src``; an early end is truncation."""
     pos = 0
     while pos < len(buf):
-        chunk = buf[pos : pos + _CHUNK]
-        n = f.readinto(chunk)
+        n = src.readinto(buf[pos : pos + _CHUNK])
         if not n:
             raise SnapshotCorrupt(path, "truncated while reading the payload", reason="truncated")
-        digest.update(chunk[:n])
         pos += n
 
 
-def _hash_skip(f: BinaryIO, n: int, digest: Any, path: Path) -> None:
-    """Hash the next ``n`` bytes of ``f`` without keeping them."""
+def _skip(src: Any, n: int, path: Path) -> None:
+    """Read and drop the next ``n`` bytes of ``src``."""
     buf = bytearray(min(n, _CHUNK))
     while n > 0:
         view = memoryview(buf)[: min(n, len(buf))]
-        _read_into(f, view, digest, path)
+        _read_into(src, view, path)
         n -= len(view)
 
 
 def _read_payload(f: BinaryIO, path: Path, header: dict[str, Any], payload_start: int) -> Any:
-    """Read, decode and verify the payload that follows the header in ``f``."""
+    """Read, decode and verify the payload that follows the header in ``f``.
+
+    The checksum is decided first: a damaged payload is reported as a checksum mismatch
+    even when the damage also broke decompression or decoding."""
     tree_length = header["tree_length"]
-    payload_length = header["payload_length"]
-    digest = hashlib.sha256()
-    tree = bytearray(tree_length)
-    _read_into(f, memoryview(tree), digest, path)
-    data_start = _align(payload_start + tree_length) - payload_start
+    total = raw_length(header)
+    disk = _DiskReader(f, header["payload_length"], path)
+    raw = _raw_reader(disk, header)
+    data_start = _data_start(header, payload_start)
 
     fills: list[tuple[int, np.ndarray]] = []
 
@@ -605,39 +741,53 @@ def _read_payload(f: BinaryIO, path: Path, header: dict[str, Any], payload_start
         return arr
 
     error: Exception | None = None
+    state: Any = None
     try:
-        with _gc_paused():
-            state = _unpack(tree, _ext_hook(data_start, payload_length, make))
-        if not isinstance(state, dict):
-            raise ValueError(f"the state is a {type(state).__name__}, not a map")
-    except Exception as e:  # decoding garbage can fail in many ways
-        error, fills = e, []
-    pos = tree_length
-    try:
+        tree = bytearray(tree_length)
+        _read_into(raw, memoryview(tree), path)
+        try:
+            with _gc_paused():
+                state = _unpack(tree, _ext_hook(data_start, total, make))
+            if not isinstance(state, dict):
+                raise ValueError(f"the state is a {type(state).__name__}, not a map")
+        except Exception as e:  # decoding garbage can fail in many ways
+            error, fills = e, []
+        pos = tree_length
         for start, arr in fills:
-            _hash_skip(f, start - pos, digest, path)
+            _skip(raw, start - pos, path)
             if arr.nbytes:
-                _read_into(f, memoryview(arr.reshape(-1).view(np.uint8)), digest, path)
+                _read_into(raw, memoryview(arr.reshape(-1).view(np.uint8)), path)
             pos = start + arr.nbytes
+        _skip(raw, total - pos, path)
+        if raw is not disk and raw.read(1):
+            raise SnapshotCorrupt(path, "the compressed payload holds more data than its "
+                                        "header says")
+    except (SnapshotCorrupt, zstandard.ZstdError) as e:
+        error = e
     finally:
         # the ext hook is a recursive closure (a reference cycle) that reaches `fills`:
         # cleared, the arrays live exactly as long as the caller keeps the state
         fills.clear()
-    _hash_skip(f, payload_length - pos, digest, path)
-    if digest.hexdigest() != header["checksum"]:
+    disk.drain()
+    if disk.hash.hexdigest() != header["checksum"]:
         raise SnapshotCorrupt(path, "payload checksum mismatch (damaged data)", reason="checksum")
+    if isinstance(error, SnapshotCorrupt):
+        raise error
+    if isinstance(error, zstandard.ZstdError):
+        raise SnapshotCorrupt(path, f"cannot decompress the payload: {error}") from error
     if error is not None:
         raise SnapshotCorrupt(path, f"undecodable payload: {error}") from error
     return state
 
 
 def load_file(path: str | os.PathLike[str], *, fingerprint: str | None = None) -> LoadResult:
-    """Load and verify one snapshot file.
+    """Load and verify one snapshot file (format version 1 or 2).
 
     Raises NotASnapshot (empty or foreign file), SnapshotCorrupt (truncated, checksum
     mismatch, undecodable), SnapshotVersionError (newer format), FingerprintMismatch (when
     ``fingerprint`` is given and differs; checked before the payload is read) and OSError
     for files that cannot be read. Arrays in the state are writable and own their memory.
+    Memory: the state itself plus zstd's window and one 8 MiB buffer.
     """
     path = Path(path)
     with open(path, "rb", buffering=0) as f:
@@ -652,14 +802,14 @@ def load_file(path: str | os.PathLike[str], *, fingerprint: str | None = None) -
 def scan_tree(f: BinaryIO, path: Path, header: dict[str, Any],
               payload_start: int) -> tuple[dict[Any, Any], list[ArrayRef]]:
     """Decode the tree without loading any array: (state with ArrayRef in place of each
-    array, the ArrayRefs in file order). ``f`` must be positioned at ``payload_start``
-    with the whole tree on disk. Cost: reading and decoding the tree (the header's
-    ``tree_length`` bytes), whatever the size of the arrays. Raises SnapshotCorrupt
-    when the tree cannot be decoded; the checksum is not verified (:func:`verify_payload`).
+    array, the ArrayRefs in file order). ``f`` must be positioned at ``payload_start``.
+    Cost: reading (and decompressing) the tree, the header's ``tree_length`` bytes,
+    whatever the size of the arrays. Raises SnapshotCorrupt when the tree is cut short
+    or cannot be decoded; the checksum is not verified (:func:`verify_payload`).
     """
-    tree_length = header["tree_length"]
-    tree = _read_exact(f, tree_length)
-    data_start = _align(payload_start + tree_length) - payload_start
+    disk = _DiskReader(f, header["payload_length"], path)
+    data_start = _data_start(header, payload_start)
+    tree = bytearray(header["tree_length"])
     refs: list[ArrayRef] = []
 
     def make(ref: ArrayRef) -> ArrayRef:
@@ -667,10 +817,13 @@ def scan_tree(f: BinaryIO, path: Path, header: dict[str, Any],
         return ref
 
     try:
+        _read_into(_raw_reader(disk, header), memoryview(tree), path)
         with _gc_paused():
-            state = _unpack(tree, _ext_hook(data_start, header["payload_length"], make))
+            state = _unpack(tree, _ext_hook(data_start, raw_length(header), make))
         if not isinstance(state, dict):
             raise ValueError(f"the state is a {type(state).__name__}, not a map")
+    except SnapshotCorrupt:
+        raise
     except Exception as e:  # decoding garbage can fail in many ways
         raise SnapshotCorrupt(path, f"undecodable payload: {e}") from e
     return state, refs
@@ -678,12 +831,12 @@ def scan_tree(f: BinaryIO, path: Path, header: dict[str, Any],
 
 def verify_payload(f: BinaryIO, path: Path, header: dict[str, Any], payload_start: int) -> bool:
     """Whether the payload's SHA-256 matches the header's checksum. Reads (and hashes)
-    the whole payload in chunks of 8 MiB, keeping none of it; raises SnapshotCorrupt if
-    the file ends early."""
+    the payload as stored, in chunks of 8 MiB, keeping none of it and decompressing
+    nothing; raises SnapshotCorrupt if the file ends early."""
     f.seek(payload_start)
-    digest = hashlib.sha256()
-    _hash_skip(f, header["payload_length"], digest, path)
-    return digest.hexdigest() == header["checksum"]
+    disk = _DiskReader(f, header["payload_length"], path)
+    disk.drain()
+    return disk.hash.hexdigest() == header["checksum"]
 
 
 def format_created(t: float) -> str:

@@ -17,7 +17,9 @@ from streamer.storage.snapshot_format import (
     SnapshotCorrupt,
     SnapshotError,
     check_size,
+    compression,
     format_created,
+    raw_length,
     read_header,
     scan_tree,
     verify_payload,
@@ -70,8 +72,10 @@ def inspect_snapshot(path: str | os.PathLike[str], *, verify: bool = True) -> di
 
     Returns a dict with: ``path``, ``file_size`` (bytes), ``status`` ("ok" or a reason
     slug: empty, foreign, truncated, checksum, corrupt, version), ``error`` (message or
-    None), ``header`` (dict or None), ``payload_size`` (bytes the header promises),
-    ``payload_on_disk`` (bytes present), ``checksum`` ("verified", "mismatch", "truncated",
+    None), ``header`` (dict or None), ``payload_size`` (bytes the header promises, as
+    stored), ``payload_on_disk`` (bytes present), ``compression`` ("zstd", "none" for
+    format version 1, or None without a header), ``raw_size`` (bytes of the uncompressed
+    payload, or None), ``checksum`` ("verified", "mismatch", "truncated",
     "not-verified" when ``verify`` is false, "unavailable" without a header), ``state``
     (top-level key -> summary, or None: arrays give dtype, shape, bytes; lists, tuples and
     dicts their length and the bytes of arrays inside, dicts also ``items``, summaries of
@@ -83,7 +87,8 @@ def inspect_snapshot(path: str | os.PathLike[str], *, verify: bool = True) -> di
     path = Path(path)
     info: dict[str, Any] = {
         "path": str(path), "file_size": 0, "status": "ok", "error": None, "header": None,
-        "payload_size": None, "payload_on_disk": None, "checksum": "unavailable",
+        "payload_size": None, "payload_on_disk": None, "compression": None,
+        "raw_size": None, "checksum": "unavailable",
         "state": None, "arrays": None, "array_bytes": None,
     }
 
@@ -101,11 +106,14 @@ def inspect_snapshot(path: str | os.PathLike[str], *, verify: bool = True) -> di
         info["header"] = header
         info["payload_size"] = header["payload_length"]
         info["payload_on_disk"] = max(0, size - payload_start)
+        info["compression"] = compression(header)
+        info["raw_size"] = raw_length(header)
         try:
             check_size(path, header, payload_start, size)
         except SnapshotError as e:
             fail(e)
-        if size >= payload_start + header["tree_length"]:
+        # a compressed tree's length on disk is unknown: try, a short file is reported
+        if info["compression"] != "none" or size >= payload_start + header["tree_length"]:
             try:
                 state, refs = scan_tree(f, path, header, payload_start)
                 info["state"] = {str(k): _summarize(v) for k, v in state.items()}
@@ -180,8 +188,15 @@ def format_inspection(info: dict[str, Any]) -> str:
                      f"{header['streamer_version']}")
         lines.append(f"created     {format_created(header['created'])} (unix {header['created']})")
         lines.append(f"fingerprint {header['fingerprint']}")
-        lines.append(f"payload     {info['payload_size']:,} bytes "
-                     f"({info['payload_on_disk']:,} on disk; tree {header['tree_length']:,})")
+        on_disk = f"{info['payload_on_disk']:,} on disk"
+        if info["compression"] == "none":
+            lines.append(f"payload     {info['payload_size']:,} bytes uncompressed ({on_disk}; "
+                         f"tree {header['tree_length']:,})")
+        else:
+            ratio = info["raw_size"] / info["payload_size"] if info["payload_size"] else 0.0
+            lines.append(f"payload     {info['payload_size']:,} bytes {info['compression']} "
+                         f"({on_disk}), {info['raw_size']:,} bytes raw ({ratio:.1f}x; "
+                         f"tree {header['tree_length']:,})")
         lines.append(f"checksum    {header['checksum_algorithm']} {header['checksum']} "
                      f"[{info['checksum']}]")
         metadata = header["metadata"]

@@ -18,11 +18,24 @@ Files in a snapshot directory::
 
 Names sort in creation order even if the clock steps back: a new name is never older than
 the newest existing one, and seq grows by one per write.
+
+A full disk: when a write fails for lack of space (ENOSPC, EDQUOT), the partial
+temporary file is removed, every older good snapshot except the newest one is deleted to
+make room (logged with the reason) and the write is tried once more. The newest good
+snapshot is never deleted for room, nor is a set-aside file, so a restart still has a
+state to resume from. A read-only or forbidden directory (EROFS, EACCES, EPERM) deletes
+nothing, and so does EFBIG: a file-size limit (RLIMIT_FSIZE, the file system's largest
+file) applies to each file, so deleting others cannot help. Either way
+:class:`SnapshotWriteError` says which it was (``kind``), and
+:func:`intervals_without_snapshot` turns the time of the last success into the
+"no snapshot for N intervals" a health check reports.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import math
 import os
 import re
 import time
@@ -42,7 +55,16 @@ from streamer.storage.snapshot_format import (
     write_file,
 )
 
-__all__ = ["BAD_RE", "TEMP_RE", "list_snapshots", "load_latest", "write_snapshot"]
+__all__ = [
+    "BAD_RE",
+    "TEMP_RE",
+    "SnapshotWriteError",
+    "error_kind",
+    "intervals_without_snapshot",
+    "list_snapshots",
+    "load_latest",
+    "write_snapshot",
+]
 
 log = logging.getLogger("streamer.storage.snapshot")
 
@@ -52,6 +74,72 @@ TEMP_RE = re.compile(r"^\.tmp-(snapshot-\d{8}T\d{6}\.\d{6}Z-\d+\.snap)\.(?P<pid>
 #: Files set aside by the loader: the original name, the reason slug and a counter.
 BAD_RE = re.compile(r"^(snapshot-\d{8}T\d{6}\.\d{6}Z-\d+\.snap)\.bad-([a-z-]+?)(?:-(\d+))?$")
 _STAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"
+
+#: errnos of a write that ran out of room: disk full, quota. Deleting older snapshots helps.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+#: errnos of a directory that cannot be written at all: retrying or deleting cannot help.
+READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class SnapshotWriteError(OSError):
+    """A snapshot could not be written; no existing good snapshot was lost.
+
+    ``kind`` is "no-space" (ENOSPC or EDQUOT even after pruning older snapshots),
+    "file-too-large" (EFBIG: a per-file size limit, nothing was deleted), "read-only"
+    (EROFS, EACCES or EPERM: nothing was deleted) or "io" (any other OSError);
+    ``errno`` is the underlying error's, ``directory`` the snapshot directory and
+    ``pruned`` the older snapshots deleted to make room before giving up.
+    """
+
+    def __init__(self, directory: Path, kind: str, cause: OSError, pruned: list[Path]):
+        what = {
+            "no-space": "no space left for a new snapshot"
+            + (f" even after deleting {len(pruned)} older snapshot(s)" if pruned else "")
+            + "; the newest snapshot is kept",
+            "file-too-large": "the snapshot exceeds the file size limit (RLIMIT_FSIZE or "
+                              "the file system's largest file); no snapshot was deleted",
+            "read-only": "the state directory cannot be written (read-only or permission "
+                         "denied); no snapshot was deleted",
+            "io": "the write failed",
+        }[kind]
+        self.message = f"cannot write a snapshot in {directory}: {what} ({cause.strerror or cause})"
+        super().__init__(cause.errno, self.message)
+        self.kind = kind
+        self.directory = directory
+        self.pruned = pruned
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def error_kind(exc: BaseException) -> str:
+    """Kind of a failed write: "no-space", "file-too-large", "read-only", "io" (other
+    OSError) or "invalid" (a state that cannot be stored: TypeError, ValueError)."""
+    if isinstance(exc, SnapshotWriteError):
+        return exc.kind
+    if isinstance(exc, OSError):
+        if exc.errno in NO_SPACE_ERRNOS:
+            return "no-space"
+        if exc.errno == errno.EFBIG:
+            return "file-too-large"
+        if exc.errno in READ_ONLY_ERRNOS:
+            return "read-only"
+        return "io"
+    if isinstance(exc, TypeError | ValueError):
+        return "invalid"
+    return "error"
+
+
+def intervals_without_snapshot(last_success: float | None, started: float, now: float,
+                               interval: float) -> int:
+    """Whole snapshot intervals since the last successful snapshot (or since ``started``
+    when there was none): ``floor((now - max(last_success, started)) / interval)``, all
+    in seconds, never negative."""
+    since = started if last_success is None else max(last_success, started)
+    return max(0, math.floor((now - since) / interval)) if interval > 0 else 0
 
 
 # --------------------------------------------------------------------------- names
@@ -121,24 +209,83 @@ def write_snapshot(
     ``metadata`` is any small msgpack-able dict (source positions, counters) stored in the
     header, readable without loading the state. Raises TypeError for values that cannot be
     stored and ValueError for ``keep`` < 1; on any error the temporary file is removed and
-    existing snapshots are untouched.
+    existing snapshots are untouched - except on a full disk, where older snapshots are
+    deleted to make room (module docstring). OSErrors are raised as
+    :class:`SnapshotWriteError` with their ``kind``.
     """
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    # one writer per directory: a temporary file carrying our own pid is not a write in
-    # progress but a leftover of an earlier process that had the same pid
-    remove_leftover_temps(directory, TEMP_RE, own_pid_is_stale=True)
-
-    final = write_file(directory / _next_name(directory, time.time()), state,
-                       fingerprint=fingerprint, metadata=metadata)
+    pruned: list[Path] = []
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        # one writer per directory: a temporary file carrying our own pid is not a write
+        # in progress but a leftover of an earlier process that had the same pid
+        remove_leftover_temps(directory, TEMP_RE, own_pid_is_stale=True)
+        try:
+            final = write_file(directory / _next_name(directory, time.time()), state,
+                               fingerprint=fingerprint, metadata=metadata)
+        except OSError as e:
+            if e.errno not in NO_SPACE_ERRNOS:
+                raise
+            # write_file removed its temporary file; retention only runs after a success,
+            # so without this a disk filled by keep-K snapshots would never take another
+            pruned = _make_room(directory, e)
+            if not pruned:
+                raise
+            final = write_file(directory / _next_name(directory, time.time()), state,
+                               fingerprint=fingerprint, metadata=metadata)
+    except OSError as e:
+        raise SnapshotWriteError(directory, error_kind(e), e, pruned) from e
     log.debug("wrote snapshot %s", final)
     try:
         _apply_retention(directory, keep, final)
     except OSError as e:  # the new snapshot is safe; old ones merely linger
         log.warning("could not prune old snapshots in %s: %s", directory, e)
     return final
+
+
+def _make_room(directory: Path, cause: OSError) -> list[Path]:
+    """Delete every good snapshot but the newest one; return what was deleted.
+
+    The newest snapshot with a sound header and size is kept whatever happens: it is
+    what a restart resumes from. Bad files are set aside (as retention does), not deleted.
+    """
+    kept: Path | None = None
+    removed: list[Path] = []
+    for path in reversed(list_snapshots(directory)):
+        if kept is None:
+            try:
+                with open(path, "rb", buffering=0) as f:
+                    header, payload_start = read_header(f, path)
+                    check_size(path, header, payload_start, os.fstat(f.fileno()).st_size)
+            except FileNotFoundError:
+                continue
+            except UNUSABLE as e:
+                log.warning("snapshot %s is unusable (%s); setting it aside", path, e.message)
+                _set_aside(path, e.reason)
+                continue
+            kept = path
+            continue
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            log.error("could not delete old snapshot %s to make room: %s", path, e)
+            continue
+        removed.append(path)
+        log.warning("deleted older snapshot %s (%d bytes) to make room: writing a new "
+                    "snapshot failed (%s); keeping the newest, %s",
+                    path, size, cause.strerror or cause, kept.name)
+    if removed:
+        with suppress(OSError):
+            fsync_dir(directory)
+    else:
+        log.error("no room for a new snapshot in %s (%s) and no older snapshot to delete "
+                  "(the newest is kept)", directory, cause.strerror or cause)
+    return removed
 
 
 def _apply_retention(directory: Path, keep: int, newest: Path) -> None:

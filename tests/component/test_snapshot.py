@@ -7,6 +7,7 @@ Everything uses real files under tmp_path; nothing is mocked.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import math
 import os
@@ -28,6 +29,7 @@ from typing import Any
 import msgpack
 import numpy as np
 import pytest
+import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -113,6 +115,12 @@ def layout(path: Path) -> tuple[dict[str, Any], int]:
     return msgpack.unpackb(raw, raw=False), 16 + length
 
 
+def layout_header_bytes(path: Path) -> bytes:
+    data = path.read_bytes()
+    (length,) = struct.unpack(">I", data[8:12])
+    return data[16 : 16 + length]
+
+
 def flip_bit(path: Path, offset: int, bit: int = 3) -> None:
     with open(path, "r+b") as f:
         f.seek(offset)
@@ -168,15 +176,18 @@ def test_round_trip_arrays_of_many_dtypes_and_shapes(tmp_path: Path) -> None:
     result.state["readonly"][0] = 9
 
     header = result.header
-    assert header["format_version"] == FORMAT_VERSION == 1
+    assert header["format_version"] == FORMAT_VERSION == 2
     assert header["fingerprint"] == FP
     assert header["metadata"] == {"sources": {"a": 12}}
     assert header["streamer_version"] == streamer.__version__
     assert abs(header["created"] - time.time()) < 60
-    # Raw bytes, not lists: the file is the array bytes plus alignment and a small tree.
+    # Raw bytes, not lists: the payload is the array bytes plus alignment and a small
+    # tree, compressed on disk.
     array_bytes = sum(a.nbytes for a in state.values() if isinstance(a, np.ndarray))
     array_bytes += sum(a.nbytes for a in state["sketch"]["tables"])
-    assert array_bytes <= path.stat().st_size <= array_bytes + 25 * ALIGN + 4096
+    assert array_bytes <= header["raw_length"] <= array_bytes + 25 * ALIGN + 4096
+    assert header["compression"] == "zstd"
+    assert path.stat().st_size == 16 + len(layout_header_bytes(path)) + header["payload_length"]
 
 
 def test_round_trip_scalars_containers_and_keys(tmp_path: Path) -> None:
@@ -222,22 +233,103 @@ def test_file_layout_is_the_documented_one(tmp_path: Path) -> None:
     data = path.read_bytes()
     header, payload_start = layout(path)
     assert set(header) == {"format_version", "created", "streamer_version", "fingerprint",
-                           "metadata", "checksum_algorithm", "tree_length", "payload_length",
-                           "checksum"}
+                           "metadata", "checksum_algorithm", "compression", "tree_length",
+                           "raw_length", "payload_length", "checksum"}
     payload = data[payload_start:]
     assert len(payload) == header["payload_length"]
     assert header["checksum_algorithm"] == "sha256"
+    # the checksum covers the bytes on disk, i.e. the compressed payload
     assert hashlib.sha256(payload).hexdigest() == header["checksum"]
-    tree = msgpack.unpackb(payload[: header["tree_length"]], raw=False)
+    assert header["compression"] == "zstd"
+    raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(payload)).read()
+    assert len(raw) == header["raw_length"]
+    tree = msgpack.unpackb(raw[: header["tree_length"]], raw=False)
     descriptors = [msgpack.unpackb(tree["x"].data), msgpack.unpackb(tree["y"]["z"].data)]
     assert tree["x"].code == tree["y"]["z"].code == 1
-    data_start = -(-(payload_start + header["tree_length"]) // ALIGN) * ALIGN
+    data_start = -(-header["tree_length"] // ALIGN) * ALIGN
     for arr, (dtype, shape, offset, nbytes) in zip(arrays, descriptors, strict=True):
         assert (dtype, shape, nbytes) == (arr.dtype.str, list(arr.shape), arr.nbytes)
         start = data_start + offset
         assert start % ALIGN == 0
-        assert data[start : start + nbytes] == arr.tobytes()
-    assert len(data) == data_start + descriptors[-1][2] + descriptors[-1][3]
+        assert raw[start : start + nbytes] == arr.tobytes()
+    assert len(raw) == data_start + descriptors[-1][2] + descriptors[-1][3]
+
+
+def test_snapshots_of_format_version_1_still_load(tmp_path: Path) -> None:
+    """tests/data/snapshot-v1.snap was written by the version 1 writer (uncompressed
+    payload, arrays aligned to file offsets)."""
+    fixture = Path(__file__).parents[1] / "data" / "snapshot-v1.snap"
+    copy = tmp_path / "snapshot-20261203T071911.494509Z-000001.snap"
+    copy.write_bytes(fixture.read_bytes())
+    result = load_latest(tmp_path, fingerprint="fixture-v1")
+    assert result is not None and result.header["format_version"] == 1
+    state = result.state
+    assert state["table"].tobytes() == np.arange(4000, dtype=np.uint32).tobytes()
+    assert state["zeros"].shape == (5000,) and not state["zeros"].any()
+    assert state["words"] == ["新词", "互联网"]
+    assert state["tuple_keys"] == {("新", "词"): 5}
+    assert state["big"] == 2**100 + 7
+    assert state["nested"]["counts"].tolist() == list(range(10))
+    info = inspect_snapshot(copy)
+    assert info["status"] == "ok" and info["checksum"] == "verified"
+    assert info["compression"] == "none" and info["raw_size"] == info["payload_size"]
+    assert "bytes uncompressed" in format_inspection(info)
+    # a damaged version 1 file is still told apart from a good one
+    flip_bit(copy, copy.stat().st_size - 100)
+    with pytest.raises(SnapshotCorrupt, match="checksum"):
+        load_file(copy)
+
+
+def _rechecksummed(path: Path, payload: bytes) -> None:
+    """Replace the payload and write a header whose checksum and CRC match it: damage
+    a checksum cannot see, as a bug in a writer or in the codec would make."""
+    header, start = layout(path)
+    raw = layout_header_bytes(path)
+    new = raw.replace(header["checksum"].encode(), hashlib.sha256(payload).hexdigest().encode())
+    key = msgpack.packb("payload_length") + b"\xcf"
+    at = new.index(key) + len(key)
+    new = new[:at] + len(payload).to_bytes(8, "big") + new[at + 8 :]
+    path.write_bytes(MAGIC + struct.pack(">II", len(new), zlib.crc32(new)) + new + payload)
+
+
+def test_undecompressable_payload_with_a_matching_checksum(tmp_path: Path) -> None:
+    path = write_snapshot(tmp_path, small_state(3), fingerprint=FP)
+    header, start = layout(path)
+    payload = bytearray(path.read_bytes()[start:])
+    payload[: 4] = b"\0\0\0\0"  # the zstd frame's magic number
+    _rechecksummed(path, bytes(payload))
+    with pytest.raises(SnapshotCorrupt, match="cannot decompress the payload"):
+        load_file(path)
+
+    path = write_snapshot(tmp_path, small_state(4), fingerprint=FP)
+    header, start = layout(path)
+    # a complete frame that holds less than raw_length promises
+    short = zstandard.ZstdCompressor().compress(b"\x80")
+    _rechecksummed(path, short)
+    with pytest.raises(SnapshotCorrupt, match="truncated"):
+        load_file(path)
+
+    path = write_snapshot(tmp_path, small_state(5), fingerprint=FP)
+    header, start = layout(path)
+    longer = path.read_bytes()[start:] + zstandard.ZstdCompressor().compress(b"x" * 10)
+    _rechecksummed(path, longer)
+    with pytest.raises(SnapshotCorrupt, match="more data than its header says"):
+        load_file(path)
+
+
+def test_mostly_zero_state_is_stored_compressed(tmp_path: Path) -> None:
+    sketch = np.zeros((4, 2**22), dtype=np.uint32)  # 64 MiB, like an unfilled sketch
+    sketch[:, :: 997] = np.arange(4 * len(range(0, 2**22, 997)), dtype=np.uint32).reshape(4, -1)
+    path = write_snapshot(tmp_path, {"sketch": sketch}, fingerprint=FP)
+    assert path.stat().st_size < sketch.nbytes // 10
+    info = inspect_snapshot(path)
+    assert info["compression"] == "zstd" and info["raw_size"] > sketch.nbytes
+    assert info["payload_size"] == info["payload_on_disk"] < info["raw_size"] // 10
+    text = format_inspection(info)
+    assert f"{info['payload_size']:,} bytes zstd" in text
+    assert f"{info['raw_size']:,} bytes raw" in text
+    result = load_file(path)
+    assert result.state["sketch"].tobytes() == sketch.tobytes()
 
 
 @pytest.mark.parametrize(
@@ -355,7 +447,8 @@ def _truncate_mid_payload(path: Path) -> None:
 
 
 def _flip_in_array_data(path: Path) -> None:
-    flip_bit(path, path.stat().st_size - 1000)
+    header, start = layout(path)
+    flip_bit(path, start + header["payload_length"] // 2)
 
 
 def _flip_in_tree(path: Path) -> None:
