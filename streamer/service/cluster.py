@@ -202,6 +202,7 @@ def discover_on_cluster(files: list[str], config: EngineConfig, known: Lexicon |
                                "(each worker holds --memory; lower it or use fewer "
                                "workers a machine)") from None
     engine = _with_counts(Engine.from_state(state, known, config), counts)
+    del state  # from_state copied the tables
     engine.chars_ingested = counts.chars
     engine.lines_ingested = counts.stats.lines
     engine.rescore(started)
