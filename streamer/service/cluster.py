@@ -234,11 +234,19 @@ def _client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
             yield client
         return
     # worker processes on this machine, one thread each: the engine's C kernels and
-    # numpy hold the GIL in places, so processes, not threads, use the cores
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      host="127.0.0.1", dashboard_address=None,
-                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+    # numpy hold the GIL in places, so processes, not threads, use the cores.
+    # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_ set, which turns off glibc's
+    # adaptive mmap threshold: every multi-MB numpy temporary of a block is then mapped
+    # and unmapped afresh, which doubled the engine's CPU time (measured on 50 MiB:
+    # count 1.5 -> 2.7 s, cut 2.0 -> 4.4 s a run)
+    with dask.config.set({f"{PRE_SPAWN}.MALLOC_TRIM_THRESHOLD_": None}), \
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                         host="127.0.0.1", dashboard_address=None,
+                         silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         yield client
+
+
+PRE_SPAWN = "distributed.nanny.pre-spawn-environ"
 
 
 def _regular_paths(files: list[str], spool_dir: str) -> list[str]:
