@@ -52,7 +52,7 @@ import numpy as np
 
 from streamer.core.engine import Engine, EngineConfig
 from streamer.core.lexicon import Lexicon
-from streamer.core.sketch import ExactCounter, counter_from_state
+from streamer.core.sketch import CountMinSketch, ExactCounter, counter_from_state
 from streamer.input.blocks import ReadStats, decode_block
 from streamer.input.ranges import ByteRange, iter_range_blocks, split_ranges
 
@@ -109,6 +109,9 @@ def add_counts(a: Counts, b: Counts) -> Counts:
     """a + b, ``a`` being the earlier input (a worker task). Exact counters add by key;
     sketches cell by cell (CountMinSketch.merge)."""
     counter = counter_from_state(a.counter)
+    if isinstance(counter, CountMinSketch):
+        # the sum is made in place: never in a task's input, which Dask may hand out again
+        counter.table = counter.table.copy()
     counter.merge(counter_from_state(b.counter))  # type: ignore[arg-type]
     stats = ReadStats(**{f.name: getattr(a.stats, f.name) + getattr(b.stats, f.name)
                          for f in dataclasses.fields(ReadStats) if f.name != "per_file"})

@@ -123,6 +123,11 @@ def test_summed_sketches_never_undercount(files: list[str]) -> None:
     total, _ = summed(files, sketch, 5)
     est = counter_from_state(total.counter).query(truth.keys)
     assert (est >= truth.counts).all()
+    runs = split_ranges(files, 2)
+    first, second = (count_run(sketch, run) for run in runs)
+    before = first.counter["table"].copy()
+    add_counts(first, second)
+    assert np.array_equal(first.counter["table"], before)  # a task's input is not written
     single, _ = summed(files, sketch, 1)
     alone = one_process_counts(files, sketch).counter.state()
     assert np.array_equal(single.counter["table"], alone["table"])
