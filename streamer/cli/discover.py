@@ -93,6 +93,13 @@ def register(sub: Any) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument("--save-state", metavar="PATH",
                    help="also write the engine state as a snapshot (seeds `streamer run`)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, metavar="N",
+                       help="count in N worker processes on this machine (a Dask "
+                            "LocalCluster; needs streamer[dask]); each holds --memory")
+    where.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                       help="count on an existing Dask cluster (needs streamer[dask]; the "
+                            "input paths must be readable on every worker)")
     p.set_defaults(func=run)
 
 
@@ -326,7 +333,12 @@ def run(args: argparse.Namespace) -> int:
         if Path(args.output).is_dir():
             raise UsageError(f"-o {args.output}: is a directory")
     try:
-        engine, stats = discover(args.files, config, known, progress=not args.no_progress)
+        if args.workers is not None or args.scheduler is not None:
+            from streamer.cli.cluster_run import discover_distributed
+
+            engine, stats = discover_distributed(args, config, known)
+        else:
+            engine, stats = discover(args.files, config, known, progress=not args.no_progress)
     except MemoryError:
         raise UsageError(f"--memory {args.memory}: cannot allocate that much memory") from None
     except OSError as exc:

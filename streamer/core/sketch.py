@@ -177,11 +177,20 @@ class CountMinSketch:
         self.total = int(self.total * factor)
 
     def merge(self, other: CountMinSketch) -> None:
-        """Add another sketch of the same shape and seed (shards)."""
+        """Add another sketch of the same shape and seed (shards), cell by cell,
+        saturating at 2^32 - 1. In place, in slices: a table of hundreds of MB gets
+        temporaries of a few MB, not two uint64 copies of itself."""
         if (other.blocks, other.depth, other.seed) != (self.blocks, self.depth, self.seed):
             raise ValueError("sketches differ in size, depth or seed")
-        s = self.table.astype(np.uint64) + other.table
-        self.table = np.minimum(s, _U32_MAX).astype(np.uint32)
+        if not self.table.flags.writeable:  # e.g. a table read from a snapshot's buffer
+            self.table = self.table.copy()
+        mine, theirs = self.table.reshape(-1), other.table.reshape(-1)
+        step = 1 << 20
+        for a in range(0, len(mine), step):
+            s = mine[a:a + step].astype(np.uint64)
+            s += theirs[a:a + step]
+            np.minimum(s, _U32_MAX, out=s)
+            mine[a:a + step] = s
         self.total += other.total
 
     def state(self) -> dict[str, Any]:

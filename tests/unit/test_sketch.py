@@ -296,6 +296,21 @@ def test_sketch_counters_saturate_instead_of_wrapping() -> None:
     assert sk.query(k).tolist() == [U32_MAX]
 
 
+def test_sketch_merge_adds_cell_by_cell_in_place() -> None:
+    rng = np.random.default_rng(1)
+    a = CountMinSketch(blocks_for_bytes(1 << 24), 4, seed=3)  # 4 slices of the merge
+    b = CountMinSketch(blocks_for_bytes(1 << 24), 4, seed=3)
+    a.add(keys_array(rng.integers(0, 1 << 40, 5000).tolist()))
+    b.add(keys_array(rng.integers(0, 1 << 40, 5000).tolist()))
+    b.table.reshape(-1)[-1] = U32_MAX  # saturates in the last slice
+    a.table.reshape(-1)[-1] = 7
+    want = np.minimum(a.table.astype(np.uint64) + b.table, U32_MAX).astype(np.uint32)
+    a.table.setflags(write=False)  # a table read from a buffer is copied, not written
+    a.merge(b)
+    assert np.array_equal(a.table, want)
+    assert a.total == 10000
+
+
 def test_sketch_merge_state_and_scale() -> None:
     keys_a = keys_array([1, 2, 3, 3, 99])
     keys_b = keys_array([3, 4, 4, 99])
