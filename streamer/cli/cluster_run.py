@@ -7,15 +7,17 @@ import argparse
 import os
 import stat
 import sys
+from collections.abc import Callable
 
 from streamer.cli.main import UsageError
 from streamer.core.engine import Engine, EngineConfig
 from streamer.core.lexicon import Lexicon
-from streamer.input.blocks import ReadStats
+from streamer.input.batch_reader import ReadStats
 
 
 def discover_distributed(args: argparse.Namespace, config: EngineConfig,
-                         known: Lexicon | None) -> tuple[Engine, ReadStats]:
+                         known: Lexicon | Callable[[], Lexicon | None] | None,
+                         ) -> tuple[Engine, ReadStats]:
     """Run discover on Dask; a usage error (exit 2) for a bad option, Dask missing or a
     scheduler that cannot be reached; exit 1 when the cluster fails during the run."""
     if args.workers is not None and args.workers < 1:

@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from streamer.input.blocks import BLOCK, ReadStats, iter_raw_blocks
+from streamer.input.batch_reader import BLOCK, ReadStats, iter_raw_blocks
 
 
 @dataclass(frozen=True, slots=True)

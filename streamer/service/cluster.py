@@ -53,7 +53,7 @@ import numpy as np
 from streamer.core.engine import Engine, EngineConfig
 from streamer.core.lexicon import Lexicon
 from streamer.core.sketch import CountMinSketch, ExactCounter, counter_from_state
-from streamer.input.blocks import ReadStats, decode_block
+from streamer.input.batch_reader import ReadStats, decode_block
 from streamer.input.ranges import ByteRange, iter_range_blocks, split_ranges
 
 INSTALL_HINT = "pip install 'streamer[dask]'"
@@ -100,7 +100,6 @@ def count_run(config: EngineConfig, run: list[ByteRange]) -> Counts:
             d.count_into(stats)
             p = engine.encode_batch([d.text])
             engine.count_batch(p)
-            engine.chars_ingested += p.n_chars
     return Counts(engine.counter.state(), engine.unigrams, engine.total_units,
                   engine.chars_ingested, stats, [engine.units_ingested])
 
@@ -171,7 +170,8 @@ def _tree(client: Any, fn: Callable[..., Any], futures: list[Any], *extra: Any) 
     return futures[0]
 
 
-def discover_on_cluster(files: list[str], config: EngineConfig, known: Lexicon | None = None,
+def discover_on_cluster(files: list[str], config: EngineConfig,
+                        known: Lexicon | Callable[[], Lexicon | None] | None = None,
                         *, workers: int | None = None,
                         scheduler: str | None = None) -> tuple[Engine, ReadStats]:
     """discover() with the counting and cutting done on a Dask cluster: a LocalCluster of
@@ -204,6 +204,8 @@ def discover_on_cluster(files: list[str], config: EngineConfig, known: Lexicon |
             raise ClusterError(f"a Dask worker died running {exc.task}: out of memory? "
                                "(each worker holds --memory; lower it or use fewer "
                                "workers a machine)") from None
+    if callable(known):  # loaded now, after the passes, as discover() does
+        known = known()
     engine = _with_counts(Engine.from_state(state, known, config), counts)
     del state  # from_state copied the tables
     engine.chars_ingested = counts.chars

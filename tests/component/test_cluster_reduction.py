@@ -19,7 +19,7 @@ from helpers import background
 from streamer.cli.discover import discover
 from streamer.core.engine import Engine, EngineConfig
 from streamer.core.sketch import ExactCounter, counter_from_state
-from streamer.input.blocks import ReadStats, decode_block, iter_raw_blocks
+from streamer.input.batch_reader import ReadStats, decode_block, iter_raw_blocks
 from streamer.input.ranges import ByteRange, iter_range_blocks, split_ranges
 from streamer.service.cluster import Counts, add_counts, count_run, cut_run, merge_states
 
@@ -86,7 +86,7 @@ def one_process_counts(files: list[str], config: EngineConfig) -> Engine:
     for p in files:
         with open(p, "rb") as fh:
             for raw in iter_raw_blocks(fh, ReadStats()):
-                engine.count([decode_block(*raw).text])
+                engine.count_batch(engine.encode_batch([decode_block(*raw).text]))
     return engine
 
 
