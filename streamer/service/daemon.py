@@ -84,6 +84,15 @@ IDLE_RESCORE_SECONDS = 60.0
 #: Samples of event-loop lag kept for the p99 in /metrics (one every LAG_PERIOD seconds).
 LAG_SAMPLES = 600
 LAG_PERIOD = 0.1
+#: A batch that fails with an OSError (EMFILE, ENOMEM...: the process, not the batch) is
+#: retried after RETRY_FIRST seconds, doubling up to RETRY_MAX; such failures are logged
+#: once per RESOURCE_LOG_SECONDS with their count.
+RETRY_FIRST = 0.2
+RETRY_MAX = 5.0
+RESOURCE_LOG_SECONDS = 60.0
+#: Exit status of a run that stopped with batches it could not ingest (resource errors):
+#: their files resume from the last snapshot's offsets at the next start.
+EXIT_UNREAD = 3
 
 
 class StartupError(Exception):
@@ -248,6 +257,11 @@ class Daemon:
         self._known_words = 0
         self._background: set[asyncio.Task[None]] = set()
         self._failed_sources: dict[str, str] = {}
+        self.resource_errors = 0  # batch attempts that failed with an OSError
+        self.batches_unread = 0  # batches given up at shutdown (never counted, not committed)
+        self._unread_handles: set[tuple[str, int]] = set()  # (source, file handle)
+        self._resource_logged = -RESOURCE_LOG_SECONDS
+        self._resource_unlogged = 0
 
     # ------------------------------------------------------------------ startup (sync)
 
@@ -433,7 +447,8 @@ class Daemon:
         now = time.monotonic()
         if now - self._trimmed >= TRIM_SECONDS:
             self._trimmed = now
-            _release_freed_memory()
+            with contextlib.suppress(OSError):  # counted already: never fail the batch
+                _release_freed_memory()
         return eng.lines_ingested, eng.chars_ingested, eng.units_ingested
 
     _trimmed = 0.0
@@ -585,7 +600,7 @@ class Daemon:
                             scan_interval=s.scan_interval, max_line_bytes=s.max_line_bytes,
                             batch_lines=BATCH_LINES, batch_bytes=s.batch_bytes,
                             poll_interval=s.poll_interval, rotate_wait=s.rotate_wait,
-                            source_id="files")
+                            source_id="files", max_open_files=s.max_open_files or None)
             if self._resumed:  # else a first start: sources.from_beginning applies
                 fs.restore(self._restored_positions.get("files", []))
             self.sources["files"] = fs
@@ -678,14 +693,65 @@ class Daemon:
 
     async def _process(self, batch: Batch,
                        prepared: asyncio.Future[Prepared] | None = None) -> None:
+        """Ingest a batch, then commit its position.
+
+        An OSError while preparing it (encoding, which reads no engine state) is the
+        process's trouble (out of descriptors or memory), not the batch's: the batch is
+        not committed and is retried after a backoff, holding the
+        queue (sources wait); once stopping, it is given up after one more attempt and
+        counted in ``batches_unread``, and so is every later batch of its file, so that the
+        file resumes from its last committed offset at the next start."""
+        assert self._lock is not None and self.stopping is not None
+        handle = (batch.source_id, getattr(batch.position, "handle", None))
+        if handle[1] is not None and handle in self._unread_handles:
+            self.batches_unread += 1
+            return
+        delay = RETRY_FIRST
+        while True:
+            try:
+                await self._ingest_once(batch, prepared)
+                return
+            except OSError as exc:
+                prepared = None
+                self.resource_errors += 1
+                self._log_resource_error(batch, exc)
+                if self.stopping.is_set():
+                    if handle[1] is not None:
+                        self._unread_handles.add(handle)
+                    self.batches_unread += 1
+                    log.error("stopping: could not ingest a batch of %d lines from %s (%s);"
+                              " it is not committed", len(batch.lines), batch.source_id, exc)
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), delay)
+                delay = min(delay * 2, RETRY_MAX)
+
+    def _log_resource_error(self, batch: Batch, exc: OSError) -> None:
+        self._resource_unlogged += 1
+        now = time.monotonic()
+        if now - self._resource_logged >= RESOURCE_LOG_SECONDS:
+            log.error("cannot ingest a batch from %s: %s (%d failed attempt(s) since the last"
+                      " such message); not committed, retrying", batch.source_id,
+                      exc.strerror or exc, self._resource_unlogged)
+            self._resource_logged = now
+            self._resource_unlogged = 0
+
+    async def _ingest_once(self, batch: Batch,
+                           prepared: asyncio.Future[Prepared] | None) -> None:
+        """Ingest and commit one batch; an OSError while preparing it propagates."""
         assert self._lock is not None
         async with self._lock:
+            stage = "prepare"
             try:
                 p = await (prepared if prepared is not None else self._prepare(batch))
+                stage = "ingest"
                 lines, chars, units = await self._in_worker(self._ingest_job, p)
-            except Exception:
+            except Exception as exc:
+                if isinstance(exc, OSError) and stage == "prepare":
+                    raise  # nothing was counted (prepare reads no state): retried
                 # The batch is committed anyway: re-reading a batch that crashes the engine
-                # after every restart would stop the service for good.
+                # after every restart would stop the service for good, and one that failed
+                # half-counted would be counted twice.
                 self.ingest_errors += 1
                 log.exception("engine failed on a batch of %d lines from %s (%s); skipped",
                               len(batch.lines), batch.source_id,
@@ -976,7 +1042,14 @@ class Daemon:
         await self.rescore(reason="shutdown")
         ok = await self.take_snapshot(reason="shutdown")
         await self.export(reason="shutdown")
-        return 0 if ok else 1
+        if not ok:
+            return 1
+        if self.batches_unread:
+            log.error("%d batch(es) could not be ingested (resource errors); their files"
+                      " resume from the snapshot's offsets at the next start (exit status %d)",
+                      self.batches_unread, EXIT_UNREAD)
+            return EXIT_UNREAD
+        return 0
 
     # ================================================================== ServiceView
 
@@ -1004,9 +1077,12 @@ class Daemon:
             "lines_ingested": self.lines_ingested,
             "chars_ingested": self.chars_ingested,
             "units_ingested": self.units_ingested,
-            # committed offsets: what the engine consumed (read offsets run ahead)
-            "bytes_ingested": sum(int(s.get("committed_offset", s.get("offset")) or 0)
-                                  for s in sources),
+            # bytes of the lines the engine consumed, cumulative (never goes down)
+            "bytes_ingested": sum(_bytes_committed(src) for src in self.sources.values()),
+            "bytes_dropped": sum(getattr(src, "dropped_bytes", 0)
+                                 for src in self.sources.values()),
+            "resource_errors": self.resource_errors,
+            "batches_unread": self.batches_unread,
             "http_lines": self.http_lines,
             "batches": self.batches,
             "ingest_errors": self.ingest_errors,
@@ -1058,6 +1134,12 @@ class Daemon:
                    self.batches),
             Metric("streamer_ingest_errors_total", "counter", "Batches the engine failed on.",
                    self.ingest_errors),
+            Metric("streamer_source_dropped_bytes_total", "counter",
+                   "Unread bytes lost to truncated (copytruncate) files.",
+                   sum(getattr(src, "dropped_bytes", 0) for src in self.sources.values())),
+            Metric("streamer_resource_errors_total", "counter",
+                   "Batch attempts that failed with an OSError (retried, not committed).",
+                   self.resource_errors),
             Metric("streamer_queue_depth", "gauge", "Batches waiting for the engine.",
                    q.qsize() if q is not None else 0),
             Metric("streamer_queue_capacity", "gauge", "Capacity of the batch queue.",
@@ -1126,14 +1208,20 @@ class Daemon:
         # most; one running for minutes means the engine is stuck
         stuck_after = max(STUCK_SECONDS, 6 * self.cfg.intervals.rescore)
         busy = self._stuck_seconds()
-        ok = consumer_ok and not stopping and not self._failed_sources and busy < stuck_after
+        starting = [sid for sid, src in self.sources.items()
+                    if not getattr(src, "started", True)]
+        unlisted = {path: why for src in self.sources.values()
+                    for path, why in getattr(src, "problems", dict)().items()}
+        ok = consumer_ok and not stopping and not self._failed_sources and \
+            busy < stuck_after and not starting and not unlisted
         details: dict[str, Any] = {
             "lines_ingested": self.lines_ingested,
             "queue_depth": self.queue.qsize() if self.queue is not None else 0,
             "uptime_s": round(time.time() - self.started, 3),
         }
-        if self._consumer is None:
-            details["reason"] = "starting"
+        if self._consumer is None or starting:
+            details["reason"] = "starting" + (f": scanning {', '.join(starting)}"
+                                              if starting else "")
         elif stopping:
             details["reason"] = "shutting down"
         elif not consumer_ok:
@@ -1143,7 +1231,17 @@ class Daemon:
         elif self._failed_sources:
             details["reason"] = "source failed: " + "; ".join(
                 f"{k}: {v}" for k, v in self._failed_sources.items())
+        elif unlisted:
+            details["reason"] = "cannot scan " + "; ".join(
+                f"{path}: {why}" for path, why in sorted(unlisted.items()))
         return ok, details
+
+
+def _bytes_committed(src: FileSource | StdinSource) -> int:
+    """Bytes of the lines a source had consumed, cumulative."""
+    if isinstance(src, FileSource):
+        return src.bytes_committed
+    return sum(int(row.get("committed_offset") or 0) for row in src.status())
 
 
 def _best_and_best_new(pub: Published, k: int) -> list[Word]:
