@@ -101,6 +101,7 @@ class OpenFiles:
         self.resource_errors = 0  # opens that failed for want of descriptors or memory
         self._resource_logged = -RESOURCE_LOG_SECONDS
         self._resource_unlogged = 0
+        self._no_idle = False  # _room found no idle file in the current pass
         self._committed = committed
         self._matcher = _Matcher(patterns, source_id, should_stop)
         self._next_uid = 0
@@ -126,6 +127,8 @@ class OpenFiles:
         """Whether one more file may be opened; parks idle files to make room."""
         if self.open_count < self.max_open:
             return True
+        if self._no_idle:  # none was idle earlier in this pass
+            return False
         # idle: attached (reopenable by path), read to the end, nothing new seen since
         idle = [f for f in self.files.values()
                 if f.fd is not None and f.attached and f.drained and not f.has_data()]
@@ -133,6 +136,7 @@ class OpenFiles:
         # park several at once: one pass over the files per max_open/8 openings
         for f in idle[:max(1, self.max_open // 8)]:
             self._park(f)
+        self._no_idle = not idle
         return self.open_count < self.max_open
 
     def _park(self, f: TailedFile) -> None:
@@ -284,6 +288,7 @@ class OpenFiles:
     def scan(self) -> None:
         """Pick up new files; notice watched files that moved to another watched name."""
         with self.lock:
+            self._no_idle = False
             by_key = {key_of(st): path for path, st in self._matcher.scan().items()}
             moved_from: dict[str, TailedFile] = {}
             # Known files under new watched names (a.log -> a.log.1 with a glob a.log*):
@@ -321,6 +326,7 @@ class OpenFiles:
 
     def check_all(self, now: float) -> None:
         with self.lock:
+            self._no_idle = False
             for f in list(self.files.values()):
                 try:
                     if f.fd is None:
