@@ -130,6 +130,11 @@ class FileSource:
         """Watched directories that cannot be listed now: path -> why."""
         return self._open_files.problems()
 
+    def unreadable_roots(self) -> dict[str, str]:
+        """The fixed directories of the patterns among ``problems()`` (for a health
+        check: an unlistable subdirectory of a ``**`` pattern leaves the rest readable)."""
+        return self._open_files.unreadable_roots()
+
     def restore(self, positions: list[dict[str, Any]]) -> None:
         """Resume from committed positions; call before ``run()``.
 

@@ -110,6 +110,12 @@ class OpenFiles:
         """Watched directories that cannot be listed: path -> why (as logged)."""
         return dict(self._matcher.dir_problems)
 
+    def unreadable_roots(self) -> dict[str, str]:
+        """The problems of the fixed directories of the patterns (``inbox`` of
+        ``inbox/**/*.txt``): nothing of such a pattern can be read."""
+        roots = {split_pattern(p)[0] or "." for p in self._matcher.patterns}
+        return {k: v for k, v in self._matcher.dir_problems.items() if k in roots}
+
     def _resource_error(self, what: str, exc: OSError) -> None:
         """Out of descriptors or memory: not the file's fault, so not reported against
         it; counted, and logged once per RESOURCE_LOG_SECONDS with the count."""
@@ -386,7 +392,7 @@ class OpenFiles:
             self._committed.pop(f.uid, None)
             return
         found = _find_in_dir(os.path.dirname(f.path), f.dev, f.ino)
-        if found is not None and (self.open_count < self.max_open or self._room()):
+        if found is not None and self._room():
             with contextlib.suppress(OSError):
                 fd = os.open(found, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
                 f.fd, f.parked = fd, False

@@ -1083,6 +1083,9 @@ class Daemon:
                                  for src in self.sources.values()),
             "resource_errors": self.resource_errors,
             "batches_unread": self.batches_unread,
+            # watched directories that cannot be listed: path -> why
+            "source_problems": {path: why for src in self.sources.values()
+                                for path, why in getattr(src, "problems", dict)().items()},
             "http_lines": self.http_lines,
             "batches": self.batches,
             "ingest_errors": self.ingest_errors,
@@ -1211,7 +1214,7 @@ class Daemon:
         starting = [sid for sid, src in self.sources.items()
                     if not getattr(src, "started", True)]
         unlisted = {path: why for src in self.sources.values()
-                    for path, why in getattr(src, "problems", dict)().items()}
+                    for path, why in getattr(src, "unreadable_roots", dict)().items()}
         ok = consumer_ok and not stopping and not self._failed_sources and \
             busy < stuck_after and not starting and not unlisted
         details: dict[str, Any] = {

@@ -9,6 +9,7 @@ import logging
 import os
 from pathlib import Path
 
+import pytest
 from source_harness import (
     FAST,
     append,
@@ -151,6 +152,7 @@ async def test_unlistable_directory_is_reported_once(tmp_path: Path, start, capl
     h = start(lambda q: FileSource([pattern], q, **FAST))
     await h.wait_scans(5)
     assert h.source.problems() == {str(tmp_path / "notadir"): "not a directory"}
+    assert h.source.unreadable_roots() == h.source.problems()
     reports = [r for r in caplog.records if "cannot scan" in r.getMessage()]
     assert len(reports) == 1, reports
     (tmp_path / "notadir").unlink()
@@ -159,3 +161,34 @@ async def test_unlistable_directory_is_reported_once(tmp_path: Path, start, capl
     await h.wait_lines(1)
     assert h.source.problems() == {}
     assert any("can be listed again" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="permissions do not apply to root")
+async def test_permission_denied_directory_is_reported(tmp_path: Path, start, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="streamer.input")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    inbox.chmod(0)
+    try:
+        h = start(lambda q: FileSource([str(inbox / "*.txt")], q, **FAST))
+        await h.wait_scans(5)
+        [(path, why)] = h.source.problems().items()
+        assert path == str(inbox) and "Permission denied" in why
+        assert len([r for r in caplog.records if "cannot scan" in r.getMessage()]) == 1
+    finally:
+        inbox.chmod(0o755)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="permissions do not apply to root")
+async def test_unlistable_subdirectory_leaves_the_rest_readable(tmp_path: Path, start) -> None:
+    (tmp_path / "closed").mkdir()
+    (tmp_path / "closed").chmod(0)
+    append(tmp_path / "a.txt", text(["readable"]))
+    try:
+        h = start(lambda q: FileSource([str(tmp_path / "**" / "*.txt")], q, **FAST))
+        await h.wait_lines(1)
+        await h.wait_scans()
+        assert list(h.source.problems()) == [str(tmp_path / "closed")]
+        assert h.source.unreadable_roots() == {}
+    finally:
+        (tmp_path / "closed").chmod(0o755)

@@ -119,6 +119,7 @@ def test_unlistable_watched_directory_is_reported(tmp_path: Path) -> None:
 
         body = svc.wait_for(unhealthy, "/healthz to name the directory")
         assert "inbox/sub: not a directory" in body["reason"], body
+        assert svc.stats()["source_problems"] == {"inbox/sub": "not a directory"}
         time.sleep(0.5)  # several scans (every 100 ms)
         assert svc.log().count("cannot scan inbox/sub") == 1, svc.log()
         (svc.inbox / "sub").unlink()
