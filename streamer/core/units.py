@@ -20,6 +20,7 @@ Unit ids (int64): a Han character's code point (< 0x40000), or for an ASCII run
 
 from __future__ import annotations
 
+import codecs
 import threading
 import unicodedata
 from dataclasses import dataclass
@@ -36,6 +37,10 @@ _SLOW = np.uint32(0xFFFFFFFF)  # table marker: this code point needs the real NF
 # table values from _EXPAND on: NFKC gives several characters (… -> ...); the value
 # minus _EXPAND numbers the expansion in _Tables.exp_off / exp_data
 _EXPAND = np.uint32(0xF0000000)
+
+# The codec is looked up (its module imported) now, not at the first batch: a service
+# that runs out of file descriptors could not import it then.
+codecs.lookup("utf-32-le")
 
 # classes
 BREAK, HAN, ALNUM = 0, 1, 2

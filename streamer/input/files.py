@@ -11,8 +11,13 @@ Files are polled, not watched: every ``poll_interval`` each open file is ``fstat
 through its descriptor and its path is ``stat``-ed; :mod:`streamer.input.changes` says
 what a change means (renamed, deleted, truncated, grown). A renamed or deleted file is
 read to the end through its open descriptor before a new file at its path is read from 0,
-so lines keep their order. Lines written to a copytruncated file between the copy and the
-truncation are lost; that is inherent to copytruncate, not something a reader can fix.
+so lines keep their order. A copytruncated file is read again from 0, and everything it
+held that was not read yet is lost: lines written between the copy and the truncation, and
+the whole unread backlog. The bytes dropped are logged and counted (``dropped_bytes``);
+that is inherent to copytruncate, not something a reader can fix.
+
+At most ``max_open_files`` files are open at once (see :mod:`streamer.input.open_files`):
+idle ones are closed and reopened by identity when they change.
 
 Lines follow :mod:`streamer.input.lines`, with one warning per long line.
 """
@@ -66,6 +71,7 @@ class FileSource:
         poll_interval: float = 0.2,
         rotate_wait: float = 5.0,
         source_id: str = "files",
+        max_open_files: int | None = None,
     ) -> None:
         self.limits = LineLimits(max_line_bytes, batch_lines, batch_bytes)
         if isinstance(patterns, str):
@@ -82,8 +88,14 @@ class FileSource:
         self._restored: list[FilePosition] = []  # from restore(), applied when run() starts
         self._restore_called = False  # not the first start: every unknown file is new
         self._recent_closed: deque[dict[str, Any]] = deque(maxlen=_RECENT_CLOSED)
-        self._open_files = OpenFiles(self.patterns, source_id, self.limits, self._committed)
         self._stop_requested = False
+        self._open_files = OpenFiles(self.patterns, source_id, self.limits, self._committed,
+                                     max_open=max_open_files,
+                                     should_stop=lambda: self._stop_requested)
+        #: bytes of lines consumed (committed), cumulative: it never goes down when a
+        #: file is deleted or truncated. Starts at the sum of the restored offsets.
+        self.bytes_committed = 0
+        self._started = False
         self._wake: asyncio.Event | None = None
         self._running = False
         self._ran = False
@@ -94,6 +106,34 @@ class FileSource:
     def scans(self) -> int:
         """Glob scans completed (the one at start included)."""
         return self._open_files.scans
+
+    @property
+    def started(self) -> bool:
+        """Whether the first scan is done and the files it found are being read."""
+        return self._started
+
+    @property
+    def max_open_files(self) -> int:
+        return self._open_files.max_open
+
+    @property
+    def dropped_bytes(self) -> int:
+        """Unread bytes lost to truncations (copytruncate), all files, this run."""
+        return self._open_files.dropped_bytes
+
+    @property
+    def resource_errors(self) -> int:
+        """Opens that failed for want of descriptors or memory (retried later)."""
+        return self._open_files.resource_errors
+
+    def problems(self) -> dict[str, str]:
+        """Watched directories that cannot be listed now: path -> why."""
+        return self._open_files.problems()
+
+    def unreadable_roots(self) -> dict[str, str]:
+        """The fixed directories of the patterns among ``problems()`` (for a health
+        check: an unlistable subdirectory of a ``**`` pattern leaves the rest readable)."""
+        return self._open_files.unreadable_roots()
 
     def restore(self, positions: list[dict[str, Any]]) -> None:
         """Resume from committed positions; call before ``run()``.
@@ -114,6 +154,7 @@ class FileSource:
                 log.warning("%s: ignoring stored position: %s", self.source_id, exc)
         self._restored = restored
         self._restore_called = True
+        self.bytes_committed = sum(p.offset for p in restored)
 
     async def run(self) -> None:
         """Read until ``stop()``; put batches into the queue (blocking when it is full)."""
@@ -128,6 +169,7 @@ class FileSource:
             start = "begin" if self.from_beginning or self._restore_called else "end"
             await asyncio.to_thread(self._open_files.startup, self._restored, start)
             self._restored = []  # applied: committed positions take over
+            self._started = True
             next_scan = loop.time() + self.scan_interval
             while not self._stop_requested:
                 if loop.time() >= next_scan:
@@ -155,6 +197,9 @@ class FileSource:
         """Record that the batch ending at ``position`` has been consumed."""
         if not isinstance(position, FilePosition):
             raise TypeError(f"not a FilePosition: {position!r}")
+        previous = self._committed.get(position.handle)
+        if previous is not None:
+            self.bytes_committed += max(0, position.consumed - previous.consumed)
         self._committed[position.handle] = position
         closed = self._closed_unacked.get(position.handle)
         if closed is not None and position.offset >= closed.offset:
@@ -189,6 +234,10 @@ class FileSource:
             if self._stop_requested:
                 break
             if f.fd is None:
+                if not (f.parked or f.attached or not f.opened):  # gone while closed
+                    lines = self._close(f)
+                    if lines:
+                        await self.queue.put(Batch(self.source_id, lines, f.position()))
                 continue
             if f.after is not None:
                 if not (f.after.drained or f.after.fd is None):

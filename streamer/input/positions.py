@@ -64,7 +64,10 @@ class FilePosition:
     """Resume point of one file: the byte offset just after the last line handed out.
 
     ``handle`` tells which open file of this process the position belongs to (two files
-    can share a device+inode over time); it is not part of the stored form.
+    can share a device+inode over time); ``consumed`` is every byte this process handed
+    out of that file so far, across truncations (``offset`` restarts at 0 on one), so
+    that the bytes a commit adds are ``consumed`` minus the last committed ``consumed``.
+    Neither is part of the stored form.
     """
 
     path: str
@@ -74,6 +77,7 @@ class FilePosition:
     fingerprint_bytes: int
     offset: int
     handle: int = field(default=-1, compare=False, repr=False)
+    consumed: int = field(default=0, compare=False, repr=False)
 
     @property
     def identity(self) -> FileIdentity:

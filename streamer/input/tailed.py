@@ -36,6 +36,12 @@ class TailedFile(LineCounts):
     state: str = "open"
     errors: dict[str, str] = field(default_factory=dict)  # operation -> last OS error
     truncations: int = 0
+    dropped_bytes: int = 0  # unread backlog lost to truncations (see restart)
+    rebased: int = 0  # bytes handed out before the last truncation (offset restarted at 0)
+    # Descriptor bound (OpenFiles.max_open): a file waiting for a descriptor has fd None.
+    parked: bool = False  # closed while idle; reopened by identity when it changes
+    opened: bool = True  # False: matched, never opened yet; ``start`` applies when it is
+    start: str = "begin"
 
     @property
     def key(self) -> Key:
@@ -51,7 +57,8 @@ class TailedFile(LineCounts):
     def position(self) -> FilePosition:
         """Where to resume once every line handed out so far has been consumed."""
         return FilePosition(self.path, self.dev, self.ino, self.fingerprint,
-                            self.fingerprint_bytes, self.offset, self.uid)
+                            self.fingerprint_bytes, self.offset, self.uid,
+                            self.rebased + self.offset)
 
     def detach(self, scans: int, nlink: int) -> None:
         """The path no longer names this file: it is finished through the descriptor."""
@@ -60,14 +67,23 @@ class TailedFile(LineCounts):
         self.drained = False
         self.state = detached_state(nlink)
 
-    def restart(self, fingerprint: tuple[str, int]) -> None:
-        """Truncated: read again from 0, whose first bytes have ``fingerprint``."""
+    def restart(self, fingerprint: tuple[str, int]) -> int:
+        """Truncated: read again from 0, whose first bytes have ``fingerprint``.
+
+        Returns the bytes dropped: ``max(size, read_offset) - offset``, everything the
+        file was last seen to hold beyond the last line handed out (read but not handed
+        out, or not read yet). Bytes written after the last poll and before the
+        truncation are lost too, but no reader can count them."""
+        dropped = max(self.size, self.read_offset) - self.offset
+        self.dropped_bytes += dropped
+        self.rebased += self.offset
         self.truncations += 1
         self.state = "truncated"
         self.offset = self.read_offset = 0
         self.more = False
         self.splitter.reset()
         self.fingerprint, self.fingerprint_bytes = fingerprint
+        return dropped
 
     def status(self, source_id: str, committed: FilePosition | None) -> dict[str, Any]:
         """Counters and state, for the service's status page."""
@@ -86,5 +102,7 @@ class TailedFile(LineCounts):
             "replaced_bytes": self.replaced_bytes,
             "long_lines": self.long_lines,
             "truncations": self.truncations,
+            "dropped_bytes": self.dropped_bytes,
+            "parked": self.parked or not self.opened,
             "error": "; ".join(self.errors.values()) or None,
         }

@@ -418,6 +418,9 @@ class SourcesConfig:
                     that still hold it get this long to finish).
     queue_batches   capacity of the queue between sources and the engine (backpressure).
     batch_bytes     target size of one batch handed to the engine.
+    max_open_files  files held open at once, at most (0: the process's RLIMIT_NOFILE
+                    minus a reserve for snapshots, exports and HTTP); idle files are
+                    closed and reopened by identity when they grow.
     """
 
     globs: tuple[str, ...] = setting(("inbox/*.txt",), _list_of(_path))
@@ -429,6 +432,7 @@ class SourcesConfig:
     rotate_wait: float = setting(5.0, parse_duration)
     queue_batches: int = setting(16, _int(1, 10_000))
     batch_bytes: int = setting(2**20, _min_size(1024))
+    max_open_files: int = setting(0, _int(0, 1 << 20))
 
 
 @dataclass(frozen=True)

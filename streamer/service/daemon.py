@@ -61,6 +61,11 @@ log = logging.getLogger(__name__)
 DRAIN_SECONDS = 3.0
 
 
+#: Exit status of a run that stopped with batches it could not ingest (resource errors):
+#: their files resume from the last snapshot's offsets at the next start.
+EXIT_UNREAD = 3
+
+
 class StartupError(Exception):
     """The service cannot start: one line on stderr, exit status 2 (nothing was changed)."""
 
@@ -257,7 +262,7 @@ class Daemon:
                             scan_interval=s.scan_interval, max_line_bytes=s.max_line_bytes,
                             batch_lines=BATCH_LINES, batch_bytes=s.batch_bytes,
                             poll_interval=s.poll_interval, rotate_wait=s.rotate_wait,
-                            source_id="files")
+                            source_id="files", max_open_files=s.max_open_files or None)
             if positions is not None:  # else a first start: sources.from_beginning applies
                 fs.restore(positions.get("files", []))
             self.sources["files"] = fs
@@ -346,7 +351,15 @@ class Daemon:
         await self.publisher.rescore(reason="shutdown")
         ok = await self.snapshots.take(reason="shutdown")
         await self.publisher.export(reason="shutdown")
-        return 0 if ok else 1
+        if not ok:
+            return 1
+        unread = self.counters.batches_unread
+        if unread:
+            log.error("%d batch(es) could not be ingested (resource errors); their files"
+                      " resume from the snapshot's offsets at the next start (exit status %d)",
+                      unread, EXIT_UNREAD)
+            return EXIT_UNREAD
+        return 0
 
     # ================================================================== ServiceView
 

@@ -44,6 +44,12 @@ BATCH_LINES = 50_000
 #: The freed memory of batches is handed back to the OS at most this often (a trim costs
 #: ~4 ms; without it RSS wanders by ~10% with the batches' temporaries).
 TRIM_SECONDS = 2.0
+#: A batch that fails with an OSError (EMFILE, ENOMEM...: the process, not the batch) is
+#: retried after RETRY_FIRST seconds, doubling up to RETRY_MAX; such failures are logged
+#: once per RESOURCE_LOG_SECONDS with their count.
+RETRY_FIRST = 0.2
+RETRY_MAX = 5.0
+RESOURCE_LOG_SECONDS = 60.0
 
 
 class Pipeline:
@@ -68,6 +74,9 @@ class Pipeline:
         self._consumer: asyncio.Task[None] | None = None
         self._job_started: float | None = None  # monotonic start of the running engine job
         self._trimmed = 0.0  # monotonic time of the last malloc trim (engine thread)
+        self._unread_handles: set[tuple[str, int]] = set()  # files given up at shutdown
+        self._resource_logged = -RESOURCE_LOG_SECONDS
+        self._resource_unlogged = 0
 
     # ------------------------------------------------------------------ the engine
 
@@ -214,14 +223,64 @@ class Pipeline:
 
     async def process(self, batch: Batch,
                       prepared: asyncio.Future[EncodedBatch] | None = None) -> None:
-        """Count one batch and commit its position, under the engine lock."""
+        """Count one batch and commit its position, under the engine lock.
+
+        An OSError while encoding it (which reads no engine state) is the process's trouble
+        (out of descriptors or memory), not the batch's: the batch is not committed and is
+        retried after a backoff, holding the queue (sources wait); once stopping, it is
+        given up after one more attempt and counted in ``batches_unread``, and so is every
+        later batch of its file, so that the file resumes from its last committed offset at
+        the next start."""
+        c = self._counters
+        handle = (batch.source_id, getattr(batch.position, "handle", None))
+        if handle[1] is not None and handle in self._unread_handles:
+            c.batches_unread += 1
+            return
+        delay = RETRY_FIRST
+        while True:
+            try:
+                await self._process_once(batch, prepared)
+                return
+            except OSError as exc:
+                prepared = None
+                c.resource_errors += 1
+                self._log_resource_error(batch, exc)
+                if self._stopping.is_set():
+                    if handle[1] is not None:
+                        self._unread_handles.add(handle)
+                    c.batches_unread += 1
+                    log.error("stopping: could not ingest a batch of %d lines from %s (%s);"
+                              " it is not committed", len(batch.lines), batch.source_id, exc)
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                delay = min(delay * 2, RETRY_MAX)
+
+    def _log_resource_error(self, batch: Batch, exc: OSError) -> None:
+        self._resource_unlogged += 1
+        now = time.monotonic()
+        if now - self._resource_logged >= RESOURCE_LOG_SECONDS:
+            log.error("cannot ingest a batch from %s: %s (%d failed attempt(s) since the last"
+                      " such message); not committed, retrying", batch.source_id,
+                      exc.strerror or exc, self._resource_unlogged)
+            self._resource_logged = now
+            self._resource_unlogged = 0
+
+    async def _process_once(self, batch: Batch,
+                            prepared: asyncio.Future[EncodedBatch] | None) -> None:
+        """Ingest and commit one batch; an OSError while encoding it propagates."""
         async with self.lock:
+            stage = "encode"
             try:
                 p = await (prepared if prepared is not None else self._encode_ahead(batch))
+                stage = "ingest"
                 totals = await self.in_worker(self._ingest_job, p)
-            except Exception:
+            except Exception as exc:
+                if isinstance(exc, OSError) and stage == "encode":
+                    raise  # nothing was counted (encoding reads no state): retried
                 # The batch is committed anyway: re-reading a batch that crashes the engine
-                # after every restart would stop the service for good.
+                # after every restart would stop the service for good, and one that failed
+                # half-counted would be counted twice.
                 self._counters.ingest_errors += 1
                 log.exception("engine failed on a batch of %d lines from %s (%s); skipped",
                               len(batch.lines), batch.source_id,
@@ -242,7 +301,8 @@ class Pipeline:
         now = time.monotonic()
         if now - self._trimmed >= TRIM_SECONDS:
             self._trimmed = now
-            release_freed_memory()
+            with contextlib.suppress(OSError):  # counted already: never fail the batch
+                release_freed_memory()
         return eng.lines_ingested, eng.chars_ingested, eng.units_ingested
 
     async def ingest(self, lines: list[str]) -> int:

@@ -45,6 +45,8 @@ class Counters:
     batches: int = 0
     http_lines: int = 0
     ingest_errors: int = 0
+    resource_errors: int = 0  # batch attempts that failed with an OSError (retried)
+    batches_unread: int = 0  # batches given up at shutdown (never counted, not committed)
     #: bumps on every engine mutation (ingest, rescore, set_known): an unchanged value
     #: tells the timers there is nothing new to rescore or snapshot
     generation: int = 0
@@ -146,9 +148,15 @@ class Telemetry:
             "lines_ingested": c.lines_ingested,
             "chars_ingested": c.chars_ingested,
             "units_ingested": c.units_ingested,
-            # committed offsets: what the engine consumed (read offsets run ahead)
-            "bytes_ingested": sum(int(s.get("committed_offset", s.get("offset")) or 0)
-                                  for s in sources),
+            # bytes of the lines the engine consumed, cumulative (never goes down)
+            "bytes_ingested": sum(_bytes_committed(src) for src in self._sources.values()),
+            "bytes_dropped": sum(getattr(src, "dropped_bytes", 0)
+                                 for src in self._sources.values()),
+            "resource_errors": c.resource_errors,
+            "batches_unread": c.batches_unread,
+            # watched directories that cannot be listed: path -> why
+            "source_problems": {path: why for src in self._sources.values()
+                                for path, why in getattr(src, "problems", dict)().items()},
             "http_lines": c.http_lines,
             "batches": c.batches,
             "ingest_errors": c.ingest_errors,
@@ -193,6 +201,12 @@ class Telemetry:
                    c.batches),
             Metric("streamer_ingest_errors_total", "counter", "Batches the engine failed on.",
                    c.ingest_errors),
+            Metric("streamer_source_dropped_bytes_total", "counter",
+                   "Unread bytes lost to truncated (copytruncate) files.",
+                   sum(getattr(src, "dropped_bytes", 0) for src in self._sources.values())),
+            Metric("streamer_resource_errors_total", "counter",
+                   "Batch attempts that failed with an OSError (retried, not committed).",
+                   c.resource_errors),
             Metric("streamer_queue_depth", "gauge", "Batches waiting for the engine.",
                    self._engine.queue_depth()),
             Metric("streamer_queue_capacity", "gauge", "Capacity of the batch queue.",
@@ -266,15 +280,21 @@ class Telemetry:
         stopping = self._stopping.is_set()
         stuck_after = max(STUCK_SECONDS, 6 * self._cfg.intervals.rescore)
         busy = self._engine.stuck_seconds()
+        starting = [sid for sid, src in self._sources.items()
+                    if not getattr(src, "started", True)]
+        unlisted = {path: why for src in self._sources.values()
+                    for path, why in getattr(src, "unreadable_roots", dict)().items()}
         ok = (consumer == "running" and not stopping and not c.failed_sources
-              and busy < stuck_after and c.snapshot_failure is None)
+              and busy < stuck_after and c.snapshot_failure is None and not starting
+              and not unlisted)
         details: dict[str, Any] = {
             "lines_ingested": c.lines_ingested,
             "queue_depth": self._engine.queue_depth(),
             "uptime_s": round(time.time() - c.started, 3),
         }
-        if consumer == "starting":
-            details["reason"] = "starting"
+        if consumer == "starting" or starting:
+            details["reason"] = "starting" + (f": scanning {', '.join(starting)}"
+                                              if starting else "")
         elif stopping:
             details["reason"] = "shutting down"
         elif consumer != "running":
@@ -284,6 +304,9 @@ class Telemetry:
         elif c.failed_sources:
             details["reason"] = "source failed: " + "; ".join(
                 f"{k}: {v}" for k, v in c.failed_sources.items())
+        elif unlisted:
+            details["reason"] = "cannot scan " + "; ".join(
+                f"{path}: {why}" for path, why in sorted(unlisted.items()))
         elif c.snapshot_failure is not None:
             # ingestion and the API still work; a restart would lose what the missing
             # snapshots hold and re-read it from the sources
@@ -301,6 +324,13 @@ class Telemetry:
             return 0
         return max(1, snapshot.intervals_without_snapshot(
             c.last_snapshot, c.started, time.time(), self._cfg.intervals.snapshot))
+
+
+def _bytes_committed(src: FileSource | StdinSource) -> int:
+    """Bytes of the lines a source had consumed, cumulative."""
+    if isinstance(src, FileSource):
+        return src.bytes_committed
+    return sum(int(row.get("committed_offset") or 0) for row in src.status())
 
 
 def rss_bytes() -> int | None:
