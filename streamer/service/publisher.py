@@ -166,7 +166,10 @@ class Publisher:
                 await asyncio.to_thread(job)
             except Exception as exc:
                 self._counters.export_errors += 1
+                self._counters.export_failure = f"{export_dir / 'latest.jsonl'}: {exc}"
                 log.error("cannot write %s: %s", export_dir / "latest.jsonl", exc)
+                return
+            self._counters.export_failure = None
 
     def export_due(self) -> bool:
         """A rescore has published a list the exports do not hold yet."""
@@ -189,8 +192,10 @@ class Publisher:
                     retention_days=e.retention_days or None)
             except Exception as exc:
                 c.export_errors += 1
+                c.export_failure = f"{self._export_dir}: {exc}"
                 log.error("export failed (%s): %s", reason, exc)
                 return
+        c.export_failure = None
         self._exported = pub
         c.exports += 1
         c.last_export = time.time()

@@ -66,6 +66,8 @@ class Counters:
     exports: int = 0
     last_export: float | None = None
     export_errors: int = 0
+    #: what the last export (or latest.jsonl) write failed on, else None
+    export_failure: str | None = None
     known_words: int = 0
     #: source id -> why it stopped (a bug: sources handle bad files themselves)
     failed_sources: dict[str, str] = field(default_factory=dict)
@@ -286,7 +288,7 @@ class Telemetry:
                     for path, why in getattr(src, "unreadable_roots", dict)().items()}
         ok = (consumer == "running" and not stopping and not c.failed_sources
               and busy < stuck_after and c.snapshot_failure is None and not starting
-              and not unlisted)
+              and not unlisted and c.export_failure is None)
         details: dict[str, Any] = {
             "lines_ingested": c.lines_ingested,
             "queue_depth": self._engine.queue_depth(),
@@ -302,9 +304,12 @@ class Telemetry:
         elif busy >= stuck_after:
             details["reason"] = f"engine stuck: one job has run for {busy:.0f} s"
         elif c.failed_sources:
+            # the service still serves and the other sources still count: degraded
+            details["status"] = "degraded"
             details["reason"] = "source failed: " + "; ".join(
                 f"{k}: {v}" for k, v in c.failed_sources.items())
         elif unlisted:
+            details["status"] = "degraded"
             details["reason"] = "cannot scan " + "; ".join(
                 f"{path}: {why}" for path, why in sorted(unlisted.items()))
         elif c.snapshot_failure is not None:
@@ -314,6 +319,9 @@ class Telemetry:
             details["reason"] = (f"snapshots failing: {self.snapshot_failing_intervals()} "
                                  f"intervals without a snapshot (last error: "
                                  f"{c.snapshot_failure})")
+        elif c.export_failure is not None:
+            details["status"] = "degraded"
+            details["reason"] = f"exports failing: {c.export_failure}"
         return ok, details
 
     def snapshot_failing_intervals(self) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -119,6 +120,7 @@ def test_unlistable_watched_directory_is_reported(tmp_path: Path) -> None:
 
         body = svc.wait_for(unhealthy, "/healthz to name the directory")
         assert "inbox/sub: not a directory" in body["reason"], body
+        assert body["status"] == "degraded", body
         assert svc.stats()["source_problems"] == {"inbox/sub": "not a directory"}
         time.sleep(0.5)  # several scans (every 100 ms)
         assert svc.log().count("cannot scan inbox/sub") == 1, svc.log()
@@ -156,6 +158,33 @@ def test_bytes_ingested_never_goes_down_and_dropped_bytes_are_exposed(
         assert stats["bytes_dropped"] == 0
         _, _, metrics = svc.http("GET", "/metrics")
         assert re.search(rb"^streamer_source_dropped_bytes_total 0$", metrics, re.M), metrics
+        assert svc.stop() == 0
+    finally:
+        svc.cleanup()
+
+
+def test_failing_exports_turn_health_degraded_until_they_succeed(tmp_path: Path) -> None:
+    """An export directory that cannot be written (a file where it should be: root ignores
+    permissions) turns /healthz 503 "degraded" with the reason; the service keeps
+    counting, and health returns when exports succeed again."""
+    svc = LiveService(tmp_path)
+    try:
+        svc.start()
+        shutil.rmtree(svc.exports)
+        svc.exports.write_text("not a directory\n")
+        svc.feed(["导出目录坏了也照样计数"] * 20)
+
+        def degraded() -> dict | None:
+            status, body = svc.get("/healthz")
+            return body if status == 503 and body.get("status") == "degraded" else None
+
+        body = svc.wait_for(degraded, "/healthz degraded by the exports")
+        assert body["reason"].startswith("exports failing: "), body
+        svc.wait_for(lambda: svc.stats()["lines_ingested"] == 20, "lines still counted")
+        svc.exports.unlink()
+        svc.feed(["导出目录修好了"] * 5)
+        svc.wait_for(lambda: svc.health_status() == 200, "healthy again")
+        assert (svc.exports / "latest.jsonl").exists()
         assert svc.stop() == 0
     finally:
         svc.cleanup()
