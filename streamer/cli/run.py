@@ -13,10 +13,10 @@ import signal
 import sys
 from typing import Any
 
+from streamer.core.memory import tune_malloc
 from streamer.service import config as configmod
 from streamer.service.config import ConfigError
 from streamer.service.daemon import Daemon, StartupError, setup_logging
-from streamer.service.pipeline import tune_malloc
 
 log = logging.getLogger(__name__)
 

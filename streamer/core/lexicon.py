@@ -18,7 +18,6 @@ What the ranking takes from a lexicon (streamer.scoring):
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
 import io
 import math
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from streamer.core.memory import release_freed_memory
 from streamer.core.units import normalise
 
 #: first letters of the part-of-speech tags of function classes in the ICTCLAS/PKU
@@ -402,7 +402,7 @@ def load_known(values: Iterable[str | Path]) -> Lexicon:
     stay resident under them, and reading jieba's dict.txt leaves ~15 MB of freed parsing
     buffers beside the ~43 MB the words keep (docs/benchmarks.md)."""
     paths = [resolve_known(v) for v in values]
-    _release_freed_heap()
+    release_freed_memory()
     try:
         lexicon = Lexicon.load(paths)
     except UnicodeDecodeError:
@@ -413,12 +413,5 @@ def load_known(values: Iterable[str | Path]) -> Lexicon:
                 raise LexiconError(f"{path}: not UTF-8 (byte {exc.start}: {exc.reason})"
                                    ) from None
         raise
-    _release_freed_heap()
+    release_freed_memory()
     return lexicon
-
-
-def _release_freed_heap() -> None:
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass

@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from streamer.core.memory import release_freed_memory
 from streamer.core.results import Published, Word
 from streamer.service.config import Config
-from streamer.service.pipeline import Pipeline, release_freed_memory
+from streamer.service.pipeline import Pipeline
 from streamer.service.telemetry import Counters
 from streamer.storage import exports
 

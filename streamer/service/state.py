@@ -30,10 +30,11 @@ from typing import Any
 
 from streamer.core.engine import Engine, EngineConfig
 from streamer.core.lexicon import Lexicon
+from streamer.core.memory import release_freed_memory
 from streamer.core.results import Published, Word
 from streamer.input import FileSource, StdinSource
 from streamer.service.config import Config
-from streamer.service.pipeline import Pipeline, release_freed_memory
+from streamer.service.pipeline import Pipeline
 from streamer.service.publisher import Publisher
 from streamer.service.telemetry import Counters
 from streamer.storage import snapshot
