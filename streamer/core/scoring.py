@@ -84,6 +84,7 @@ pmi_lex out.
 from __future__ import annotations
 
 import math
+import re
 import struct
 import weakref
 from dataclasses import dataclass
@@ -105,6 +106,12 @@ class PartFeatures:
     phrase: np.ndarray
     log_parts: np.ndarray | None = None
     nparts: np.ndarray | None = None
+
+
+#: the first unit of a word (match) and its last (search): an ASCII letter/digit run, or
+#: one character
+_HEAD_UNIT = re.compile(r"[a-z0-9]+|.", re.S)
+_TAIL_UNIT = re.compile(r"[a-z0-9]+$|.$", re.S)
 
 
 def is_number(part: str) -> bool:
@@ -196,6 +203,13 @@ def part_features(words: list[str], alone: np.ndarray, unigrams: np.ndarray,
         return PartFeatures(empty, empty, np.empty(0, bool))
     enc, offsets = encode_words(words, units)
     rate = standalone_rate(*(t[dense_index(enc.ids)] for t in (alone, unigrams)))
+    if not len(lex):
+        # no lexicon, no segmentation: only the number rule and the text's rates apply
+        # (what the rules below give for an empty lexicon, without a DP per word)
+        head = np.array([is_number(_HEAD_UNIT.match(w).group()) for w in words])
+        tail = np.array([is_number(_TAIL_UNIT.search(w).group()) for w in words])
+        return PartFeatures(np.where(head, 1.0, rate[offsets[:-1]]),
+                            np.where(tail, 1.0, rate[offsets[1:] - 1]), np.zeros(n, bool))
     old = _RULES.get(lex, {})
     cache = {}
     for w in words:
