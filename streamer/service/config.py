@@ -365,22 +365,6 @@ def _host_name(v: Any) -> str:
     return bare
 
 
-def _host_name(v: Any) -> str:
-    """A Host name for http.allowed_hosts: a DNS name, an IPv4 or IPv6 address, or "*"."""
-    if v == "*":
-        return v
-    problem = f"must be a host name, an IP address or \"*\", got {_show(v)}"
-    if not isinstance(v, str) or not v.strip():
-        raise ValueError(problem)
-    name = v.strip().lower().rstrip(".")
-    bare = name[1:-1] if name.startswith("[") and name.endswith("]") else name
-    try:
-        parse_listen(f"[{bare}]:0" if ":" in bare else f"{bare}:0")
-    except ValueError:
-        raise ValueError(problem) from None
-    return bare
-
-
 def _listen(v: Any) -> str:
     parse_listen(v)
     return v.strip()

@@ -255,17 +255,8 @@ def _make_room(directory: Path, cause: OSError) -> list[Path]:
     removed: list[Path] = []
     for path in reversed(list_snapshots(directory)):
         if kept is None:
-            try:
-                with open(path, "rb", buffering=0) as f:
-                    header, payload_start = read_header(f, path)
-                    check_size(path, header, payload_start, os.fstat(f.fileno()).st_size)
-            except FileNotFoundError:
-                continue
-            except UNUSABLE as e:
-                log.warning("snapshot %s is unusable (%s); setting it aside", path, e.message)
-                _set_aside(path, e.reason)
-                continue
-            kept = path
+            if _looks_usable(path):
+                kept = path
             continue
         try:
             size = path.stat().st_size
@@ -288,6 +279,22 @@ def _make_room(directory: Path, cause: OSError) -> list[Path]:
     return removed
 
 
+def _looks_usable(path: Path) -> bool:
+    """True when the snapshot's header reads and its size agrees with it (O(1), not its
+    checksum); an unusable one is set aside, a vanished one is just not usable."""
+    try:
+        with open(path, "rb", buffering=0) as f:
+            header, payload_start = read_header(f, path)
+            check_size(path, header, payload_start, os.fstat(f.fileno()).st_size)
+    except FileNotFoundError:
+        return False
+    except UNUSABLE as e:
+        log.warning("snapshot %s is unusable (%s); setting it aside", path, e.message)
+        _set_aside(path, e.reason)
+        return False
+    return True
+
+
 def _apply_retention(directory: Path, keep: int, newest: Path) -> None:
     """Delete all but the newest ``keep`` good snapshots; set aside bad ones on the way
     (their header and size are checked, not their checksum: O(files), not O(bytes))."""
@@ -298,17 +305,8 @@ def _apply_retention(directory: Path, keep: int, newest: Path) -> None:
                 path.unlink()
                 log.debug("removed old snapshot %s", path)
             continue
-        if path != newest:
-            try:
-                with open(path, "rb", buffering=0) as f:
-                    header, payload_start = read_header(f, path)
-                    check_size(path, header, payload_start, os.fstat(f.fileno()).st_size)
-            except FileNotFoundError:
-                continue
-            except UNUSABLE as e:
-                log.warning("snapshot %s is unusable (%s); setting it aside", path, e.message)
-                _set_aside(path, e.reason)
-                continue
+        if path != newest and not _looks_usable(path):
+            continue
         good += 1
 
 
