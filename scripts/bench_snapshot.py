@@ -209,6 +209,26 @@ def snapshot_files(state: Path) -> list[dict]:
     return rows
 
 
+def start_daemon(root: Path, args: argparse.Namespace, state_extra: str,
+                 engine_extra: str = "") -> tuple[subprocess.Popen[bytes], int, Path]:
+    """`streamer run` on root/inbox/*.txt with the benchmark's memory and snapshot interval,
+    HTTP on a free loopback port, its log in root/daemon.log: (process, port, log path)."""
+    port = free_port()
+    config = root / "streamer.toml"
+    config.write_text(
+        f'[sources]\nglobs = ["inbox/*.txt"]\n[engine]\nmemory = "{args.memory}"\n'
+        f'{engine_extra}[intervals]\nsnapshot = {args.interval}\n[state]\ndir = "state"\n'
+        f'{state_extra}[export]\ndir = "exports"\nformats = []\n', encoding="utf-8")
+    cmd = [sys.executable, "-m", "streamer", "run", "--config", str(config),
+           "--listen", f"127.0.0.1:{port}"]
+    env = dict(os.environ, PYTHONPATH=str(args.repo))
+    log_path = root / "daemon.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT,
+                                env=env, stdin=subprocess.DEVNULL)
+    return proc, port, log_path
+
+
 def run_rate(args: argparse.Namespace) -> int:
     """--rate: steady feed, bytes written per snapshot and per hour."""
     info = bc.machine_info(sys.executable)
@@ -223,19 +243,7 @@ def run_rate(args: argparse.Namespace) -> int:
                                                      encoding="utf-8")
         prefeed_lines = feeder.i
         feeder.chars = 0
-        port = free_port()
-        config = root / "streamer.toml"
-        config.write_text(
-            f'[sources]\nglobs = ["inbox/*.txt"]\n[engine]\nmemory = "{args.memory}"\n'
-            f'[intervals]\nsnapshot = {args.interval}\n[state]\ndir = "state"\n'
-            'keep = 1000\n[export]\ndir = "exports"\nformats = []\n', encoding="utf-8")
-        cmd = [sys.executable, "-m", "streamer", "run", "--config", str(config),
-               "--listen", f"127.0.0.1:{port}"]
-        env = dict(os.environ, PYTHONPATH=str(args.repo))
-        log_path = root / "daemon.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT,
-                                    env=env, stdin=subprocess.DEVNULL)
+        proc, port, log_path = start_daemon(root, args, "keep = 1000\n")
         poller = Poller(port)
         poller.start()
         status = 1
@@ -328,19 +336,7 @@ def main() -> int:
         root = Path(tmp)
         (root / "inbox").mkdir()
         total_lines = build_feed(root / "inbox" / "feed.txt", args.mib, args.cache)
-        port = free_port()
-        config = root / "streamer.toml"
-        config.write_text(
-            f'[sources]\nglobs = ["inbox/*.txt"]\n[engine]\nmemory = "{args.memory}"\nknown = []\n'
-            f'[intervals]\nsnapshot = {args.interval}\n[state]\ndir = "state"\n'
-            '[export]\ndir = "exports"\nformats = []\n', encoding="utf-8")
-        cmd = [sys.executable, "-m", "streamer", "run", "--config", str(config),
-               "--listen", f"127.0.0.1:{port}"]
-        env = dict(os.environ, PYTHONPATH=str(args.repo))
-        log_path = root / "daemon.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT,
-                                    env=env, stdin=subprocess.DEVNULL)
+        proc, port, log_path = start_daemon(root, args, "", "known = []\n")
         poller = Poller(port)
         poller.start()
         try:
