@@ -209,6 +209,24 @@ def snapshot_files(state: Path) -> list[dict]:
     return rows
 
 
+def stop_daemon(proc: subprocess.Popen[bytes], poller: Poller, log_path: Path,
+                timeout: float) -> tuple[int, str]:
+    """Stop the poller, SIGTERM the daemon (SIGKILL if it outlives ``timeout`` seconds or
+    the run failed before): (exit status, its log)."""
+    poller.stop.set()
+    poller.join()
+    status = 1
+    try:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        status = proc.wait(timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return status, log_path.read_text(encoding="utf-8", errors="replace")
+
+
 def start_daemon(root: Path, args: argparse.Namespace, state_extra: str,
                  engine_extra: str = "") -> tuple[subprocess.Popen[bytes], int, Path]:
     """`streamer run` on root/inbox/*.txt with the benchmark's memory and snapshot interval,
@@ -246,7 +264,6 @@ def run_rate(args: argparse.Namespace) -> int:
         proc, port, log_path = start_daemon(root, args, "keep = 1000\n")
         poller = Poller(port)
         poller.start()
-        status = 1
         try:
             deadline = time.monotonic() + 900
             while time.monotonic() < deadline and proc.poll() is None:  # prefeed read
@@ -264,15 +281,8 @@ def run_rate(args: argparse.Namespace) -> int:
             steady_seconds = time.monotonic() - t_start
             feeder.stop.set()
             feeder.join()
-            poller.stop.set()
-            poller.join()
-            proc.send_signal(signal.SIGTERM)
-            status = proc.wait(300)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        log_text = log_path.read_text(encoding="utf-8", errors="replace")
+            status, log_text = stop_daemon(proc, poller, log_path, 300)
         if status != 0 or not poller.samples:
             print(log_text[-3000:], file=sys.stderr)
             return 1
@@ -347,15 +357,8 @@ def main() -> int:
                           or s["lines_ingested"] >= total_lines):
                     break
                 time.sleep(0.2)
-            poller.stop.set()
-            poller.join()
-            proc.send_signal(signal.SIGTERM)
-            status = proc.wait(120)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        log_text = log_path.read_text(encoding="utf-8", errors="replace")
+            status, log_text = stop_daemon(proc, poller, log_path, 120)
         if status != 0 or not poller.samples:
             print(log_text[-3000:], file=sys.stderr)
             return 1
