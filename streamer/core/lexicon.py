@@ -292,42 +292,51 @@ class Lexicon:
         """
         lex = cls.__new__(cls)
         lex._tag_names = [""]
+        # tag text -> id; 0 for a third column that is no tag, or past MAX_TAGS tags
         ids: dict[str, int] = {"": 0}
         shared: dict[int, int] = {}
         index: dict[str, int] = {}
         has_freq = False
         names = []
+        finite = math.isfinite
+        mask = MAX_TAGS - 1
         for p in paths:
             path = Path(p)
             names.append(str(path))
             with path.open(encoding="utf-8-sig", errors="strict") as fh:
                 # one normalisation of the whole file: far cheaper than one a line, and
                 # the same result (NFKC composes nothing across a line break)
-                text = io.StringIO(normalise(fh.read()))
-            for line in text:
+                text = normalise(fh.read())
+            # the loop below is the load's cost (349k lines of jieba's dict.txt): the
+            # packing is inlined and each distinct tag text is checked once
+            for line in text.splitlines():
                 parts = line.split(None, 3)
-                if not parts or parts[0].startswith("#"):
+                if not parts or parts[0][0] == "#":
                     continue
                 word = parts[0]
                 old = index.get(word)
-                f = 0.0 if old is None else float(old >> TAG_BITS)
-                tid = 0 if old is None else old & (MAX_TAGS - 1)
+                if old is None:
+                    f, tid = 0.0, 0
+                else:
+                    f, tid = float(old >> TAG_BITS), old & mask
                 if len(parts) >= 2:
                     try:
                         given = float(parts[1])
                     except ValueError:
                         given = 0.0
-                    if given > 0 and math.isfinite(given):
+                    if given > 0 and finite(given):
                         f += given
                         has_freq = True
-                        if len(parts) >= 3 and not tid and _TAG.fullmatch(parts[2]):
-                            tid = ids.get(parts[2], -1)
+                        if len(parts) >= 3 and not tid:
+                            tag = parts[2]
+                            tid = ids.get(tag, -1)
                             if tid < 0:
-                                tid = len(lex._tag_names) if len(lex._tag_names) < MAX_TAGS else 0
-                                ids[parts[2]] = tid
+                                tid = (len(lex._tag_names) if _TAG.fullmatch(tag)
+                                       and len(lex._tag_names) < MAX_TAGS else 0)
+                                ids[tag] = tid
                                 if tid:
-                                    lex._tag_names.append(parts[2])
-                entry = _pack(f, tid)
+                                    lex._tag_names.append(tag)
+                entry = (max(round(f), 1) << TAG_BITS) | tid
                 index[word] = shared.setdefault(entry, entry)
         lex._index = index
         lex.sources = tuple(names)
