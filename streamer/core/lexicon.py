@@ -19,7 +19,6 @@ What the ranking takes from a lexicon (streamer.scoring):
 from __future__ import annotations
 
 import importlib.util
-import io
 import math
 import re
 from collections.abc import Iterable, KeysView, Sequence
