@@ -993,3 +993,18 @@ def test_inspect_a_directory(tmp_path: Path) -> None:
     empty.mkdir()
     proc = inspect_cli(empty)
     assert proc.returncode == 0 and proc.stdout.strip() == "no snapshots"
+
+
+def test_inspect_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """`streamer snapshot inspect FILE | head -1`: the reader closes the pipe early; the
+    command stops without a traceback (status 141, as a shell reports SIGPIPE)."""
+    snap = Path(__file__).resolve().parents[1] / "data" / "snapshot-v1.snap"
+    proc = subprocess.Popen([sys.executable, "-m", "streamer", "snapshot", "inspect", str(snap),
+                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=streamer_env(), cwd=tmp_path)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # nobody reads: the first flush meets EPIPE
+    err = proc.stderr.read().decode()
+    status = proc.wait(60)
+    assert "Traceback" not in err, err
+    assert status == 141, (status, err)
