@@ -165,12 +165,6 @@ def format_size(n: int) -> str:
     return str(n)
 
 
-def format_duration(s: float) -> str:
-    for unit, mult in (("d", 86400), ("h", 3600), ("m", 60)):
-        if s >= mult and s % mult == 0:
-            return f"{int(s // mult)}{unit}"
-    return f"{s:g}s"
-
 
 # --------------------------------------------------------------------------- table reader
 
