@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import unicodedata
 import zipfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -507,3 +508,50 @@ def write_json_report(path: Path, report: object, **dumps_kwargs: object) -> Non
     path.write_text(json.dumps(report, ensure_ascii=False, indent=1, **dumps_kwargs) + "\n",
                     encoding="utf-8")
     log(f"wrote {path}")
+
+# --------------------------------------------------------------------------- judged labels
+
+#: the judged labels of ../shared/eval (the dev set every reported figure uses first)
+DEV_LABELS = REPO.parent / "shared" / "eval" / "labels-dev.json"
+#: this project's own judged labels (docs/labels/README.md says who judged them and how)
+PROJECT_LABELS = REPO / "docs" / "labels"
+
+
+def default_label_files() -> list[Path]:
+    """The dev labels, then every label file of this project."""
+    return [DEV_LABELS, *sorted(PROJECT_LABELS.glob("*.json"))]
+
+
+def load_labels(paths: Sequence[Path]) -> dict[str, dict[str, int]]:
+    """{corpus: {word: 0|1}} merged over label files (a later file adds words; a word
+    labelled in two files keeps the first file's label)."""
+    out: dict[str, dict[str, int]] = {"reviews": {}, "pd": {}}
+    for path in paths:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        for corpus, labels in data.items():
+            merged = out.setdefault(corpus, {})
+            for word, label in labels.items():
+                merged.setdefault(word.lower(), int(label))
+    return out
+
+
+def contexts(word: str, lines: Sequence[str], n: int = 3,
+             width: int = 20) -> list[str]:
+    """The first ``n`` places ``word`` occurs in ``lines`` (NFKC, lower-cased), with
+    ``width`` characters each side; tabs and newlines become spaces."""
+    out: list[str] = []
+    for line in lines:
+        text = unicodedata.normalize("NFKC", line).lower()
+        at = text.find(word)
+        while at >= 0 and len(out) < n:
+            out.append(text[max(0, at - width):at + len(word) + width]
+                       .replace("\t", " ").replace("\n", " "))
+            at = text.find(word, at + len(word))
+        if len(out) >= n:
+            break
+    return out + [""] * (n - len(out))
+
+
+def write_unlabelled(path: Path, words: Sequence[str], lines: Sequence[str]) -> None:
+    rows = ["\t".join([w, *contexts(w, lines)]) for w in words]
+    path.write_text("".join(r + "\n" for r in rows), encoding="utf-8")

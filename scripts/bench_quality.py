@@ -37,7 +37,6 @@ min_entropy 0 (no freedom filter, like the method as published; discover's defau
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import shlex
@@ -55,10 +54,6 @@ import bench_common as bc  # noqa: E402
 
 KS = (20, 50, 100)
 SHOW_TOP = 50
-CONTEXTS = 3
-CONTEXT_CHARS = 20  # characters each side of a word in an example context
-DEV_LABELS = bc.REPO.parent / "shared" / "eval" / "labels-dev.json"
-PROJECT_LABELS = bc.REPO / "docs" / "labels"
 
 # --------------------------------------------------------------------------- reference
 
@@ -254,19 +249,6 @@ def vocabulary(words: Iterable[str], pd: bc.PeoplesDaily, min_count: int) -> dic
     }
 
 
-def load_labels(paths: Sequence[Path]) -> dict[str, dict[str, int]]:
-    """{corpus: {word: 0|1}} merged over label files (a later file adds words; a word
-    labelled in two files keeps the first file's label)."""
-    out: dict[str, dict[str, int]] = {"reviews": {}, "pd": {}}
-    for path in paths:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        for corpus, labels in data.items():
-            merged = out.setdefault(corpus, {})
-            for word, label in labels.items():
-                merged.setdefault(word.lower(), int(label))
-    return out
-
-
 def judged_words(words: Iterable[str]) -> list[str]:
     """The words the judged lists score: two or more characters (Latin lower-cased)."""
     return [w.lower() for w in words if len(w) >= 2]
@@ -277,28 +259,6 @@ def precision_at(words: Sequence[str], labels: dict[str, int],
     """p@K: share of the first K words labelled 1 (unlabelled words count as misses, the
     denominator is always K)."""
     return {str(k): sum(labels.get(w, 0) for w in words[:k]) / k for k in ks}
-
-
-def contexts(word: str, lines: Sequence[str], n: int = CONTEXTS,
-             width: int = CONTEXT_CHARS) -> list[str]:
-    """The first ``n`` places ``word`` occurs in ``lines`` (NFKC, lower-cased), with
-    ``width`` characters each side; tabs and newlines become spaces."""
-    out: list[str] = []
-    for line in lines:
-        text = unicodedata.normalize("NFKC", line).lower()
-        at = text.find(word)
-        while at >= 0 and len(out) < n:
-            out.append(text[max(0, at - width):at + len(word) + width]
-                       .replace("\t", " ").replace("\n", " "))
-            at = text.find(word, at + len(word))
-        if len(out) >= n:
-            break
-    return out + [""] * (n - len(out))
-
-
-def write_unlabelled(path: Path, words: Sequence[str], lines: Sequence[str]) -> None:
-    rows = ["\t".join([w, *contexts(w, lines)]) for w in words]
-    path.write_text("".join(r + "\n" for r in rows), encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- runs
@@ -392,14 +352,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="also write all figures here")
     ap.add_argument("--labels", type=Path, action="append", default=None,
                     help=f"judged label files, {{corpus: {{word: 0|1}}}} (repeatable; default "
-                         f"{DEV_LABELS} then {PROJECT_LABELS}/*.json); the first is the "
+                         f"{bc.DEV_LABELS} then {bc.PROJECT_LABELS}/*.json); the first is the "
                          f"dev set, reported alone too")
     ap.add_argument("--unlabelled-dir", type=Path, default=None,
                     help="write the unlabelled words of the top 50, with contexts, to "
                          "DIR/unlabelled-<corpus>.tsv")
     args = ap.parse_args(argv)
     if args.labels is None:
-        args.labels = [DEV_LABELS, *sorted(PROJECT_LABELS.glob("*.json"))]
+        args.labels = bc.default_label_files()
     for path in args.labels:
         if not path.is_file():
             ap.error(f"--labels {path}: no such file")
@@ -442,8 +402,8 @@ def measure(args: argparse.Namespace, runner: Runner, data: bc.BenchData) -> dic
 
     # 2. new words, judged by the labels
     if "new" not in skip:
-        dev = load_labels(args.labels[:1])
-        every = load_labels(args.labels)
+        dev = bc.load_labels(args.labels[:1])
+        every = bc.load_labels(args.labels)
         report["labels"] = [str(p) for p in args.labels]
         for corpus in ("reviews", "pd"):
             a = runner.run(corpus, args.new_min_count, known=True)
@@ -452,7 +412,7 @@ def measure(args: argparse.Namespace, runner: Runner, data: bc.BenchData) -> dic
             unlabelled = [w for w in listed[:SHOW_TOP] if w not in every[corpus]]
             if args.unlabelled_dir is not None:
                 lines = data.pd.lines if corpus == "pd" else data.reviews
-                write_unlabelled(args.unlabelled_dir / f"unlabelled-{corpus}.tsv",
+                bc.write_unlabelled(args.unlabelled_dir / f"unlabelled-{corpus}.tsv",
                                  unlabelled, lines)
             report["new_words"].append({
                 "corpus": corpus,

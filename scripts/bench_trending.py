@@ -41,7 +41,7 @@ import sys
 import tempfile
 import time
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +51,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common as bc  # noqa: E402
 from bench_stream import DaemonProcess, loadavg  # noqa: E402
 
-DEFAULT_LABELS = bc.REPO.parent / "shared" / "eval" / "labels-dev.json"
 K = 20
 NEW_MAX_PD = 2            # "new to the second part": at most this many occurrences in PD
 DETECT_MIN_TOTAL = 40     # detection set: occurs at least this often in the reviews
@@ -81,9 +80,11 @@ class Part:
     chars: int
     stream_time: str | None
     top: list[dict[str, Any]]    # the first K scored words of the emergence view
-    hits: int                    # judged word and new to the second part
-    unlabelled: int
-    available: int               # judged words new to the second part in the whole new list
+    hits: int                    # judged word (dev labels) and new to the second part
+    hits_all: int                # the same with every label file
+    unlabelled: int              # in no label file
+    available: int               # judged words (dev) new to the second part, whole new list
+    available_all: int           # the same with every label file
     new_listed: set[str] = field(default_factory=set, repr=False)
 
     @property
@@ -91,9 +92,17 @@ class Part:
         return self.hits / K
 
     @property
+    def p_at_k_all(self) -> float:
+        return self.hits_all / K
+
+    @property
     def ceiling(self) -> float:
-        """The best p@K any order of the listed new words could reach."""
+        """The best p@K any order of the listed new words could reach (dev labels)."""
         return min(self.available, K) / K
+
+    @property
+    def ceiling_all(self) -> float:
+        return min(self.available_all, K) / K
 
 
 def daemon_config(root: Path, known: Path, cps: float | None, rescore: str) -> str:
@@ -160,8 +169,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "reviews in equal parts through `streamer run` in replay mode; trending "
                     "p@20 of /words?new=true&sort=emergence after each part, and detection.")
     bc.add_cache_python_args(ap)
-    ap.add_argument("--labels", type=Path, default=DEFAULT_LABELS,
-                    help=f"judged labels (default {DEFAULT_LABELS})")
+    ap.add_argument("--labels", type=Path, action="append", default=None,
+                    help=f"judged label files (repeatable; default {bc.DEV_LABELS} then "
+                         f"{bc.PROJECT_LABELS}/*.json); the first is the dev set: p@{K} is "
+                         "reported with it alone and with every file")
+    ap.add_argument("--unlabelled-dir", type=Path, default=None,
+                    help="write the words of the views that no label file has, with contexts "
+                         "from the reviews, to DIR/unlabelled-trending.tsv")
     ap.add_argument("--parts", type=int, default=20, help="parts of the reviews (default 20)")
     ap.add_argument("--chars-per-second", type=float, default=None,
                     help="[time] chars_per_second of the replay (default: the shipped one)")
@@ -177,8 +191,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.parts < 2:
         ap.error("--parts must be at least 2")
-    if not args.labels.is_file():
-        ap.error(f"--labels: no such file: {args.labels}")
+    args.labels = args.labels or bc.default_label_files()
+    for path in args.labels:
+        if not path.is_file():
+            ap.error(f"--labels: no such file: {path}")
+    if args.unlabelled_dir is not None and not args.unlabelled_dir.is_dir():
+        ap.error(f"--unlabelled-dir {args.unlabelled_dir}: no such directory")
 
     python = args.python or bc.default_python()
     machine = bc.machine_info(python)
@@ -186,7 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     pd = bc.load_peoples_daily(cache)
     reviews = bc.load_reviews(cache)
     known = bc.write_if_changed(cache / "jieba" / "dict.txt", bc.jieba_dict_bytes(cache))
-    labels: dict[str, int] = json.loads(args.labels.read_text(encoding="utf-8"))["reviews"]
+    labels = bc.load_labels(args.labels[:1])["reviews"]
+    every = bc.load_labels(args.labels)["reviews"]
     pd_text = normalise("\n".join(pd.lines))
     pd_counts: dict[str, int] = {}
 
@@ -194,6 +213,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if word not in pd_counts:
             pd_counts[word] = pd_text.count(word)
         return pd_counts[word]
+
+    def judged_new(words: Iterable[str], judged: dict[str, int]) -> int:
+        """How many of ``words`` are judged words new to the second part."""
+        return sum(judged.get(w) == 1 and in_pd(w) <= NEW_MAX_PD for w in words)
 
     n = len(reviews)
     bounds = [round(i * n / args.parts) for i in range(args.parts + 1)]
@@ -232,22 +255,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             st = wait_rescored(d, written, args.timeout)
             listed = [w for w in words_of(d, f"new=true&sort=emergence&limit={4 * K}")
                       if len(w["word"]) >= 2][:K]
-            hits = unlabelled = 0
-            for w in listed:
-                word = w["word"].lower()
-                v = labels.get(word)
-                unlabelled += v is None
-                hits += v == 1 and in_pd(word) <= NEW_MAX_PD
+            top = [w["word"].lower() for w in listed]
             new_listed = {w["word"].lower() for w in words_of(d, "new=true&limit=10000")}
-            available = sum(labels.get(w) == 1 and in_pd(w) <= NEW_MAX_PD
-                            for w in new_listed if len(w) >= 2)
+            candidates = [w for w in new_listed if len(w) >= 2]
+
             res = Part(i, bounds[i] / n, int(st["chars_ingested"]), st.get("stream_time"),
-                       listed, hits, unlabelled, available, new_listed)
+                       listed, judged_new(top, labels), judged_new(top, every),
+                       sum(w not in every for w in top), judged_new(candidates, labels),
+                       judged_new(candidates, every), new_listed)
             results.append(res)
-            shown = " ".join(fmt_word(w, labels.get(w["word"].lower()),
+            shown = " ".join(fmt_word(w, every.get(w["word"].lower()),
                                       in_pd(w["word"].lower())) for w in listed)
-            bc.log(f"part {i:2d} ({res.share:4.0%}): p@{K} {res.p_at_k:.2f} (ceiling "
-                   f"{res.ceiling:.2f})  {shown}")
+            bc.log(f"part {i:2d} ({res.share:4.0%}): p@{K} {res.p_at_k:.2f} / all labels "
+                   f"{res.p_at_k_all:.2f} (ceiling {res.ceiling:.2f} / {res.ceiling_all:.2f})"
+                   f"  {shown}")
     finally:
         d.stop()
         if args.keep or args.workdir:
@@ -275,19 +296,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     for s, r in at.items():
         p = "-" if r is None else f"{r.p_at_k:.2f} (ceiling {r.ceiling:.2f})"
+        p_all = "-" if r is None else f"{r.p_at_k_all:.2f} (ceiling {r.ceiling_all:.2f})"
         ok = r is not None and r.p_at_k >= TARGET_P20
-        rows.append([f"trending p@{K} at {s:.0%}", p, f">= {TARGET_P20}",
+        rows.append([f"trending p@{K} at {s:.0%}", p, p_all, f">= {TARGET_P20}",
                      "met" if ok else "**NOT met**"])
-    rows.append(["detection", f"{len(detected)}/{len(detect_set)} = {detection:.2f}",
+    rows.append(["detection", f"{len(detected)}/{len(detect_set)} = {detection:.2f}", "",
                  f">= {TARGET_DETECT}", "met" if detection >= TARGET_DETECT else "**NOT met**"])
-    out += [bc.md_table(["figure", "value", "target", ""], rows), ""]
+    label_names = ", ".join(path.name for path in args.labels)
+    out += [bc.md_table(["figure", f"{args.labels[0].name}", f"all labels ({label_names})",
+                         "target", ""], rows), ""]
     out += [f"Every part (first {K} of `/words?new=true&sort=emergence`; + judged word, "
-            f"- judged not a word, ? unlabelled; pdN: N occurrences in People's Daily; "
+            f"- judged not a word, ? in no label file; pdN: N occurrences in People's Daily; "
             f"ceiling: the p@{K} of the best order of every listed new word, as labelled):", ""]
     out.append(bc.md_table(
-        ["part", "reviews in", f"p@{K}", "ceiling", "unlabelled", "list"],
-        [[r.index, f"{r.share:.0%}", f"{r.p_at_k:.2f}", f"{r.ceiling:.2f}", r.unlabelled,
-          " ".join(fmt_word(w, labels.get(w["word"].lower()), in_pd(w["word"].lower()))
+        ["part", "reviews in", f"p@{K} dev / all", "ceiling dev / all", "unlabelled", "list"],
+        [[r.index, f"{r.share:.0%}", f"{r.p_at_k:.2f} / {r.p_at_k_all:.2f}",
+          f"{r.ceiling:.2f} / {r.ceiling_all:.2f}", r.unlabelled,
+          " ".join(fmt_word(w, every.get(w["word"].lower()), in_pd(w["word"].lower()))
                    for w in r.top)] for r in results]))
     out += ["", f"Detection set: {len(detect_set)} judged words of two or more units, absent "
             f"from People's Daily, >= {DETECT_MIN_TOTAL} times in the reviews. Missed (due "
@@ -295,11 +320,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             + (", ".join(f"{w} ({due.get(w)}, {late[w] or 'never'})" for w in missed)
                if missed else "none"), ""]
     print("\n".join(out))
+    if args.unlabelled_dir is not None:
+        seen = dict.fromkeys(w["word"].lower() for r in results for w in r.top)
+        bc.write_unlabelled(args.unlabelled_dir / "unlabelled-trending.tsv",
+                            [w for w in seen if w not in every], reviews)
     if args.json:
         bc.write_json_report(args.json, {
             "machine": machine, "command": bc.this_command(), "config": cfg,
             "parts": [{"part": r.index, "share": r.share, "chars": r.chars,
                        "stream_time": r.stream_time, "p_at_k": r.p_at_k, "hits": r.hits,
+                       "p_at_k_all": r.p_at_k_all, "ceiling_all": r.ceiling_all,
                        "unlabelled": r.unlabelled, "available": r.available,
                        "ceiling": r.ceiling, "top": r.top} for r in results],
             "detection": {"words": detect_set, "due": due, "detected": detected,
