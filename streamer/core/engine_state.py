@@ -71,11 +71,14 @@ class EngineState:
         Counters add (for count-min sketches the sum of two conservative-update
         tables is an overestimate of the union, equal to one run's table where no
         two keys share a counter); per-unit tables add; candidates are matched by
-        key: counts add, first_seen is the earlier, last_seen the later, neighbour
-        buckets add. Candidates beyond the capacity evict the lowest-count ones.
+        key: counts add (both decayed to the later last decay first), first_seen is
+        the earlier, last_seen the later, neighbour buckets add. Candidates beyond the
+        capacity evict the lowest-count ones. ``other`` is changed (decayed, its clock
+        aligned): merge a copy to keep it.
         """
         if other.fingerprint() != self.fingerprint():
             raise ValueError("engines differ in configuration (fingerprint)")
+        self._align_decay(other)
         self._align_clocks(other)
         self.counter.merge(other.counter)  # type: ignore[arg-type]
         self.unigrams += other.unigrams
@@ -116,6 +119,19 @@ class EngineState:
             a[mine] = (total // (2 ** shift).astype(np.int64)).astype(np.uint16)
         self.listed.merge(other.listed)
         self.exposure.merge(other.exposure)
+
+    def _align_decay(self, other: EngineState) -> None:
+        """Bring both engines' candidate counts to the same time (merge).
+
+        Recent and baseline counts are kept as of each engine's last decay, later
+        occurrences forward-weighted (Engine._forward), so two shards that rescored at
+        different times hold them on different scales: both are decayed to the later time
+        before they add. Without decay this only sets both last_decay to the later one."""
+        times = [t for t in (self.last_decay, other.last_decay) if t is not None]
+        if times:
+            later = max(times)
+            self.decay_to(later)  # type: ignore[attr-defined]
+            other.decay_to(later)  # type: ignore[attr-defined]
 
     def _align_clocks(self, other: EngineState) -> None:
         """Bring both engines' counters to the same clock units (merge)."""

@@ -764,6 +764,7 @@ def apply_overrides(cfg: Config, args: argparse.Namespace) -> Config:
         log = dataclasses.replace(log, level=conv("--log-level", args.log_level,
                                                   _choice(LOG_LEVELS)))
     out = dataclasses.replace(cfg, sources=src, engine=eng, intervals=iv, state=st,
-                              export=ex, http=http, view=view, log=log, flags=tuple(sorted(flags.items())))
+                              export=ex, http=http, view=view, log=log,
+                              flags=tuple(sorted(flags.items())))
     check(out)
     return out
