@@ -77,3 +77,22 @@ def test_merge_decays_both_shards_to_the_later_rescore() -> None:
         x.merge(y)
         got = {w.word: w for w in x.rescore(250.0).words}[word].count
         assert abs(got - expected) < 1e-6 * expected, (got, expected)
+
+
+def test_a_piece_one_shard_never_cut_out_counts_that_shards_occurrences() -> None:
+    """Shard B sees the word 3 times, below min_count: its n-grams never become cohesive
+    there, so B never cuts it out. Its occurrences are still occurrences of the word:
+    the merged count takes them from B's n-gram counter, as an engine seeds a piece it
+    admits late (Engine._seed_counts)."""
+    rng = random.Random(5)
+    word = INJECTED[0]
+    lines_a = background(rng, 600, [word], every=50)   # 12 occurrences
+    lines_b = background(rng, 600, [word], every=200)  # 3 occurrences
+    n_a = sum(x.count(word) for x in lines_a)
+    n_b = sum(x.count(word) for x in lines_b)
+    assert n_b < CFG.min_count <= n_a
+    a, b = fed(lines_a), fed(lines_b)
+    assert b.candidates.lookup(b._word_key(word))[0] < 0  # B never tracked it
+    view = merged([a, b])
+    listed = {w.word: w for w in view.rescore(0.0).words}
+    assert listed[word].count == listed[word].total_count == n_a + n_b
