@@ -22,8 +22,9 @@ Shard states travel as the shards' own snapshot files, in directories the view c
   configuration, its directory gone) contributes the file the view used last, while that
   file still exists; when it does not, the previous merged state stays published. Either
   way /healthz says ``degraded`` naming the shard and why. A shard that has not written a
-  snapshot yet contributes nothing (degraded: "no snapshot yet"). A shard that stopped for
-  good keeps its last state in the view; its snapshot age grows in /metrics.
+  snapshot yet, or whose directory does not exist yet, contributes nothing (degraded). A
+  shard that stopped for good keeps its last state in the view; its snapshot age grows in
+  /metrics.
 * Published first_seen does not jump: the registry of words the view listed, with the
   first_seen each had when first listed, is carried from each merged engine to the next
   (and through the view's own snapshots across its restarts).
@@ -121,13 +122,18 @@ class ShardView:
     # ------------------------------------------------------------------ start-up
 
     def check(self) -> None:
-        """(start-up) Every shard directory exists, and its newest snapshot, if any, was made
-        with this engine configuration (raises ShardConfigError naming the shard)."""
+        """(start-up) The newest snapshot of every shard directory, if any, was made with
+        this engine configuration (raises ShardConfigError naming the shard). A directory
+        that does not exist yet is not an error (shards and the view may start together,
+        a mount may come later): it is reported degraded until it holds a snapshot."""
         for s in self.shards:
             d = Path(s.dir)
-            if not d.is_dir():
-                raise ShardConfigError(f"shard {s.dir}: no such directory (a shard's "
+            if d.exists() and not d.is_dir():
+                raise ShardConfigError(f"shard {s.dir}: not a directory (a shard's "
                                        "state.dir, shared or copied here)")
+            if not d.exists():
+                log.warning("shard %s: no such directory yet", s.dir)
+                continue
             try:
                 found = snapshot.newest_header(d)
             except OSError as exc:
@@ -253,7 +259,8 @@ class ShardView:
             if skipped:
                 problem = "newest snapshot unusable: " + "; ".join(skipped)
             elif result is None:
-                problem = "no snapshot yet"
+                problem = ("no snapshot yet" if Path(s.dir).is_dir()
+                           else "no such directory (yet)")
         except snapshot.FingerprintMismatch as exc:
             problem = (f"{exc.path.name} was made with a different engine configuration "
                        f"(fingerprint {exc.found}, the view has {exc.expected})")

@@ -142,7 +142,7 @@ def test_view_reports_a_bad_shard_and_keeps_its_previous_state(tmp_path: Path,
         view.cleanup()
 
 
-def test_view_refuses_a_shard_of_another_engine_configuration(tmp_path: Path,
+def test_view_refuses_a_shard_of_another_engine_configuration_or_a_file(tmp_path: Path,
                                                               lines: list[str]) -> None:
     shard = LiveService(tmp_path / "shard", {"engine": {"memory": "16MB"}})
     try:
@@ -158,6 +158,32 @@ def test_view_refuses_a_shard_of_another_engine_configuration(tmp_path: Path,
     err = view.log()
     assert "--shard" in err and str(shard.root / "state") in err
     assert "different engine configuration" in err
-    missing = view.launch(["--shard", str(tmp_path / "nowhere")])
-    assert missing.wait(60) == 2
-    assert "no such directory" in view.log()
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    proc = view.launch(["--shard", str(a_file)])
+    assert proc.wait(60) == 2
+    assert "not a directory" in view.log()
+
+
+def test_a_shard_directory_that_appears_later_joins_the_view(tmp_path: Path,
+                                                             lines: list[str]) -> None:
+    """Shards and the view may start together: a shard's state directory that does not
+    exist yet is reported (degraded, named) and merged once it holds a snapshot."""
+    shard = LiveService(tmp_path / "shard", EXACT)
+    view = LiveService(tmp_path / "view", view_config([shard.root / "state"]))
+    try:
+        view.launch([], log_mode="ab")
+
+        def degraded() -> dict | None:
+            status, body = view.get("/healthz")
+            return body if status == 503 and body.get("status") == "degraded" else None
+
+        body = view.wait_for(degraded, "/healthz degraded")
+        assert "no such directory" in body["reason"] and str(shard.root) in body["reason"]
+        append_lines(shard.inbox / "part.txt", lines[:300])
+        shard.start()
+        view.wait_for(lambda: view.health_status() == 200
+                      and view.stats()["lines_ingested"] == 300, "the shard merged")
+    finally:
+        shard.cleanup()
+        view.cleanup()
