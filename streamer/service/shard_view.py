@@ -25,6 +25,8 @@ Shard states travel as the shards' own snapshot files, in directories the view c
   snapshot yet, or whose directory does not exist yet, contributes nothing (degraded). A
   shard that stopped for good keeps its last state in the view; its snapshot age grows in
   /metrics.
+* After a restart the view publishes the merged state of its own last snapshot at once,
+  until a merge replaces it; a merge that could read no shard at all does not replace it.
 * Published first_seen does not jump: the registry of words the view listed, with the
   first_seen each had when first listed, is carried from each merged engine to the next
   (and through the view's own snapshots across its restarts).
@@ -177,6 +179,15 @@ class ShardView:
             self._publish_status()
             log.error("shards not merged: %s; the previous merged state stays published",
                       c.view_problem)
+            return False
+        if all(got.path is None for got in built.shards) and \
+                self._pipeline.engine.lines_ingested:
+            # no shard can be read (a restart while their directories are not mounted, say):
+            # the state restored from the view's own snapshot stays published
+            for s, got in zip(self.shards, built.shards, strict=True):
+                self._note(s, got.problem)
+                s.tried = None
+            self._publish_status()
             return False
         for s, sig, got in zip(self.shards, sigs, built.shards, strict=True):
             # a directory that cannot be listed is tried again at every interval

@@ -187,3 +187,43 @@ def test_a_shard_directory_that_appears_later_joins_the_view(tmp_path: Path,
     finally:
         shard.cleanup()
         view.cleanup()
+
+
+def test_a_restarted_view_publishes_its_own_last_state_until_shards_can_be_read(
+        tmp_path: Path, lines: list[str]) -> None:
+    """The view snapshots its merged state: restarted while its shard cannot be read, it
+    publishes that state (same words, same first_seen), says which shard is missing, and
+    merges again once the shard is back."""
+    shard = LiveService(tmp_path / "shard", EXACT)
+    view = LiveService(tmp_path / "view", view_config([shard.root / "state"]))
+    try:
+        append_lines(shard.inbox / "part.txt", lines[:900])
+        shard.start()
+        shard.wait_for(lambda: shard.stats()["lines_ingested"] == 900, "900 lines")
+        assert shard.stop() == 0
+        view.start()
+        view.wait_for(lambda: view.stats()["lines_ingested"] == 900, "the shard merged")
+        view.rescored()
+        before = {w["word"]: w["first_seen"] for w in view.words(limit=10_000)}
+        assert set(INJECTED) <= set(before)
+        assert view.stop() == 0
+
+        away = shard.root / "state-away"
+        (shard.root / "state").rename(away)
+        view.launch([], log_mode="ab")
+
+        def degraded() -> dict | None:
+            status, body = view.get("/healthz")
+            return body if status == 503 and body.get("status") == "degraded" else None
+
+        body = view.wait_for(degraded, "/healthz degraded")
+        assert str(shard.root / "state") in body["reason"]
+        assert view.stats()["lines_ingested"] == 900
+        after = {w["word"]: w["first_seen"] for w in view.words(limit=10_000)}
+        assert after == before
+        away.rename(shard.root / "state")
+        view.wait_for(lambda: view.health_status() == 200, "healthy again")
+        assert {w["word"]: w["first_seen"] for w in view.words(limit=10_000)} == before
+    finally:
+        shard.cleanup()
+        view.cleanup()
