@@ -620,6 +620,10 @@ def check(cfg: Config) -> None:
             return (ConfigError("command line", flag, problem) if flag
                     else ConfigError(cfg.origin, "view.shards", problem))
 
+        given = [f for f in ("--source", "--stdin") if f in dict(cfg.flags).values()]
+        if given:
+            raise bad(f"a merged view reads no sources: drop {' and '.join(given)} (or "
+                      "run a shard without --shard)")
         if h.ingest_enabled:
             # lines posted to a view would be counted into a merged state that the next
             # merge rebuilds from the shards: they would vanish
@@ -733,6 +737,7 @@ def apply_overrides(cfg: Config, args: argparse.Namespace) -> Config:
                                                   _list_of(_path)))
     if g(args, "stdin", None):
         src = dataclasses.replace(src, stdin=True)
+        flags["sources.stdin"] = "--stdin"
     if g(args, "from_beginning", None) is not None:
         src = dataclasses.replace(src, from_beginning=bool(args.from_beginning))
     if g(args, "state_dir", None) is not None:

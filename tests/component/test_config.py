@@ -316,6 +316,10 @@ def test_shard_flags_make_a_view() -> None:
     with pytest.raises(ConfigError) as info:
         apply_overrides(Config(), parse(["--shard", "state"]))
     assert "command line: --shard: state is this service's own state.dir" in str(info.value)
+    for extra in (["--source", "x/*.txt"], ["--stdin"]):
+        with pytest.raises(ConfigError) as info:
+            apply_overrides(Config(), parse(["--shard", "a/state", *extra]))
+        assert f"a merged view reads no sources: drop {extra[0]}" in str(info.value)
 
 
 def test_no_overrides_is_identity() -> None:

@@ -760,7 +760,7 @@ def test_describe_lists_snapshots_bad_and_temporary_files(tmp_path: Path) -> Non
     assert format_description(describe(tmp_path / "missing")) == "no snapshots"
 
 
-# --------------------------------------------------------------------------- another writer's directory
+# ----------------------------------------------------------------- another writer's directory
 
 
 def test_reading_another_writers_directory_changes_nothing_there(tmp_path: Path) -> None:
