@@ -137,6 +137,16 @@ def test_view_reports_a_bad_shard_and_keeps_its_previous_state(tmp_path: Path,
         assert bad.exists()  # a shard's directory is read-only to the view
         bad.unlink()
         view.wait_for(lambda: view.health_status() == 200, "healthy again")
+
+        # the shard restarted with other engine settings: its new snapshot is refused by
+        # name and the file merged before keeps its place
+        other = snapshot.write_snapshot(state, {"engine": {}}, fingerprint="0123456789abcdef",
+                                        keep=5)
+        body = view.wait_for(lambda: (b := degraded()) and other.name in b["reason"] and b,
+                             "/healthz degraded for the other configuration")
+        assert "different engine configuration" in body["reason"], body
+        assert newest.name in body["reason"]  # kept
+        assert view.stats()["lines_ingested"] == 600
     finally:
         shard.cleanup()
         view.cleanup()
