@@ -26,7 +26,7 @@ from streamer.core.listed import ListedRegistry
 from streamer.core.neighbours import NeighbourTable
 from streamer.core.results import Published
 from streamer.core.sketch import NgramCounter, counter_from_state
-from streamer.core.units import DENSE_SIZE
+from streamer.core.units import DENSE_SIZE, encode, encode_words
 
 
 class EngineState:
@@ -71,12 +71,18 @@ class EngineState:
         Counters add (for count-min sketches the sum of two conservative-update
         tables is an overestimate of the union, equal to one run's table where no
         two keys share a counter); per-unit tables add; candidates are matched by
-        key: counts add, first_seen is the earlier, last_seen the later, neighbour
-        buckets add. Candidates beyond the capacity evict the lowest-count ones.
+        key: counts add (both decayed to the later last decay first), and a piece of at
+        most ``order`` units that only one side tracks gets the other side's n-gram count
+        of it (_one_sided_seeds); first_seen is the earlier, last_seen the later,
+        neighbour buckets add. Candidates beyond the
+        capacity evict the lowest-count ones. ``other`` is changed (decayed, its clock
+        aligned): merge a copy to keep it.
         """
         if other.fingerprint() != self.fingerprint():
             raise ValueError("engines differ in configuration (fingerprint)")
+        self._align_decay(other)
         self._align_clocks(other)
+        seed_keys, seed_units = self._one_sided_seeds(other)  # before the counters add
         self.counter.merge(other.counter)  # type: ignore[arg-type]
         self.unigrams += other.unigrams
         self.alone += other.alone
@@ -107,6 +113,12 @@ class EngineState:
         for k in range(max(map(len, theirs_ex), default=0)):
             has = [i for i, ex in enumerate(theirs_ex) if len(ex) > k]
             dst.add_examples(mine[held[has]], [theirs_ex[i][k] for i in has])
+        seeded = dst.lookup(seed_keys)
+        ok = seeded >= 0
+        prior = self.clock.occurrences(seed_units[ok].astype(np.float64))
+        dst.total[seeded[ok]] += np.rint(prior).astype(np.int64)
+        dst.recent[seeded[ok]] += prior  # both are as of the same last decay: no forward
+        dst.slow[seeded[ok]] += prior    # weight (the same approximation as _seed_counts)
         for side in ("left", "right"):
             a = getattr(self.neighbours, side)
             b = getattr(other.neighbours, side)
@@ -116,6 +128,50 @@ class EngineState:
             a[mine] = (total // (2 ** shift).astype(np.int64)).astype(np.uint16)
         self.listed.merge(other.listed)
         self.exposure.merge(other.exposure)
+
+    def _one_sided_seeds(self, other: EngineState) -> tuple[np.ndarray, np.ndarray]:
+        """Keys of the pieces (of at most ``order`` units) that one engine tracks and the
+        other does not, with the other's n-gram count of each (in clock units).
+
+        The other engine saw those strings too, but never cut them out as a piece: their
+        n-grams were not cohesive with its counts (a shard that sees 1/N of the stream
+        reaches min_count N times later). As when an engine admits a piece
+        (Engine._seed_counts), those occurrences count from the n-gram counter, so the
+        merged count does not depend on which shard happened to admit the piece."""
+        a, b = self.candidates, other.candidates
+        mine, theirs = np.flatnonzero(a.used), np.flatnonzero(b.used)
+        only_mine = mine[b.lookup(a.keys[mine]) < 0]
+        only_theirs = theirs[a.lookup(b.keys[theirs]) < 0]
+        keys, units = [], []
+        for table, slots, counter in ((a, only_mine, other.counter),
+                                      (b, only_theirs, self.counter)):
+            short = slots[self._unit_lengths(table.texts(slots)) <= self.config.order]
+            keys.append(table.keys[short])
+            units.append(counter.query(table.keys[short]))
+        return np.concatenate(keys), np.concatenate(units).astype(np.int64)
+
+    def _unit_lengths(self, texts: list[str]) -> np.ndarray:
+        """Length of each text in units (0 for one that no longer encodes to units)."""
+        if not texts:
+            return np.empty(0, np.int64)
+        _, offsets = encode_words(texts, self.config.units)
+        lengths = np.diff(offsets)
+        if len(lengths) != len(texts):  # a text that encodes to no unit has no clause
+            lengths = np.array([len(encode(t, self.config.units)) for t in texts], np.int64)
+        return lengths
+
+    def _align_decay(self, other: EngineState) -> None:
+        """Bring both engines' candidate counts to the same time (merge).
+
+        Recent and baseline counts are kept as of each engine's last decay, later
+        occurrences forward-weighted (Engine._forward), so two shards that rescored at
+        different times hold them on different scales: both are decayed to the later time
+        before they add. Without decay this only sets both last_decay to the later one."""
+        times = [t for t in (self.last_decay, other.last_decay) if t is not None]
+        if times:
+            later = max(times)
+            self.decay_to(later)  # type: ignore[attr-defined]
+            other.decay_to(later)  # type: ignore[attr-defined]
 
     def _align_clocks(self, other: EngineState) -> None:
         """Bring both engines' counters to the same clock units (merge)."""

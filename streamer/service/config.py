@@ -14,9 +14,9 @@ Conventions (documented in config/streamer.toml as well):
   default budget and a state written by ``streamer discover`` has the same fingerprint.
 * Durations: a number is seconds; strings take ms, s, m, h, d and may be compound
   (``"1h30m"``).
-* Relative paths (sources.globs, engine.known, state.dir, export.dir) are resolved
-  against the current working directory of the process, not against the config file:
-  ``scripts/run`` starts in the repository root, so the shipped ``inbox/*.txt`` means
+* Relative paths (sources.globs, engine.known, state.dir, export.dir, view.shards) are
+  resolved against the current working directory of the process, not against the config
+  file: ``scripts/run`` starts in the repository root, so the shipped ``inbox/*.txt`` means
   ``<repo>/inbox/*.txt``, and a user who runs ``streamer run`` elsewhere gets the
   directories where they stand, the same as for command-line paths.
 """
@@ -332,6 +332,13 @@ def _optional_positive(v: Any) -> int | None:
     return n
 
 
+def _half_life(v: Any) -> float:
+    # 0 = no decay (counts are plain occurrences, as in `discover`): TOML has no
+    # infinity, and 0 already means "none" for capacity, max_words and top_k
+    s = parse_duration(v)
+    return math.inf if s == 0 else s
+
+
 def _lower(v: Any) -> str:
     return _str(v).lower()
 
@@ -433,7 +440,7 @@ class EngineSection:
     exact: bool = setting(_ENGINE.exact, _bool)
     depth: int = setting(_ENGINE.depth, _int())
     seed: int = setting(_ENGINE.seed, _int())
-    half_life: float = setting(3600.0, parse_duration)
+    half_life: float = setting(3600.0, _half_life)
     capacity: int | None = setting(None, _optional_int)
     max_words: int | None = setting(10_000, _optional_int)
     known: tuple[str, ...] = setting(DEFAULT_KNOWN, _list_of(_path))
@@ -516,6 +523,20 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
+class ViewConfig:
+    """A merged view of shard services (streamer.service.shard_view).
+
+    shards    state directories of the shard services (their ``state.dir``, shared or
+              copied here); non-empty makes this service the view: it reads no sources,
+              and every ``interval`` merges the shards' newest snapshots and publishes.
+    interval  how often the shards' directories are checked for new snapshots.
+    """
+
+    shards: tuple[str, ...] = setting((), _unique(_list_of(_path)))
+    interval: float = setting(10.0, _positive_duration)
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = setting("info", _choice(LOG_LEVELS))
 
@@ -531,6 +552,7 @@ class Config:
     state: StateConfig = field(default_factory=StateConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    view: ViewConfig = field(default_factory=ViewConfig)
     log: LogConfig = field(default_factory=LogConfig)
     origin: str = "built-in defaults"
     #: dotted key -> the command-line flag that set it (for messages about its value)
@@ -591,6 +613,27 @@ def check(cfg: Config) -> None:
         raise ConfigError(cfg.origin, "http.ingest_token",
                           "must be set when http.ingest_enabled is true (on a loopback "
                           "address too: any web page in a local browser can POST to it)")
+    if cfg.view.shards:
+        flag = dict(cfg.flags).get("view.shards")
+
+        def bad(problem: str) -> ConfigError:
+            return (ConfigError("command line", flag, problem) if flag
+                    else ConfigError(cfg.origin, "view.shards", problem))
+
+        given = [f for f in ("--source", "--stdin") if f in dict(cfg.flags).values()]
+        if given:
+            raise bad(f"a merged view reads no sources: drop {' and '.join(given)} (or "
+                      "run a shard without --shard)")
+        if h.ingest_enabled:
+            # lines posted to a view would be counted into a merged state that the next
+            # merge rebuilds from the shards: they would vanish
+            raise bad("a merged view counts no text of its own: set http.ingest_enabled = "
+                      "false (post to a shard instead)")
+        own = Path(cfg.state.dir).resolve()
+        for shard in cfg.view.shards:
+            if Path(shard).resolve() == own:
+                raise bad(f"{shard} is this service's own state.dir: the view's snapshots "
+                          "must not be read back as a shard")
 
 
 def load(path: str | Path | None) -> Config:
@@ -649,6 +692,9 @@ def add_override_arguments(p: argparse.ArgumentParser) -> None:
                        default=None, help="read files present at first start from byte 0")
     begin.add_argument("--from-end", dest="from_beginning", action="store_false",
                        help="only read what is appended after the first start")
+    p.add_argument("--shard", dest="shards", action="append", metavar="DIR",
+                   help="run as the merged view of shard services: DIR is a shard's state "
+                        "directory (repeatable; replaces view.shards; no sources are read)")
     p.add_argument("--log-level", metavar="LEVEL", help=f"one of {', '.join(LOG_LEVELS)}")
 
 
@@ -682,7 +728,8 @@ def apply_overrides(cfg: Config, args: argparse.Namespace) -> Config:
                             ("listen", "http.listen", "--listen"),
                             ("known", "engine.known", "--known"),
                             ("min_count", "engine.min_count", "--min-count"),
-                            ("no_known", "engine.known", "--no-known")):
+                            ("no_known", "engine.known", "--no-known"),
+                            ("shards", "view.shards", "--shard")):
         if g(args, attr, None):
             flags[key] = flag
     if g(args, "sources", None):
@@ -690,6 +737,7 @@ def apply_overrides(cfg: Config, args: argparse.Namespace) -> Config:
                                                   _list_of(_path)))
     if g(args, "stdin", None):
         src = dataclasses.replace(src, stdin=True)
+        flags["sources.stdin"] = "--stdin"
     if g(args, "from_beginning", None) is not None:
         src = dataclasses.replace(src, from_beginning=bool(args.from_beginning))
     if g(args, "state_dir", None) is not None:
@@ -713,10 +761,15 @@ def apply_overrides(cfg: Config, args: argparse.Namespace) -> Config:
         eng = dataclasses.replace(eng, known=conv("--known", list(args.known), _list_of(_path)))
     if g(args, "no_known", None):
         eng = dataclasses.replace(eng, known=())
+    view = cfg.view
+    if g(args, "shards", None):
+        view = dataclasses.replace(view, shards=conv("--shard", list(args.shards),
+                                                     _unique(_list_of(_path))))
     if g(args, "log_level", None) is not None:
         log = dataclasses.replace(log, level=conv("--log-level", args.log_level,
                                                   _choice(LOG_LEVELS)))
     out = dataclasses.replace(cfg, sources=src, engine=eng, intervals=iv, state=st,
-                              export=ex, http=http, log=log, flags=tuple(sorted(flags.items())))
+                              export=ex, http=http, view=view, log=log,
+                              flags=tuple(sorted(flags.items())))
     check(out)
     return out

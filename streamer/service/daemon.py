@@ -2,6 +2,7 @@
 
     sources (async tasks) --Batch--> pipeline: bounded queue --> consumer
         --> engine, in ONE engine thread --> source.commit(batch.position)
+    or, as a merged view (view.shards): shard_view: shards' snapshots --> merged engine
     publisher: rescore timer --> Published --> latest.jsonl, exports (timer)
     state: restore at start; snapshot timer (capture under the engine lock, write aside)
     telemetry: counters, /stats, /metrics, /healthz, loop lag       HTTP: server.make_app
@@ -48,6 +49,7 @@ from streamer.input import FileSource, StdinSource
 from streamer.service.config import Config
 from streamer.service.pipeline import BATCH_LINES, Pipeline
 from streamer.service.publisher import Publisher
+from streamer.service.shard_view import ShardConfigError, ShardView
 from streamer.service.state import Snapshots, StateError, StateStore
 from streamer.service.telemetry import Counters, LoopLag, Telemetry
 
@@ -117,6 +119,10 @@ class Daemon:
         self.lag = LoopLag()
         self.telemetry = Telemetry(cfg, self.counters, self.lag, self.pipeline, self.sources,
                                    self.stopping)
+        #: a merged view of shard services (view.shards) reads no sources: it merges
+        self.shard_view = ShardView(cfg.view.shards, cfg.view.interval, self.engine_config,
+                                    self.pipeline, self.publisher, self.counters,
+                                    self.stopping) if cfg.view.shards else None
         self.restored = False
         #: positions the sources resume from; None on a first start (empty, or seeded by
         #: --state-from from a batch run or a merge): sources.from_beginning applies
@@ -139,7 +145,12 @@ class Daemon:
             except OSError as exc:
                 raise StartupError(f"{cfg.where(key)}: cannot create {d}: "
                                    f"{exc.strerror or exc}") from None
-        for pattern in cfg.sources.globs:
+        if self.shard_view is not None:
+            try:
+                self.shard_view.check()
+            except ShardConfigError as exc:
+                raise StartupError(f"{cfg.where('view.shards')}: {exc}") from None
+        for pattern in cfg.sources.globs if self.shard_view is None else ():
             d = glob_directory(pattern)
             if not d.exists():
                 try:
@@ -206,11 +217,17 @@ class Daemon:
         if cfg.http.enabled:
             runner = await self._start_http()
 
-        self._make_sources()
-        log.info("streamer %s running: sources %s%s; state %s; exports %s; rescore every %gs",
-                 __version__, ", ".join(cfg.sources.globs) or "(no files)",
-                 " + stdin" if cfg.sources.stdin else "", self.store.dir, self.export_dir,
-                 cfg.intervals.rescore)
+        if self.shard_view is None:
+            self._make_sources()
+            log.info("streamer %s running: sources %s%s; state %s; exports %s; rescore every "
+                     "%gs", __version__, ", ".join(cfg.sources.globs) or "(no files)",
+                     " + stdin" if cfg.sources.stdin else "", self.store.dir, self.export_dir,
+                     cfg.intervals.rescore)
+        else:
+            log.info("streamer %s running as the merged view of %d shard(s): %s, merged every "
+                     "%gs (no sources are read); state %s; exports %s", __version__,
+                     len(cfg.view.shards), ", ".join(cfg.view.shards), cfg.view.interval,
+                     self.store.dir, self.export_dir)
         self.pipeline.start()
         for sid, src in self.sources.items():
             self._source_tasks[sid] = loop.create_task(self._run_source(sid, src), name=sid)
@@ -224,6 +241,8 @@ class Daemon:
                                          self.publisher.export_due), name="export-timer"),
             loop.create_task(self.lag.monitor(), name="lag-monitor"),
         ]
+        if self.shard_view is not None:
+            timers.append(loop.create_task(self.shard_view.run(), name="shard-merge"))
         await self.stopping.wait()
         status = await self._shutdown(timers)
         if runner is not None:

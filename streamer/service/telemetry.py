@@ -71,6 +71,14 @@ class Counters:
     known_words: int = 0
     #: source id -> why it stopped (a bug: sources handle bad files themselves)
     failed_sources: dict[str, str] = field(default_factory=dict)
+    # a merged view of shards (service.shard_view); empty/0 in a service with sources
+    #: one row per shard: dir, snapshot, created, age_s, lines_ingested, problem, errors
+    view_shards: list[dict[str, Any]] = field(default_factory=list)
+    view_merges: int = 0
+    view_merge_seconds: float = 0.0  # load + merge of the last merge
+    view_last_merge: float | None = None
+    #: why the last merge was abandoned (the previous merged state stays), else None
+    view_problem: str | None = None
 
 
 class EngineActivity(Protocol):
@@ -180,6 +188,10 @@ class Telemetry:
             "loop_lag_p99_s": p99,
             "loop_lag_max_s": lag_max,
             "known_words": c.known_words,
+            **({"view": {"shards": self._shard_rows(), "merges": c.view_merges,
+                         "merge_seconds": c.view_merge_seconds,
+                         "last_merge": c.view_last_merge, "problem": c.view_problem}}
+               if c.view_shards else {}),
             "memory": {"rss_bytes": rss_bytes(), "budget_bytes": self._cfg.engine.memory,
                        **{f"{k}_bytes": v for k, v in mem.items()}},
             "engine": eng_stats,
@@ -266,6 +278,8 @@ class Telemetry:
             if isinstance(v, int | float):
                 m.append(Metric("streamer_engine_memory_bytes", "gauge",
                                 "Engine counting state by part.", v, {"part": str(part)}))
+        if c.view_shards:
+            m += self._view_metrics()
         states: collections.Counter[str] = collections.Counter()
         for src in self._sources.values():
             for row in src.status():
@@ -286,9 +300,12 @@ class Telemetry:
                     if not getattr(src, "started", True)]
         unlisted = {path: why for src in self._sources.values()
                     for path, why in getattr(src, "unreadable_roots", dict)().items()}
+        shard_problems = [f"{r['dir']}: {r['problem']}" for r in c.view_shards
+                          if r.get("problem")]
         ok = (consumer == "running" and not stopping and not c.failed_sources
               and busy < stuck_after and c.snapshot_failure is None and not starting
-              and not unlisted and c.export_failure is None)
+              and not unlisted and c.export_failure is None and not shard_problems
+              and c.view_problem is None)
         details: dict[str, Any] = {
             "lines_ingested": c.lines_ingested,
             "queue_depth": self._engine.queue_depth(),
@@ -322,7 +339,55 @@ class Telemetry:
         elif c.export_failure is not None:
             details["status"] = "degraded"
             details["reason"] = f"exports failing: {c.export_failure}"
+        elif c.view_problem is not None or shard_problems:
+            # the view serves the merged state it has; what it holds of these shards is
+            # older than their newest snapshots (or absent)
+            details["status"] = "degraded"
+            details["reason"] = "shards: " + "; ".join(
+                ([c.view_problem + " (previous merged state kept)"] if c.view_problem
+                 else []) + shard_problems)
         return ok, details
+
+    def _shard_rows(self) -> list[dict[str, Any]]:
+        """The view's shard rows with their snapshot age as of now."""
+        now = time.time()
+        return [{**r, "age_s": None if r.get("created") is None
+                 else round(now - r["created"], 3)} for r in self._counters.view_shards]
+
+    def _view_metrics(self) -> list[Metric]:
+        """/metrics of a merged view: shards, merges, and per shard its snapshot's age,
+        lines and problems."""
+        from streamer.service.server import Metric
+
+        c = self._counters
+        rows = self._shard_rows()
+        m = [
+            Metric("streamer_view_shards", "gauge", "Shards the merged view reads.",
+                   len(rows)),
+            Metric("streamer_view_merges_total", "counter", "Merges of shard snapshots.",
+                   c.view_merges),
+            Metric("streamer_view_merge_seconds", "gauge",
+                   "Load and merge time of the last merge.", c.view_merge_seconds),
+            Metric("streamer_view_last_merge_timestamp_seconds", "gauge",
+                   "Unix time of the last merge (0: none yet).", c.view_last_merge or 0),
+        ]
+        for r in rows:
+            label = {"shard": str(r["dir"])}
+            m += [
+                Metric("streamer_view_shard_snapshot_age_seconds", "gauge",
+                       "Age of the shard snapshot the merged state holds (-1: none).",
+                       -1 if r["age_s"] is None else r["age_s"], label),
+                Metric("streamer_view_shard_lines_ingested", "gauge",
+                       "Lines the shard snapshot the merged state holds had counted.",
+                       r["lines_ingested"], label),
+                Metric("streamer_view_shard_problem", "gauge",
+                       "1 while the shard's newest snapshot is not what the view holds.",
+                       1 if r["problem"] else 0, label),
+                Metric("streamer_view_shard_errors_total", "counter",
+                       "Problems seen reading the shard (each new one counted once).",
+                       r["errors"], label),
+            ]
+        return m
 
     def snapshot_failing_intervals(self) -> int:
         """Whole snapshot intervals without a snapshot while snapshots fail (at least 1

@@ -8,6 +8,8 @@ three modules that hold them:
 * :mod:`streamer.storage.snapshot_store` - a directory of snapshots (naming, keep-K
   retention, leftover temporary files, setting bad files aside, falling back to an
   older one, making room on a full disk): ``write_snapshot``, ``load_latest``,
+  ``read_newest``, ``newest_header`` and ``newest_signature`` (read-only, for another
+  writer's directory),
   ``list_snapshots``, ``SnapshotWriteError``, ``error_kind``,
   ``intervals_without_snapshot``;
 * :mod:`streamer.storage.snapshot_inspect` - summaries and text for
@@ -45,6 +47,9 @@ from streamer.storage.snapshot_store import (
     intervals_without_snapshot,
     list_snapshots,
     load_latest,
+    newest_header,
+    newest_signature,
+    read_newest,
     write_snapshot,
 )
 
@@ -72,6 +77,9 @@ __all__ = [
     "list_snapshots",
     "load_file",
     "load_latest",
+    "newest_header",
+    "newest_signature",
+    "read_newest",
     "write_file",
     "write_snapshot",
 ]

@@ -63,6 +63,9 @@ __all__ = [
     "intervals_without_snapshot",
     "list_snapshots",
     "load_latest",
+    "newest_header",
+    "newest_signature",
+    "read_newest",
     "write_snapshot",
 ]
 
@@ -367,3 +370,59 @@ def load_latest(
         "no usable snapshot in %s (%d set aside as bad); starting empty", directory, set_aside
     )
     return None
+
+
+# --------------------------------------------------------------------------- reading others'
+
+
+def newest_signature(directory: str | os.PathLike[str]) -> tuple[str, int, int] | None:
+    """(name, mtime in ns, size) of the newest snapshot in ``directory``, None when it holds
+    none: a cheap check (one listing, one stat) of whether a directory changed.
+
+    Raises OSError when the directory cannot be listed (a missing one has no snapshots)."""
+    for path in reversed(list_snapshots(directory)):
+        try:
+            st = path.stat()
+        except FileNotFoundError:  # pruned by its writer between listing and stat
+            continue
+        return path.name, st.st_mtime_ns, st.st_size
+    return None
+
+
+def newest_header(directory: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]] | None:
+    """(path, header) of the newest snapshot in ``directory`` whose header reads, without
+    reading its payload or changing anything there; None when there is none."""
+    for path in reversed(list_snapshots(directory)):
+        try:
+            with open(path, "rb", buffering=0) as f:
+                return path, read_header(f, path)[0]
+        except FileNotFoundError:
+            continue
+        except UNUSABLE:
+            continue
+    return None
+
+
+def read_newest(
+    directory: str | os.PathLike[str], *, fingerprint: str | None = None
+) -> tuple[LoadResult | None, list[str]]:
+    """Load the newest usable snapshot of a directory another process writes (a shard's
+    ``state.dir``), read-only: nothing is renamed, set aside or deleted there.
+
+    Snapshots are tried newest first; an unusable one (empty, foreign, truncated,
+    damaged, too new) is passed over for the one before it, and a file its writer
+    pruned meanwhile is skipped. Returns (the loaded snapshot or None when none is
+    usable, one "<name>: <problem>" line per file passed over). A snapshot made with
+    another ``fingerprint`` raises FingerprintMismatch (the configuration differs: an
+    older file would not help); other OSErrors propagate. Writers rename complete files
+    into place (write_file), so a reader never sees half a file of a live writer.
+    """
+    problems: list[str] = []
+    for path in reversed(list_snapshots(directory)):
+        try:
+            return load_file(path, fingerprint=fingerprint), problems
+        except FileNotFoundError:
+            continue
+        except UNUSABLE as e:
+            problems.append(f"{path.name}: {e.message}")
+    return None, problems

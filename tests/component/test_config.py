@@ -155,7 +155,13 @@ def test_parse_listen_rejects(bad: str) -> None:
     ("[engine]\nmemory = 'lots'\n", "engine.memory", "size"),
     ("[engine]\nmin_entropy = -1\n", "engine.min_entropy", ">="),
     ("[engine]\nunits = 'latin'\n", "engine.units", "'mixed', 'han'"),
-    ("[engine]\nhalf_life = '0s'\n", "engine.half_life", "positive"),
+    ("[engine]\nhalf_life = -5\n", "engine.half_life", "negative"),
+    ("[view]\nshards = 'a/state'\n", "view.shards", "list"),
+    ("[view]\nshards = ['a/state', 3]\n", "view.shards", "item 1"),
+    ("[view]\ninterval = 0\n", "view.interval", "positive"),
+    ("[view]\nshards = ['a']\n[http]\ningest_enabled = true\ningest_token = 't'\n",
+     "view.shards", "ingest_enabled = false"),
+    ("[view]\nshards = ['st/']\n[state]\ndir = 'st'\n", "view.shards", "own state.dir"),
     ("[engine]\ndepth = 0\n", "engine.depth", "1, 2, 4, 8 or 16"),
     ("[engine]\ndepth = 3\n", "engine.depth", "1, 2, 4, 8 or 16"),
     ("[engine]\nmemory = '100TB'\n", "engine.memory", "physical memory"),
@@ -292,6 +298,28 @@ def test_overrides_apply() -> None:
     # untouched values stay as in the file
     assert cfg.engine.memory == base.engine.memory
     assert cfg.state.keep == base.state.keep
+
+
+def test_half_life_zero_means_no_decay(tmp_path: Path) -> None:
+    import math
+
+    cfg = load(write(tmp_path, "[engine]\nhalf_life = 0\n", "ok.toml"))
+    assert math.isinf(cfg.engine.half_life)
+    assert math.isinf(cfg.engine.engine_config().half_life)
+
+
+def test_shard_flags_make_a_view() -> None:
+    cfg = apply_overrides(Config(), parse(["--shard", "a/state", "--shard", "b/state",
+                                           "--shard", "a/state"]))
+    assert cfg.view.shards == ("a/state", "b/state")
+    assert cfg.where("view.shards") == "command line: --shard"
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(Config(), parse(["--shard", "state"]))
+    assert "command line: --shard: state is this service's own state.dir" in str(info.value)
+    for extra in (["--source", "x/*.txt"], ["--stdin"]):
+        with pytest.raises(ConfigError) as info:
+            apply_overrides(Config(), parse(["--shard", "a/state", *extra]))
+        assert f"a merged view reads no sources: drop {extra[0]}" in str(info.value)
 
 
 def test_no_overrides_is_identity() -> None:

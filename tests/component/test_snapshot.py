@@ -758,3 +758,38 @@ def test_describe_lists_snapshots_bad_and_temporary_files(tmp_path: Path) -> Non
     text = format_description(rows)
     assert newer.name in text and "set-aside:checksum" in text
     assert format_description(describe(tmp_path / "missing")) == "no snapshots"
+
+
+# ----------------------------------------------------------------- another writer's directory
+
+
+def test_reading_another_writers_directory_changes_nothing_there(tmp_path: Path) -> None:
+    """read_newest / newest_header / newest_signature (the merged view reading a shard's
+    state.dir): a damaged newest snapshot is passed over for the one before it and named,
+    never renamed; a temporary file is not a snapshot; another fingerprint raises."""
+    from streamer.storage.snapshot import newest_header, newest_signature, read_newest
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert read_newest(empty, fingerprint=FP) == (None, [])
+    assert newest_signature(empty) is None and newest_header(empty) is None
+    assert newest_signature(tmp_path / "missing") is None
+
+    older, newer = two_snapshots(tmp_path / "shard")
+    (tmp_path / "shard" / f".tmp-{newer.name}.99999").write_bytes(b"half a file")
+    result, skipped = read_newest(tmp_path / "shard", fingerprint=FP)
+    assert result is not None and result.path == newer and skipped == []
+    assert result.state["iteration"] == 2
+    st = newer.stat()
+    assert newest_signature(tmp_path / "shard") == (newer.name, st.st_mtime_ns, st.st_size)
+
+    flip_bit(newer, newer.stat().st_size - 100)
+    before = sorted(p.name for p in (tmp_path / "shard").iterdir())
+    result, skipped = read_newest(tmp_path / "shard", fingerprint=FP)
+    assert result is not None and result.path == older and result.state["iteration"] == 1
+    assert len(skipped) == 1 and skipped[0].startswith(newer.name + ": ")
+    assert sorted(p.name for p in (tmp_path / "shard").iterdir()) == before
+    assert newest_header(tmp_path / "shard")[0] == newer  # its header is intact
+
+    with pytest.raises(FingerprintMismatch):
+        read_newest(tmp_path / "shard", fingerprint="another-engine")
