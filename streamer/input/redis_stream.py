@@ -536,16 +536,17 @@ class RedisStreamSource:
                 eid = _text(raw_id)
                 if eid in self._inflight or eid in self._counted:
                     continue
-                self.entries_read += 1
+                self.entries_read += bool(fields)  # without: deleted (lost)
                 fresh.append((eid, fields))
             await self._hand_out(fresh)
             start = _text(entries[-1][0])
         else:
             return
         self._pending_done = True
-        if self.entries_read:
-            log.info("%s: re-read %d pending entr(ies) of consumer %r", self.source_id,
-                     self.entries_read, self.consumer)
+        if self.entries_read or self.entries_skipped:
+            log.info("%s: start: %d entr(ies) the snapshot counted acknowledged, %d pending "
+                     "entr(ies) of consumer %r re-read to be counted", self.source_id,
+                     self.entries_skipped, self.entries_read, self.consumer)
 
     async def _read_new(self) -> None:
         """New entries (XREADGROUP >), and every claim_interval the entries other
@@ -574,12 +575,15 @@ class RedisStreamSource:
                                                   min_idle, cursor, count=self.batch_entries)
             nxt, entries = reply[0], reply[1]
             deleted = reply[2] if len(reply) > 2 else []
-            gone = [d for d in map(_text, deleted) if d not in self._counted]
+            # ids this source knows (counted, in flight, or already found deleted and owed
+            # an ack) are not news: XAUTOCLAIM reports deleted ids whatever their idle time
+            known = self._counted, self._inflight, self._owed
+            gone = [d for d in map(_text, deleted) if not any(d in k for k in known)]
             if gone:
                 self.entries_lost += len(gone)
                 log.warning("%s: %d pending entr(ies) of stream %r were deleted before they "
-                            "were counted: counted as lost", self.source_id, len(gone),
-                            self.stream)
+                            "were counted (%s...): counted as lost", self.source_id,
+                            len(gone), self.stream, gone[0])
             fresh = []
             for raw_id, fields in entries:
                 eid = _text(raw_id)
@@ -604,12 +608,10 @@ class RedisStreamSource:
         ids: list[str] = []
         nbytes = 0
         no_text: list[str] = []
+        deleted: list[str] = []
         for eid, fields in entries:
             if not fields:  # deleted while pending: nothing left to count
-                self.entries_lost += 1
-                log.warning("%s: pending entry %s of stream %r was deleted before it was "
-                            "counted: counted as lost", self.source_id, eid, self.stream)
-                self._owe([eid])
+                deleted.append(eid)
                 continue
             raw = fields.get(self._field_b)
             if raw is None:
@@ -631,6 +633,12 @@ class RedisStreamSource:
                 out, ids, nbytes = Lines(), [], 0
         if ids:
             await self._put(out, ids, nbytes)
+        if deleted:
+            self.entries_lost += len(deleted)
+            log.warning("%s: %d pending entr(ies) of stream %r were deleted before they were "
+                        "counted (%s...): counted as lost", self.source_id, len(deleted),
+                        self.stream, deleted[0])
+            self._owe(deleted)
         if no_text:
             self.commit(RedisPosition(tuple(no_text)))
 
