@@ -135,7 +135,8 @@ def start_service(root: Path, python: str, source: dict[str, Any]) -> Service:
     root.mkdir(parents=True, exist_ok=True)
     (root / "streamer.toml").write_text(config_text(source), encoding="utf-8")
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(bc.REPO))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (str(bc.REPO), os.environ.get("PYTHONPATH")) if p))
     with open(root / "daemon.log", "wb") as log:
         proc = subprocess.Popen([python, "-m", "streamer", "run", "--config", "streamer.toml",
                                  "--listen", f"127.0.0.1:{port}"], cwd=root, stdout=log,
@@ -229,9 +230,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ratio = results["redis, 1 service"]["seconds"] / results["file, 1 service"]["seconds"]
     print(f"Command: `{bc.this_command()}`  \nDate: {info['date']}  \n"
           f"Machine: {bc.machine_line(info)}\n")
+    hiredis = subprocess.run([args.python, "-c", "import redis.utils as u; "
+                              "print(u.HIREDIS_AVAILABLE)"], capture_output=True, text=True,
+                             env=dict(os.environ)).stdout.strip()
     print(f"{len(lines):,} entries (one line each, {bc.fmt_bytes(nbytes)}, {han:,} Han "
           f"characters) from {args.text.name}; XADD (pipelined) {len(lines) / xadd_s:,.0f} "
-          f"entries/s; redis.batch_entries = {args.batch_entries}.\n")
+          f"entries/s; redis.batch_entries = {args.batch_entries}; hiredis parser: "
+          f"{hiredis}.\n")
     print(bc.md_table(("source", "seconds (first to last line)", "entries/s",
                        "M Han chars/s", "wall incl. start-up, s"), rows))
     print(f"\nRedis takes {ratio:.2f}x the time of the file source for the same lines.")
