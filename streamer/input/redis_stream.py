@@ -677,16 +677,18 @@ class RedisStreamSource:
 
     async def _send_acks(self) -> None:
         """XACK every owed id, in chunks; an error leaves the rest owed and propagates."""
-        while self._owed:
-            chunk = list(self._owed)[:ACK_CHUNK]
-            if self._client is None:
-                raise ConnectionError("not connected")
-            n = await self._client.xack(self.stream, self.group, *chunk)
-            self.entries_acked += int(n)
-            self._owed.difference_update(chunk)
-            self._counted.difference_update(chunk)
-            if not self._pending_done:  # the restored ids: counted before this start
-                self.entries_skipped += int(n)
+        while self._owed:  # more may be owed meanwhile (each await lets others run)
+            ids = list(self._owed)
+            for i in range(0, len(ids), ACK_CHUNK):
+                chunk = ids[i:i + ACK_CHUNK]
+                if self._client is None:
+                    raise ConnectionError("not connected")
+                n = await self._client.xack(self.stream, self.group, *chunk)
+                self.entries_acked += int(n)
+                self._owed.difference_update(chunk)
+                self._counted.difference_update(chunk)
+                if not self._pending_done:  # the restored ids: counted before this start
+                    self.entries_skipped += int(n)
         self._owed_since = None
 
     async def _ack_loop(self) -> None:

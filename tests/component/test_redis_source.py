@@ -294,3 +294,15 @@ def test_run_without_the_client_exits_2_naming_the_extra(tmp_path: Path) -> None
     err = done.stderr.strip().splitlines()
     assert err[-1] == ("streamer run: error: command line: --source: the Redis source needs "
                        "the redis client: pip install 'streamer[redis]'"), done.stderr
+
+
+def test_run_with_a_bad_source_url_exits_2_naming_the_flag(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "streamer", "run", "--no-http", "--no-known",
+         "--source", "redis://127.0.0.1:6379/news"],
+        capture_output=True, text=True, env=streamer_env(), cwd=tmp_path, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        "streamer run: error: command line: --source: 'redis://127.0.0.1:6379/news': "
+        "missing group=GROUP (the consumer group to join)")
+    assert not (tmp_path / "state").exists()  # nothing was started
