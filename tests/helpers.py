@@ -500,8 +500,13 @@ class RedisServer:
         cmd = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
                "--dir", str(self.root), "--protected-mode", "no", *persistence]
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, cwd=self.root, stdout=log,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            try:
+                self.proc = subprocess.Popen(cmd, cwd=self.root, stdout=log,
+                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            except FileNotFoundError:
+                raise AssertionError(f"{REDIS_SERVER} is not installed: the Redis tests need "
+                                     "Debian's redis-server package (.ci/run installs it)"
+                                     ) from None
         end = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
