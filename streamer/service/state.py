@@ -285,12 +285,22 @@ class Snapshots:
             "units_ingested": int(eng.units_ingested),
             "stream_time": self._pipeline.stream_time(eng.chars_ingested),
             "published_words": len(published.words),
-            "sources": positions,
+            "sources": positions_summary(positions),
         }
         return state, metadata
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def positions_summary(positions: Positions) -> Positions:
+    """The positions for a snapshot's header (metadata): as they are, except that a list
+    in a position (the ids a Redis source counted, up to an interval's worth of entries)
+    is replaced by its length under ``<key>_ids``; the state holds the list itself."""
+    return {sid: [{(f"{k}_ids" if isinstance(v, list) else k):
+                   (len(v) if isinstance(v, list) else v) for k, v in p.items()}
+                  if isinstance(p, dict) else p for p in ps]
+            for sid, ps in positions.items()}
 
 
 def _private_copy(value: Any) -> Any:

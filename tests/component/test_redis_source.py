@@ -306,3 +306,20 @@ def test_run_with_a_bad_source_url_exits_2_naming_the_flag(tmp_path: Path) -> No
         "streamer run: error: command line: --source: 'redis://127.0.0.1:6379/news': "
         "missing group=GROUP (the consumer group to join)")
     assert not (tmp_path / "state").exists()  # nothing was started
+
+
+def test_the_snapshot_header_holds_the_number_of_counted_ids_not_the_ids() -> None:
+    """The ids go into the state; the header (metadata, read by `snapshot inspect` and by
+    every listing) holds their number, so that it stays small whatever the rate."""
+    from streamer.service.state import positions_summary
+    from streamer.storage.snapshot_inspect import _format_positions
+
+    positions = {"redis": [{"source": "redis", "stream": "news", "group": "g",
+                            "consumer": "c", "counted": [f"{i}-0" for i in range(5000)]}],
+                 "files": [{"path": "a.txt", "offset": 7}]}
+    summary = positions_summary(positions)
+    assert summary == {"redis": [{"source": "redis", "stream": "news", "group": "g",
+                                  "consumer": "c", "counted_ids": 5000}],
+                       "files": [{"path": "a.txt", "offset": 7}]}
+    assert "    redis: stream 'news' group 'g' consumer 'c': 5000 counted entries not yet " \
+           "acknowledged" in _format_positions(summary)
