@@ -24,8 +24,9 @@ Exactly once across kill -9 (the counts of a snapshot and the acknowledgements a
   configuration checks it), or live consumers' entries would be taken from them.
 
 ``counted`` holds only the ids since the last acknowledgement, so its size (and the
-snapshot's share of it) is about the entries of one snapshot interval (~60 bytes per id in
-memory, ~20 in the snapshot); it grows only while Redis refuses the acks.
+snapshot's share of it) is about the entries of one snapshot interval (~100 bytes per id
+in memory, ~20 in the snapshot); it grows only while snapshots or acks fail, and reading
+pauses when it and the ids in flight reach ``max_unacked``.
 
 Lost entries are counted, not hidden: pending ids whose entry was deleted (XREADGROUP 0
 and XAUTOCLAIM give them without fields, or in XAUTOCLAIM's list of deleted ids), and
@@ -167,7 +168,9 @@ class RedisStreamSource:
     for new entries (and so how late ``stop()`` may be honoured), ``claim_idle`` the idle
     time after which another consumer's pending entry is taken over, every
     ``claim_interval``; ``retry_max`` caps the backoff after errors; acks owed for more
-    than ``ack_overdue`` seconds make :meth:`problem` report them.
+    than ``ack_overdue`` seconds make :meth:`problem` report them. Reading pauses while
+    ``max_unacked`` entries are counted or in flight and not acknowledged (the bound of
+    the id sets, and of the snapshot's share of them, when snapshots stop succeeding).
     """
 
     def __init__(
@@ -185,6 +188,7 @@ class RedisStreamSource:
         claim_idle: float = 300.0,
         claim_interval: float = 10.0,
         retry_max: float = 30.0,
+        max_unacked: int = 1_000_000,
         ack_overdue: float = 300.0,
         max_line_bytes: int = 1 << 20,
         batch_bytes: int = 1 << 20,
@@ -204,6 +208,7 @@ class RedisStreamSource:
         self.claim_idle = claim_idle
         self.claim_interval = claim_interval
         self.retry_max = retry_max
+        self.max_unacked = max_unacked
         self.ack_overdue = ack_overdue
         self.batch_bytes = batch_bytes
         self.max_line_bytes = max_line_bytes
@@ -227,6 +232,7 @@ class RedisStreamSource:
         self._down_since: float | None = None
         self._last_error: str | None = None
         self._stop_requested = False
+        self._paused = False  # max_unacked reached: no reads until acks come
         self._wake: asyncio.Event | None = None  # wakes the ack loop
         self._ack_task: asyncio.Task[None] | None = None
         self._log_outage = _RateLimited()
@@ -391,6 +397,7 @@ class RedisStreamSource:
             "consumer": self.consumer,
             "field": self.field,
             "connected": self._connected,
+            "paused": self._paused,
             "reconnects": self.reconnects,
             "last_error": self._last_error,
             "entries_read": self.entries_read,
@@ -572,6 +579,17 @@ class RedisStreamSource:
         next_claim = loop.time()
         block_ms = max(1, int(self.block * 1000))
         while not self._stop_requested:
+            if len(self._counted) + len(self._inflight) >= self.max_unacked:
+                if not self._paused:
+                    self._paused = True
+                    log.warning("%s: %d entries counted or in flight and not acknowledged "
+                                "(max_unacked): reading paused until a snapshot is written "
+                                "and acknowledged", self.source_id, self.max_unacked)
+                await self._sleep(min(self.block, 0.5))
+                continue
+            if self._paused:
+                self._paused = False
+                log.info("%s: acknowledged: reading again", self.source_id)
             if loop.time() >= next_claim:
                 await self._claim()
                 next_claim = loop.time() + self.claim_interval

@@ -419,7 +419,8 @@ REDIS_STARTS = ("begin", "now")
 #: query parameters of `--source redis://HOST:PORT/STREAM?...` -> [redis] keys
 REDIS_QUERY = ("group", "field", "consumer", "start", "db")
 #: [redis] keys a --source redis://... keeps from the file (the others come from the flag)
-REDIS_TUNING = ("batch_entries", "block", "claim_idle", "claim_interval", "retry_max")
+REDIS_TUNING = ("batch_entries", "block", "claim_idle", "claim_interval", "retry_max",
+                "max_unacked")
 
 
 def _redis_url(v: Any) -> str:
@@ -500,6 +501,10 @@ class RedisConfig:
                     acknowledges only after a snapshot.
     claim_interval  how often the group's pending list is searched for such entries.
     retry_max       longest wait between two attempts while Redis is unreachable.
+    max_unacked     entries counted (or in flight) and not yet acknowledged, at most: the
+                    capacity of the id set a snapshot stores (~100 bytes of memory each);
+                    reading pauses there until a snapshot is written and acknowledged. It
+                    should exceed the entries of one snapshot interval.
     """
 
     url: str = setting("", _redis_url)
@@ -513,6 +518,7 @@ class RedisConfig:
     claim_idle: float = setting(300.0, _positive_duration)
     claim_interval: float = setting(10.0, _positive_duration)
     retry_max: float = setting(30.0, _positive_duration)
+    max_unacked: int = setting(1_000_000, _int(1000, 100_000_000))
 
 
 @dataclass(frozen=True)

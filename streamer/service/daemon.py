@@ -304,6 +304,7 @@ class Daemon:
                                    field=r.field, start=r.start, batch_entries=r.batch_entries,
                                    block=r.block, claim_idle=r.claim_idle,
                                    claim_interval=r.claim_interval, retry_max=r.retry_max,
+                                   max_unacked=r.max_unacked,
                                    ack_overdue=max(300.0, 3 * self.cfg.intervals.snapshot),
                                    max_line_bytes=s.max_line_bytes, batch_bytes=s.batch_bytes,
                                    source_id="redis")

@@ -142,6 +142,29 @@ def test_acks_follow_snapshots_and_a_restart_counts_only_what_no_snapshot_held(
     assert st["counted_unacked"] == 0 and st["acks_owed"] == 0
 
 
+def test_reading_pauses_at_max_unacked_until_a_snapshot_is_acknowledged(
+        redis_server: RedisServer) -> None:
+    r = redis_server.client()
+    ids = [r.xadd("s", {"text": f"第{i}条"}) for i in range(20)]
+
+    async def main() -> list[Batch]:
+        queue: asyncio.Queue[Batch] = asyncio.Queue()
+        src = source(redis_server, queue, batch_entries=5, max_unacked=8)
+        task = asyncio.create_task(src.run())
+        got = await take(queue, 10)  # 5 + 5: the second read starts below the bound
+        for b in got:
+            src.commit(b.position)  # type: ignore[arg-type]
+        await until(lambda: src.status()[0]["paused"], "reading paused")
+        assert queue.empty() and src.status()[0]["counted_unacked"] == 10
+        src.acknowledge(src.committed_positions())  # a snapshot holding them is on disk
+        more = await take(queue, 10)
+        await stopped(src, task)
+        return got + more
+
+    batches = asyncio.run(main())
+    assert [i for b in batches for i in b.position.ids] == ids
+
+
 def test_entries_deleted_while_pending_are_lost_not_counted(redis_server: RedisServer) -> None:
     r = redis_server.client()
     ids = [r.xadd("s", {"text": f"第{i}条"}) for i in range(6)]
