@@ -558,8 +558,8 @@ class RedisStreamSource:
             fresh = []
             for raw_id, fields in entries:
                 eid = _text(raw_id)
-                if eid in self._inflight or eid in self._counted:
-                    continue
+                if eid in self._inflight or eid in self._counted or eid in self._owed:
+                    continue  # handed out, or found deleted, by an interrupted pass
                 self.entries_read += bool(fields)  # without: deleted (lost)
                 fresh.append((eid, fields))
             await self._hand_out(fresh)
@@ -574,9 +574,13 @@ class RedisStreamSource:
 
     async def _read_new(self) -> None:
         """New entries (XREADGROUP >), and every claim_interval the entries other
-        consumers left pending for claim_idle, until stop() or an error."""
+        consumers left pending for claim_idle, until stop() or an error.
+
+        The first claim comes claim_idle after the (re)connection, not at once: after an
+        outage every pending entry looks idle (Redis counts from its delivery), and the
+        other consumers need that long to reconnect and acknowledge what they counted."""
         loop = asyncio.get_running_loop()
-        next_claim = loop.time()
+        next_claim = loop.time() + self.claim_idle
         block_ms = max(1, int(self.block * 1000))
         while not self._stop_requested:
             if len(self._counted) + len(self._inflight) >= self.max_unacked:
