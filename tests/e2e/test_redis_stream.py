@@ -274,3 +274,30 @@ def test_entries_trimmed_or_deleted_while_down_are_counted_as_lost(
     log = svc.log()
     assert "400 entries of stream 'news' were trimmed before group 'streamers' read them" in log
     assert "50 pending entr(ies) of stream 'news' were deleted before they were counted" in log
+
+
+def test_redis_down_at_start_the_service_serves_and_waits(tmp_path: Path,
+                                                          redis_server: RedisServer) -> None:
+    """Started while Redis is down: it serves (degraded, with the reason) instead of
+    failing, and reads once Redis is up."""
+    redis_server.stop()
+    rng = random.Random(11)
+    texts = entries(rng, 30)
+    svc = redis_service(tmp_path / "svc", redis_server)
+    try:
+        svc.spawn()
+
+        def degraded() -> dict[str, Any] | None:
+            status, body = svc.get("/healthz")
+            return body if status == 503 and body.get("status") == "degraded" else None
+
+        body = svc.wait_for(degraded, "/healthz degraded")
+        assert "unreachable" in body["reason"], body
+        redis_server.start()
+        xadd(redis_server, texts)
+        svc.wait_for(lambda: svc.lines() == lines_of(texts), "the entries counted")
+        svc.wait_for(lambda: svc.health_status() == 200, "healthy")
+        assert svc.stop() == 0
+    finally:
+        svc.cleanup()
+    assert pending(redis_server) == 0
