@@ -353,7 +353,7 @@ class RedisStreamSource:
             self._ack_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._ack_task
-        if self._owed and self._client is not None:
+        if self._owed:
             try:
                 await asyncio.wait_for(self._send_acks(), timeout)
             except (TimeoutError, Exception) as exc:
@@ -361,7 +361,7 @@ class RedisStreamSource:
                     raise
                 log.warning("%s: %d ack(s) not sent at shutdown (%s); the snapshot holds "
                             "them and the next start sends them", self.source_id,
-                            len(self._owed), exc or "timed out")
+                            len(self._owed), str(exc) or "timed out")
         await self._close_client()
 
     def problem(self) -> str | None:
