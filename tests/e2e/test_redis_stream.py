@@ -301,3 +301,31 @@ def test_redis_down_at_start_the_service_serves_and_waits(tmp_path: Path,
     finally:
         svc.cleanup()
     assert pending(redis_server) == 0
+
+
+def test_acks_owed_at_shutdown_are_sent_at_the_next_start_not_counted_again(
+        tmp_path: Path) -> None:
+    """Redis down when the service stops: the final snapshot holds the counted ids, the
+    acks cannot go; at the next start they are sent and those entries are not counted
+    again (the path a kill -9 between a snapshot and its acks takes)."""
+    server = RedisServer(tmp_path / "redis", persist=True).start()
+    rng = random.Random(12)
+    texts = entries(rng, 100)
+    svc = redis_service(tmp_path / "svc", server, snapshot_every="1h", claim_idle="2h")
+    try:
+        xadd(server, texts)
+        svc.start()
+        svc.wait_for(lambda: svc.lines() == lines_of(texts), "the entries counted")
+        server.stop()
+        assert svc.stop() == 0
+        assert "ack(s) not sent at shutdown" in svc.log()
+        server.start()
+        assert pending(server) == len(texts)  # counted, snapshotted, not acknowledged
+        svc.start()
+        svc.wait_for(lambda: pending(server) == 0, "the owed acks sent")
+        assert svc.lines() == lines_of(texts)  # restored, not counted again
+        assert redis_status(svc)["entries_skipped"] == len(texts)
+        assert svc.stop() == 0
+    finally:
+        svc.cleanup()
+        server.stop()
