@@ -260,7 +260,10 @@ class RedisStreamSource:
 
         Positions of another stream or group are ignored with a warning: those entries
         are not this group's to acknowledge."""
-        self._restored_any = True
+        # a stored position of this stream says the group existed: if it is missing now,
+        # Redis lost it, and it is created again from the start of the stream
+        self._restored_any = any(d.get("stream") == self.stream and d.get("group") == self.group
+                                 for d in positions)
         for data in positions:
             if data.get("stream") != self.stream or data.get("group") != self.group:
                 log.warning("%s: the snapshot holds a position of stream %r group %r, not "
