@@ -6,4 +6,26 @@ tests/e2e        `python -m streamer` as a subprocess, as a user runs it (and ch
 
 pytest puts this directory on sys.path (rootdir conftest, no __init__.py), so every test
 imports the shared helpers as ``helpers`` and ``demo_view``.
+
+Fixtures: ``redis_server``, a real redis-server on a free loopback port (tests that read
+a Redis stream; CI installs Debian's redis-server, see .ci/run).
 """
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import RedisServer
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port, without persistence (``.url``,
+    ``.port``, ``.stop()``/``.start()`` to restart it on the same port, ``.client()``).
+    Killed at teardown. A test that needs the data to survive a restart makes its own
+    ``RedisServer(path, persist=True)``."""
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -466,3 +466,79 @@ def stream(n: int = 4000, seed: int = 7) -> list[str]:
         line = "".join(sentence(rng, w) for w in words) if words else ""
         lines.append(line + sentence(rng))
     return lines
+
+
+# =========================================================================== redis-server
+
+
+REDIS_SERVER = "redis-server"
+
+
+class RedisServer:
+    """A real ``redis-server`` on a free loopback port, in its own directory.
+
+    ``persist=False``: no RDB, no AOF (``--save "" --appendonly no``): a restart comes
+    back empty. ``persist=True``: append-only file fsynced on every write in ``root``, so
+    :meth:`stop` + :meth:`start` keep the streams and groups (an outage with the data
+    kept). :meth:`start` restarts on the same port. Used by the ``redis_server`` fixture
+    (tests/conftest.py) and scripts/bench_redis.py."""
+
+    def __init__(self, root: Path, *, persist: bool = False, port: int | None = None) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.persist = persist
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = root / "redis.log"
+
+    def start(self, timeout: float = 30.0) -> RedisServer:
+        """Start (or restart) on the same port; returns once it answers PING."""
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        persistence = (["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+                       if self.persist else ["--appendonly", "no", "--save", ""])
+        cmd = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
+               "--dir", str(self.root), "--protected-mode", "no", *persistence]
+        with open(self.log_path, "ab") as log:
+            try:
+                self.proc = subprocess.Popen(cmd, cwd=self.root, stdout=log,
+                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            except FileNotFoundError:
+                raise AssertionError(f"{REDIS_SERVER} is not installed: the Redis tests need "
+                                     "Debian's redis-server package (.ci/run installs it)"
+                                     ) from None
+        end = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"redis-server exited ({self.proc.returncode})\n"
+                                     + self.log_path.read_text(errors="replace")[-3000:])
+            if self.ping():
+                return self
+            if time.monotonic() > end:
+                raise AssertionError("redis-server does not answer PING\n"
+                                     + self.log_path.read_text(errors="replace")[-3000:])
+            time.sleep(0.02)
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        """Stop it (SIGTERM: with persist=True it writes nothing more than the AOF has)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def client(self) -> Any:
+        """A synchronous redis-py client (decode_responses=True)."""
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True)

@@ -8,13 +8,20 @@
     open_files.py    the I/O of tailing: glob scans, opening, change checks, reads
     files.py         FileSource: tailing the files matched by globs (the event loop side)
     stdin.py         StdinSource: standard input as a source
+    redis_stream.py  RedisStreamSource: a Redis stream read by a consumer group (the
+                     client, redis-py, is imported only when it runs)
 
 This layer knows files, descriptors and positions, never the engine: it does not import
 streamer.core.
 """
 
 from streamer.input.files import FileSource
-from streamer.input.positions import Batch, FilePosition, StdinPosition
+from streamer.input.positions import Batch, FilePosition, RedisPosition, StdinPosition
+from streamer.input.redis_stream import RedisStreamSource
 from streamer.input.stdin import StdinSource
 
-__all__ = ["Batch", "FilePosition", "FileSource", "StdinPosition", "StdinSource"]
+#: what the service runs as a source
+Source = FileSource | StdinSource | RedisStreamSource
+
+__all__ = ["Batch", "FilePosition", "FileSource", "RedisPosition", "RedisStreamSource",
+           "Source", "StdinPosition", "StdinSource"]

@@ -123,14 +123,26 @@ class StdinPosition:
         return {"source": "stdin", "offset": self.offset}
 
 
-SourcePosition: TypeAlias = FilePosition | StdinPosition
+@dataclass(frozen=True)
+class RedisPosition:
+    """The Redis stream entries a batch holds: their ids (``"<ms>-<seq>"``), in delivery
+    order, and the bytes of text they carried. Committing it marks those entries counted;
+    they are acknowledged (XACK) once a snapshot holding them is on disk
+    (:class:`~streamer.input.redis_stream.RedisStreamSource`)."""
+
+    ids: tuple[str, ...]
+    nbytes: int = field(default=0, compare=False)
+
+
+SourcePosition: TypeAlias = FilePosition | StdinPosition | RedisPosition
 
 
 @dataclass(frozen=True)
 class Batch:
     """Lines for the engine, and the position to commit once they have been consumed.
 
-    All lines of a batch come from one file (``position.path`` for a file source).
+    All lines of a batch come from one file (``position.path`` for a file source), or
+    from the whole entries of one Redis stream (``position.ids``).
     """
 
     source_id: str

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 from streamer.core.engine_config import EngineConfig, SettingError, default_min_pmi
 from streamer.core.lexicon import DEFAULT_KNOWN
@@ -420,6 +421,113 @@ class SourcesConfig:
     max_open_files: int = setting(0, _int(0, 1 << 20))
 
 
+REDIS_SCHEMES = ("redis", "rediss")
+REDIS_STARTS = ("begin", "now")
+#: query parameters of `--source redis://HOST:PORT/STREAM?...` -> [redis] keys
+REDIS_QUERY = ("group", "field", "consumer", "start", "db")
+#: [redis] keys a --source redis://... keeps from the file (the others come from the flag)
+REDIS_TUNING = ("batch_entries", "block", "claim_idle", "claim_interval", "retry_max",
+                "max_unacked")
+
+
+def _redis_url(v: Any) -> str:
+    """A Redis server URL, redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] (rediss: TLS);
+    "" for no Redis source."""
+    text = _str(v).strip()
+    if not text:
+        return ""
+    problem = f"must be redis://HOST:PORT or rediss://HOST:PORT (optionally /DB), got {v!r}"
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise ValueError(problem) from None
+    if parts.scheme not in REDIS_SCHEMES or not parts.hostname or parts.query \
+            or parts.fragment or (port is not None and not 0 < port < 65536):
+        raise ValueError(problem)
+    if parts.path not in ("", "/") and not parts.path[1:].isdigit():
+        raise ValueError(f"{problem} (the path is a database number; the stream is "
+                         "redis.stream)")
+    return text
+
+
+def parse_redis_source(text: str) -> dict[str, str]:
+    """``redis://HOST:PORT/STREAM?group=G&field=text&consumer=C&start=now&db=N`` (the
+    --source form) -> [redis] keys. ValueError says what is wrong."""
+    parts = urlsplit(text)
+    server = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+    stream = unquote(parts.path[1:]) if parts.path.startswith("/") else ""
+    if not stream:
+        raise ValueError(f"{text!r}: give the stream as the path: "
+                         "redis://HOST:PORT/STREAM?group=GROUP")
+    out = {"stream": stream}
+    query = parse_qs(parts.query, keep_blank_values=True)
+    for name, values in query.items():
+        if name not in REDIS_QUERY:
+            raise ValueError(f"{text!r}: unknown parameter {name!r} (known: "
+                             f"{', '.join(REDIS_QUERY)})")
+        if len(values) != 1 or not values[0]:
+            raise ValueError(f"{text!r}: {name} must have one non-empty value")
+        out[name] = values[0]
+    if "group" not in out:
+        raise ValueError(f"{text!r}: missing group=GROUP (the consumer group to join)")
+    db = out.pop("db", None)
+    if db is not None and not db.isdigit():
+        raise ValueError(f"{text!r}: db must be a database number, got {db!r}")
+    out["url"] = _redis_url(server + (f"/{db}" if db is not None else ""))
+    if "start" in out:
+        out["start"] = _choice(REDIS_STARTS)(out["start"])
+    return out
+
+
+def is_redis_source(text: str) -> bool:
+    """Whether a --source value names a Redis stream rather than a file glob."""
+    return text.split("://", 1)[0].lower() in REDIS_SCHEMES and "://" in text
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    """A Redis stream as a source (needs ``pip install streamer[redis]``).
+
+    url             the server, redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] (rediss:// for
+                    TLS); "" = no Redis source.
+    stream, group   the stream key and the consumer group to join (created if missing,
+                    with the stream).
+    field           the entry field holding the text (one or more lines).
+    consumer        this service's name in the group; "" = host name + a hash of the
+                    absolute state.dir, stable across restarts (a restarted consumer must
+                    find its own pending entries under its name).
+    start           where a group this service creates starts: "begin" (the stream's first
+                    entry) or "now" (entries added from now on). An existing group keeps
+                    its place.
+    batch_entries   entries per read (XREADGROUP COUNT).
+    block           how long a read waits for new entries (also how late a stop request
+                    may be honoured).
+    claim_idle      pending entries of other consumers idle this long are taken over
+                    (XAUTOCLAIM); must exceed intervals.snapshot, since a live consumer
+                    acknowledges only after a snapshot.
+    claim_interval  how often the group's pending list is searched for such entries.
+    retry_max       longest wait between two attempts while Redis is unreachable.
+    max_unacked     entries counted (or in flight) and not yet acknowledged, at most: the
+                    capacity of the id set a snapshot stores (~100 bytes of memory each);
+                    reading pauses there until a snapshot is written and acknowledged. It
+                    should exceed the entries of one snapshot interval.
+    """
+
+    url: str = setting("", _redis_url)
+    stream: str = setting("", _str)
+    group: str = setting("", _str)
+    field: str = setting("text", _str)
+    consumer: str = setting("", _str)
+    start: str = setting("begin", _choice(REDIS_STARTS))
+    batch_entries: int = setting(1000, _int(1, 100_000))
+    block: float = setting(1.0, _positive_duration)
+    claim_idle: float = setting(300.0, _positive_duration)
+    claim_interval: float = setting(10.0, _positive_duration)
+    retry_max: float = setting(30.0, _positive_duration)
+    max_unacked: int = setting(1_000_000, _int(1000, 100_000_000))
+
+
 @dataclass(frozen=True)
 class EngineSection:
     """Engine parameters (streamer.core.engine_config.EngineConfig documents each) and the
@@ -546,6 +654,7 @@ class Config:
     """The whole daemon configuration. ``origin`` names where it came from, for messages."""
 
     sources: SourcesConfig = field(default_factory=SourcesConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
     engine: EngineSection = field(default_factory=EngineSection)
     time: TimeConfig = field(default_factory=TimeConfig)
     intervals: IntervalsConfig = field(default_factory=IntervalsConfig)
@@ -607,6 +716,7 @@ def check(cfg: Config) -> None:
         flag = dict(cfg.flags).get(key)
         raise (ConfigError("command line", flag, exc.problem) if flag
                else ConfigError(cfg.origin, key, exc.problem)) from None
+    _check_redis(cfg)
     h = cfg.http
     if h.enabled and h.ingest_enabled and not h.ingest_token:
         # on loopback too: any web page open in a local browser can POST text/plain there
@@ -634,6 +744,26 @@ def check(cfg: Config) -> None:
             if Path(shard).resolve() == own:
                 raise bad(f"{shard} is this service's own state.dir: the view's snapshots "
                           "must not be read back as a shard")
+
+
+def _check_redis(cfg: Config) -> None:
+    r = cfg.redis
+    if not r.url:
+        return
+
+    def fail(key: str, problem: str) -> ConfigError:
+        flag = dict(cfg.flags).get(key)
+        return (ConfigError("command line", flag, problem) if flag
+                else ConfigError(cfg.origin, key, problem))
+
+    for key in ("stream", "group", "field"):
+        if not getattr(r, key).strip():
+            raise fail(f"redis.{key}", "must be set (a non-empty string) when redis.url is")
+    if r.claim_idle <= cfg.intervals.snapshot:
+        raise fail("redis.claim_idle",
+                   f"must be longer than intervals.snapshot ({cfg.intervals.snapshot:g} s): "
+                   "a live consumer acknowledges its entries only after a snapshot, and "
+                   "another consumer would take them over before")
 
 
 def load(path: str | Path | None) -> Config:
@@ -667,8 +797,10 @@ def load(path: str | Path | None) -> Config:
 def add_override_arguments(p: argparse.ArgumentParser) -> None:
     """The `streamer run` flags that override the file. Values are parsed in apply_overrides,
     so a bad flag produces the same kind of one-line message as a bad key."""
-    p.add_argument("--source", dest="sources", action="append", metavar="GLOB",
-                   help="file or glob to tail (repeatable; replaces sources.globs)")
+    p.add_argument("--source", dest="sources", action="append", metavar="GLOB|URL",
+                   help="file or glob to tail, or a Redis stream "
+                        "redis://HOST:PORT/STREAM?group=G[&field=text&consumer=C&start=now]"
+                        " (repeatable; the values given replace sources.globs and [redis])")
     p.add_argument("--stdin", action="store_true", default=None,
                    help="also read standard input")
     p.add_argument("--state-dir", metavar="DIR", help="snapshot directory (state.dir)")
@@ -718,7 +850,7 @@ def apply_overrides(cfg: Config, args: argparse.Namespace) -> Config:
         except ValueError:
             return text
 
-    src, eng, iv = cfg.sources, cfg.engine, cfg.intervals
+    src, eng, iv, rd = cfg.sources, cfg.engine, cfg.intervals, cfg.redis
     st, ex, http, log = cfg.state, cfg.export, cfg.http, cfg.log
     flags = dict(cfg.flags)
     g = getattr
@@ -733,8 +865,17 @@ def apply_overrides(cfg: Config, args: argparse.Namespace) -> Config:
         if g(args, attr, None):
             flags[key] = flag
     if g(args, "sources", None):
-        src = dataclasses.replace(src, globs=conv("--source", list(args.sources),
-                                                  _list_of(_path)))
+        urls = [v for v in args.sources if is_redis_source(v)]
+        globs = [v for v in args.sources if not is_redis_source(v)]
+        if len(urls) > 1:
+            raise ConfigError("command line", "--source", "at most one Redis stream")
+        src = dataclasses.replace(src, globs=conv("--source", globs, _list_of(_path)))
+        # the stream's identity comes from the flag alone; the file's tuning stays
+        rd = dataclasses.replace(RedisConfig(), **{k: getattr(rd, k) for k in REDIS_TUNING})
+        if urls:
+            rd = dataclasses.replace(rd, **conv("--source", urls[0], parse_redis_source))
+            for key in ("url", "stream", "group", "field", "consumer", "start"):
+                flags[f"redis.{key}"] = "--source"
     if g(args, "stdin", None):
         src = dataclasses.replace(src, stdin=True)
         flags["sources.stdin"] = "--stdin"
@@ -768,7 +909,7 @@ def apply_overrides(cfg: Config, args: argparse.Namespace) -> Config:
     if g(args, "log_level", None) is not None:
         log = dataclasses.replace(log, level=conv("--log-level", args.log_level,
                                                   _choice(LOG_LEVELS)))
-    out = dataclasses.replace(cfg, sources=src, engine=eng, intervals=iv, state=st,
+    out = dataclasses.replace(cfg, sources=src, redis=rd, engine=eng, intervals=iv, state=st,
                               export=ex, http=http, view=view, log=log,
                               flags=tuple(sorted(flags.items())))
     check(out)

@@ -33,8 +33,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import glob as globmod
+import hashlib
 import logging
+import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -45,7 +48,7 @@ from streamer import __version__
 from streamer.core.engine import Engine
 from streamer.core.lexicon import Lexicon, LexiconError, load_known
 from streamer.core.results import Published
-from streamer.input import FileSource, StdinSource
+from streamer.input import FileSource, RedisStreamSource, Source, StdinSource
 from streamer.service.config import Config
 from streamer.service.pipeline import BATCH_LINES, Pipeline
 from streamer.service.publisher import Publisher
@@ -66,6 +69,9 @@ DRAIN_SECONDS = 3.0
 #: Exit status of a run that stopped with batches it could not ingest (resource errors):
 #: their files resume from the last snapshot's offsets at the next start.
 EXIT_UNREAD = 3
+#: Seconds the shutdown gives a Redis source to send its owed acks after the final snapshot
+#: (those not sent stay in the snapshot and are sent at the next start).
+ACK_DRAIN_SECONDS = 5.0
 
 
 class StartupError(Exception):
@@ -98,6 +104,14 @@ def glob_directory(pattern: str) -> Path:
     return Path(*fixed) if fixed else Path(".")
 
 
+def default_consumer(state_dir: str | Path) -> str:
+    """The consumer name of a service that sets none: host name + 8 hex digits of the
+    sha1 of the absolute state directory. Stable across restarts of the same service (it
+    must find its own pending entries), distinct for two services on one host."""
+    digest = hashlib.sha1(os.path.abspath(state_dir).encode("utf-8")).hexdigest()[:8]
+    return f"{socket.gethostname()}-{digest}"
+
+
 class Daemon:
     """The service: owns the parts, starts and stops them; the HTTP server's ServiceView."""
 
@@ -109,7 +123,7 @@ class Daemon:
         self.counters = Counters()
         self.stopping = asyncio.Event()
         #: source id -> source; filled by run(), read by the pipeline, snapshots, telemetry
-        self.sources: dict[str, FileSource | StdinSource] = {}
+        self.sources: dict[str, Source] = {}
         self.pipeline = Pipeline(cfg, self.counters, self.stopping, self.sources)
         self.publisher = Publisher(cfg, self.counters, self.pipeline, self.stopping)
         self.store = StateStore(cfg, self.engine_config, reset_state=reset_state,
@@ -150,6 +164,13 @@ class Daemon:
                 self.shard_view.check()
             except ShardConfigError as exc:
                 raise StartupError(f"{cfg.where('view.shards')}: {exc}") from None
+        if cfg.redis.url and self.shard_view is None:  # a view reads no sources
+            from streamer.input.redis_stream import RedisUnavailable, import_client
+
+            try:
+                import_client()
+            except RedisUnavailable as exc:
+                raise StartupError(f"{cfg.where('redis.url')}: {exc}") from None
         for pattern in cfg.sources.globs if self.shard_view is None else ():
             d = glob_directory(pattern)
             if not d.exists():
@@ -219,10 +240,11 @@ class Daemon:
 
         if self.shard_view is None:
             self._make_sources()
-            log.info("streamer %s running: sources %s%s; state %s; exports %s; rescore every "
+            log.info("streamer %s running: sources %s%s%s; state %s; exports %s; rescore every "
                      "%gs", __version__, ", ".join(cfg.sources.globs) or "(no files)",
-                     " + stdin" if cfg.sources.stdin else "", self.store.dir, self.export_dir,
-                     cfg.intervals.rescore)
+                     " + stdin" if cfg.sources.stdin else "",
+                     f" + redis stream {cfg.redis.stream!r}" if cfg.redis.url else "",
+                     self.store.dir, self.export_dir, cfg.intervals.rescore)
         else:
             log.info("streamer %s running as the merged view of %d shard(s): %s, merged every "
                      "%gs (no sources are read); state %s; exports %s", __version__,
@@ -293,7 +315,22 @@ class Daemon:
                 si.restore(positions.get("stdin", []))
             self.sources["stdin"] = si
 
-    async def _run_source(self, sid: str, src: FileSource | StdinSource) -> None:
+        r = self.cfg.redis
+        if r.url:
+            rs = RedisStreamSource(queue, url=r.url, stream=r.stream, group=r.group,
+                                   consumer=r.consumer or default_consumer(self.store.dir),
+                                   field=r.field, start=r.start, batch_entries=r.batch_entries,
+                                   block=r.block, claim_idle=r.claim_idle,
+                                   claim_interval=r.claim_interval, retry_max=r.retry_max,
+                                   max_unacked=r.max_unacked,
+                                   ack_overdue=max(300.0, 3 * self.cfg.intervals.snapshot),
+                                   max_line_bytes=s.max_line_bytes, batch_bytes=s.batch_bytes,
+                                   source_id="redis")
+            if positions is not None:
+                rs.restore(positions.get("redis", []))
+            self.sources["redis"] = rs
+
+    async def _run_source(self, sid: str, src: Source) -> None:
         """Run one source until stop() or end of input.
 
         Sources handle bad files themselves (logged, skipped, retried); an exception out
@@ -369,6 +406,9 @@ class Daemon:
                      dropped)
         await self.publisher.rescore(reason="shutdown")
         ok = await self.snapshots.take(reason="shutdown")
+        for src in self.sources.values():
+            if isinstance(src, RedisStreamSource):  # the snapshot is on disk: XACK
+                await src.drain(ACK_DRAIN_SECONDS)
         await self.publisher.export(reason="shutdown")
         if not ok:
             return 1

@@ -30,7 +30,7 @@ from typing import Any, Literal, TypeVar
 from streamer.core.engine import EncodedBatch, Engine
 from streamer.core.lexicon import Lexicon
 from streamer.core.memory import release_freed_memory
-from streamer.input import Batch, FileSource, StdinSource
+from streamer.input import Batch, Source
 from streamer.service.config import Config
 from streamer.service.telemetry import Counters
 
@@ -60,7 +60,7 @@ class Pipeline:
     """
 
     def __init__(self, cfg: Config, counters: Counters, stopping: asyncio.Event,
-                 sources: Mapping[str, FileSource | StdinSource]) -> None:
+                 sources: Mapping[str, Source]) -> None:
         self._cfg = cfg
         self._counters = counters
         self._stopping = stopping

@@ -10,7 +10,8 @@ Exactly once across restarts: the counts and the source offsets in a snapshot ag
 across ingest and commit) while it reads the committed positions and copies the engine
 state in the engine thread. The copy is then serialised, hashed and fsynced by another
 thread while ingestion goes on: the ingestion pause is a copy in memory, not a disk write
-(docs/recovery.md has the measured pause).
+(docs/recovery.md has the measured pause). Once the file is on disk, sources that
+acknowledge what they hand out (a Redis stream: XACK) are told which positions it holds.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from streamer.core.engine import Engine, EngineConfig
 from streamer.core.lexicon import Lexicon
 from streamer.core.memory import release_freed_memory
 from streamer.core.results import Published, Word
-from streamer.input import FileSource, StdinSource
+from streamer.input import Source
 from streamer.service.config import Config
 from streamer.service.pipeline import Pipeline
 from streamer.service.publisher import Publisher
@@ -187,7 +188,7 @@ class Snapshots:
     """Snapshots while the service runs: a capture under the engine lock, then a write."""
 
     def __init__(self, store: StateStore, pipeline: Pipeline, publisher: Publisher,
-                 counters: Counters, sources: Mapping[str, FileSource | StdinSource]) -> None:
+                 counters: Counters, sources: Mapping[str, Source]) -> None:
         self._store = store
         self._pipeline = pipeline
         self._publisher = publisher
@@ -235,6 +236,10 @@ class Snapshots:
                 release_freed_memory()
             total = time.perf_counter() - t0
         self._generation = generation
+        for sid, src in self._sources.items():
+            acknowledge = getattr(src, "acknowledge", None)
+            if acknowledge is not None:  # the snapshot holding these positions is on disk
+                acknowledge(positions.get(sid, []))
         c.snapshots += 1
         c.snapshot_failure = None
         c.snapshot_seconds = pause
@@ -280,12 +285,22 @@ class Snapshots:
             "units_ingested": int(eng.units_ingested),
             "stream_time": self._pipeline.stream_time(eng.chars_ingested),
             "published_words": len(published.words),
-            "sources": positions,
+            "sources": positions_summary(positions),
         }
         return state, metadata
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def positions_summary(positions: Positions) -> Positions:
+    """The positions for a snapshot's header (metadata): as they are, except that a list
+    in a position (the ids a Redis source counted, up to an interval's worth of entries)
+    is replaced by its length under ``<key>_ids``; the state holds the list itself."""
+    return {sid: [{(f"{k}_ids" if isinstance(v, list) else k):
+                   (len(v) if isinstance(v, list) else v) for k, v in p.items()}
+                  if isinstance(p, dict) else p for p in ps]
+            for sid, ps in positions.items()}
 
 
 def _private_copy(value: Any) -> Any:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from streamer import __version__
 from streamer.core.results import Published
-from streamer.input import FileSource, StdinSource
+from streamer.input import FileSource, RedisStreamSource, Source
 from streamer.service.config import Config
 from streamer.storage import snapshot
 
@@ -127,7 +127,7 @@ class Telemetry:
     """/stats, /metrics and /healthz from the counters and the live status of the parts."""
 
     def __init__(self, cfg: Config, counters: Counters, lag: LoopLag, engine: EngineActivity,
-                 sources: Mapping[str, FileSource | StdinSource],
+                 sources: Mapping[str, Source],
                  stopping: asyncio.Event) -> None:
         self._cfg = cfg
         self._counters = counters
@@ -280,8 +280,13 @@ class Telemetry:
                                 "Engine counting state by part.", v, {"part": str(part)}))
         if c.view_shards:
             m += self._view_metrics()
+        for src in self._sources.values():
+            if isinstance(src, RedisStreamSource):
+                m.extend(_redis_metrics(src))
         states: collections.Counter[str] = collections.Counter()
         for src in self._sources.values():
+            if isinstance(src, RedisStreamSource):
+                continue  # not files
             for row in src.status():
                 states[str(row.get("state"))] += 1
         for state, n in sorted(states.items()):
@@ -302,10 +307,12 @@ class Telemetry:
                     for path, why in getattr(src, "unreadable_roots", dict)().items()}
         shard_problems = [f"{r['dir']}: {r['problem']}" for r in c.view_shards
                           if r.get("problem")]
+        troubles = [p for src in self._sources.values()
+                    if (p := getattr(src, "problem", lambda: None)()) is not None]
         ok = (consumer == "running" and not stopping and not c.failed_sources
               and busy < stuck_after and c.snapshot_failure is None and not starting
               and not unlisted and c.export_failure is None and not shard_problems
-              and c.view_problem is None)
+              and c.view_problem is None and not troubles)
         details: dict[str, Any] = {
             "lines_ingested": c.lines_ingested,
             "queue_depth": self._engine.queue_depth(),
@@ -325,6 +332,10 @@ class Telemetry:
             details["status"] = "degraded"
             details["reason"] = "source failed: " + "; ".join(
                 f"{k}: {v}" for k, v in c.failed_sources.items())
+        elif troubles:
+            # a source cannot read (Redis down) or cannot acknowledge: still serving
+            details["status"] = "degraded"
+            details["reason"] = "; ".join(troubles)
         elif unlisted:
             details["status"] = "degraded"
             details["reason"] = "cannot scan " + "; ".join(
@@ -399,11 +410,40 @@ class Telemetry:
             c.last_snapshot, c.started, time.time(), self._cfg.intervals.snapshot))
 
 
-def _bytes_committed(src: FileSource | StdinSource) -> int:
+def _bytes_committed(src: Source) -> int:
     """Bytes of the lines a source had consumed, cumulative."""
-    if isinstance(src, FileSource):
+    if isinstance(src, FileSource | RedisStreamSource):
         return src.bytes_committed
     return sum(int(row.get("committed_offset") or 0) for row in src.status())
+
+
+def _redis_metrics(src: RedisStreamSource) -> list[Metric]:
+    """The /metrics samples of one Redis stream source (labelled with the stream)."""
+    from streamer.service.server import Metric
+
+    labels = {"stream": src.stream}
+    rows = (
+        ("streamer_redis_entries_read_total", "counter",
+         "Stream entries delivered (new, own pending after a restart, claimed).",
+         src.entries_read),
+        ("streamer_redis_entries_counted_total", "counter",
+         "Stream entries whose lines the engine counted.", src.entries_counted),
+        ("streamer_redis_entries_acked_total", "counter",
+         "Stream entries acknowledged (XACK) after a snapshot held them.", src.entries_acked),
+        ("streamer_redis_entries_claimed_total", "counter",
+         "Entries taken over from other consumers (XAUTOCLAIM).", src.entries_claimed),
+        ("streamer_redis_entries_lost_total", "counter",
+         "Entries deleted or trimmed before they were counted.", src.entries_lost),
+        ("streamer_redis_entries_without_field_total", "counter",
+         "Entries without the configured field (skipped).", src.entries_without_field),
+        ("streamer_redis_acks_owed", "gauge",
+         "Entries in a snapshot on disk, not yet acknowledged.", src.acks_owed),
+        ("streamer_redis_connected", "gauge", "1 while Redis answers, else 0.",
+         int(src.connected)),
+        ("streamer_redis_reconnects_total", "counter",
+         "Reconnections after Redis was unreachable.", src.reconnects),
+    )
+    return [Metric(name, kind, text, value, labels) for name, kind, text, value in rows]
 
 
 def rss_bytes() -> int | None:

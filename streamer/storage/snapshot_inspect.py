@@ -168,6 +168,11 @@ def _format_positions(sources: dict[Any, Any]) -> list[str]:
             if not isinstance(p, dict):
                 lines.append(f"    {sid}: {p!r}")
                 continue
+            if "stream" in p:  # a Redis stream: the counted ids are acked, not re-read
+                lines.append(f"    {sid}: stream {p.get('stream')!r} group {p.get('group')!r}"
+                             f" consumer {p.get('consumer')!r}: {p.get('counted_ids')} "
+                             "counted entries not yet acknowledged")
+                continue
             where = p.get("path", "<stdin>")
             ident = (f" (dev {p['dev']}, inode {p['ino']}, first {p['fingerprint_bytes']} "
                      f"bytes sha1 {str(p['fingerprint'])[:12]})"
