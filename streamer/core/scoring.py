@@ -114,6 +114,9 @@ class PartFeatures:
     nparts: np.ndarray | None = None
     head_chars: np.ndarray | None = None
     object_chars: np.ndarray | None = None
+    #: P_lex, the cohesion level pmi_lex is held to (module docstring); 0 without
+    #: lexicon frequencies
+    lexicon_level: float = 0.0
 
 
 #: the first unit of a word (match) and its last (search): an ASCII letter/digit run, or
@@ -274,7 +277,7 @@ def part_features(words: list[str], alone: np.ndarray, unigrams: np.ndarray,
         return PartFeatures(first, last, phrase, head_chars=head_chars,
                             object_chars=object_chars)
     return PartFeatures(first, last, phrase, table[:, 7], table[:, 8], head_chars,
-                        object_chars)
+                        object_chars, cohesion_level(math.exp(lex.log_total)))
 
 
 def cohesion_level(total: float) -> float:
@@ -339,7 +342,7 @@ def score(count: np.ndarray, left: np.ndarray, right: np.ndarray,
         if parts is not None and parts.log_parts is not None and parts.nparts is not None:
             lex_pmi = ((np.log(np.maximum(count, 1.0) / total) - parts.log_parts)
                        / np.maximum(parts.nparts - 1, 1))
-            out = out * np.clip(lex_pmi / level, 0.0, 1.0)
+            out = out * np.clip(lex_pmi / max(level, parts.lexicon_level), 0.0, 1.0)
     if split is not None:
         out = out * split
     if parts is None:
