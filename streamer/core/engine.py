@@ -463,7 +463,7 @@ class Engine(EngineState):
         score = scoring.score(recent, left, right, parts, pmi,
                               float(self.clock.occurrences(self.total_units)),
                               self._split(words, recent, parts, counts))
-        emergence = self._trend(slots, now) * score
+        emergence = scoring.emergence(self._trend(slots, now), score)
         order = np.arange(len(words))
         if cfg.max_words is not None and len(order) > cfg.max_words:
             order = np.argpartition(-score, cfg.max_words - 1)[: cfg.max_words]
