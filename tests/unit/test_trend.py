@@ -34,8 +34,9 @@ def test_trend_reproduces_the_worked_example() -> None:
     assert word[0] == pytest.approx(3.153, abs=1e-3)
     assert join[0] ** 2 == pytest.approx(11.042, abs=1e-3)
     assert join[0] == pytest.approx(3.323, abs=1e-3)
-    assert word[0] * 2.0 == pytest.approx(6.31, abs=0.01)
-    assert join[0] * 0.5 == pytest.approx(1.66, abs=0.01)
+    # emergence = min(z, 3) * score
+    assert scoring.emergence(word, np.array([2.0]))[0] == pytest.approx(6.0)
+    assert scoring.emergence(join, np.array([0.5]))[0] == pytest.approx(1.5)
     assert handful[0] ** 2 == pytest.approx(1.426, abs=1e-3)
     assert TREND_PRIOR == 5.0
 
