@@ -55,6 +55,8 @@ of u: how often the cutter cut u out as a piece by itself; b(p) = the lexicon's
 standalone rate: freq(p) / sum over lexicon words containing p of their freq):
 
     a number (an ASCII run starting with a digit: 1997, 5, 1g)         L = 1
+    an aspect marker or 的 (tag ul uz ug uj: 了 着 过 的): no word
+      begins or ends with one (读|过, 住|过, hp|的)                     L = 1
     a function word (lexicon tag c d e f k m p q r u y: conjunction,
       adverb, interjection, localiser, suffix, numeral, preposition,
       classifier, pronoun, particle, modal) of >= 2 characters, or
@@ -144,6 +146,13 @@ _HEAD_UNIT = re.compile(r"[a-z0-9]+|.", re.S)
 _TAIL_UNIT = re.compile(r"[a-z0-9]+$|.$", re.S)
 
 
+#: tags of the particles that no word begins or ends with: the aspect markers 了 (ul),
+#: 着 (uz), 过 (ug) and the structural particle 的 (uj). A verb with its aspect marker (读过,
+#: 住过, 提供了) is inflection, a string ending or beginning in 的 a phrase (hp的, 岁的); the
+#: labelling guideline counts both as joins with a function word
+EDGE_PARTICLE_TAGS = frozenset({"ul", "uz", "ug", "uj"})
+
+
 def is_number(part: str) -> bool:
     """A part that is a number: an ASCII run that starts with a digit (1997, 10, 1g)."""
     return part[:1].isdigit() and part.isascii()
@@ -207,8 +216,9 @@ def edge_rule(part: str, rest: str, lexicon: Lexicon,
               head: bool = False) -> tuple[float, float, bool]:
     """What the lexicon says about an edge part: (hard, b, attached).
 
-    hard      1.0 when L = 1 whatever the text says (a number, a function word of two
-              or more characters or joined to a known word), else 0.0
+    hard      1.0 when L = 1 whatever the text says (a number, an aspect marker or 的
+              (EDGE_PARTICLE_TAGS), a function word of two or more characters or joined to
+              a known word), else 0.0
     b         the lexicon's standalone rate where it counts (a one-character function
               word or bare morpheme), else 0
     attached  a one-character part beside a rest that is a known word of >= 2 characters
@@ -218,6 +228,8 @@ def edge_rule(part: str, rest: str, lexicon: Lexicon,
     部部长; e(部) = 0.55), not a prefix (副 0.07, 预 0.04).
     """
     if is_number(part):
+        return 1.0, 0.0, False
+    if lexicon.tag(part) in EDGE_PARTICLE_TAGS:
         return 1.0, 0.0, False
     rest_known = len(rest) > 1 and rest in lexicon
     if lexicon.is_function(part):

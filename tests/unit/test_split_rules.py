@@ -9,6 +9,7 @@ runs them) with a small known lexicon in jieba's format (``word freq tag``).
                              typical continuation: a new compound of a known head
     free object    装系统     the verb 装 with 系统, a noun used after many other words
     set phrase     没办法     the verb 没 with 办法, which is used almost only after it
+    aspect marker  读过       the verb 读 with the aspect marker 过 (tag ug): inflection
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ NAME_CHARS = "罗辉贺昭殷澜骆岚甘棠乔荪阮蕤钟嵘韦彤"
 
 LEXICON = {"记者": (20000, "n"), "装": (9000, "v"), "系统": (8000, "n"), "没": (30000, "v"),
            "办法": (6000, "n"), "订": (3000, "v"), "房": (9000, "n"), "无烟": (50, "v"),
-           "了": (300000, "ul")}
+           "了": (300000, "ul"), "读": (5000, "v"), "过": (90000, "ug"),
+           "过去": (50000, "t"), "不过": (40000, "c")}
 
 
 def names(rng: random.Random, n: int) -> list[str]:
@@ -44,7 +46,7 @@ def corpus(seed: int = 3) -> list[str]:
     others = names(rng, 40)
     lines = []
     for i in range(1500):
-        carried = [NEW_WORD, "手机壳", "装系统", "没办法"][i % 4] if i % 3 == 0 else None
+        carried = [NEW_WORD, "手机壳", "装系统", "没办法", "读过"][i % 5] if i % 3 == 0 else None
         if i % 125 == 7:  # 12 times: a rare byline, as each reporter's is
             carried = "记者毛磊"
         lines.append(sentence(rng, carried) + sentence(rng))
@@ -95,6 +97,8 @@ def test_split_rules_on_a_small_text(tmp_path: Path) -> None:
     # to it (办法 is used only after 没): kept
     assert factor[2] == 0.0 and words["装系统"].score == 0.0
     assert factor[3] == 1.0 and words["没办法"].score > 0.0
+    # a verb with its aspect marker: no word, whatever the text's rates
+    assert words["读过"].count >= 8 and words["读过"].score == 0.0
 
 
 def test_split_factor_worked_example() -> None:
