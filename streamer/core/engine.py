@@ -458,10 +458,12 @@ class Engine(EngineState):
         pmi, left, right = sc.pmi[keep], sc.left[keep], sc.right[keep]
         known = self.known.known(words)
         recent = counts[slots].astype(np.float64)
-        score = scoring.score(recent, left, right, scoring.part_features(
-            words, self.alone, self.unigrams, self.known, self.config.units), pmi,
-            float(self.clock.occurrences(self.total_units)))
-        emergence = self._trend(slots, now) * score
+        parts = scoring.part_features(words, self.alone, self.unigrams, self.known,
+                                      self.config.units)
+        score = scoring.score(recent, left, right, parts, pmi,
+                              float(self.clock.occurrences(self.total_units)),
+                              self._split(words, recent, parts, counts))
+        emergence = scoring.emergence(self._trend(slots, now), score)
         order = np.arange(len(words))
         if cfg.max_words is not None and len(order) > cfg.max_words:
             order = np.argpartition(-score, cfg.max_words - 1)[: cfg.max_words]
@@ -500,6 +502,54 @@ class Engine(EngineState):
                         rescore_seconds=time.perf_counter() - t0, stats=self.stats())
         self.published = pub
         return pub
+
+    def _split(self, words: list[str], recent: np.ndarray, parts: scoring.PartFeatures,
+               counts: np.ndarray) -> np.ndarray | None:
+        """scoring.split_factor of each word: the counts of its known head and of a verb's
+        object (PartFeatures.head_chars, object_chars), and the head's right neighbour
+        entropy where the head is itself a candidate of min_count (``counts``: the
+        candidate counts min_count applies to). Only the words that have such a part
+        are looked up (a few percent of the candidates)."""
+        if parts.head_chars is None or parts.object_chars is None:
+            return None
+        nan = np.full(len(words), np.nan)
+        head_count, head_right, object_count = nan.copy(), nan.copy(), nan.copy()
+        heads = np.flatnonzero(parts.head_chars)
+        if len(heads):
+            ends = parts.head_chars[heads].tolist()
+            keys, n, got = self._span_counts([words[i][:e] for i, e in
+                                              zip(heads.tolist(), ends, strict=True)])
+            slots = self.candidates.lookup(keys)
+            tracked = (slots >= 0) & got
+            tracked[tracked] = counts[slots[tracked]] >= self.config.min_count
+            at = heads[tracked]
+            head_count[at] = n[tracked]
+            head_right[at] = self.neighbours.entropies(slots[tracked])[1]
+        objects = np.flatnonzero(parts.object_chars)
+        if len(objects):
+            starts = parts.object_chars[objects].tolist()
+            _, n, got = self._span_counts([words[i][-e:] for i, e in
+                                           zip(objects.tolist(), starts, strict=True)])
+            object_count[objects[got]] = n[got]
+        return scoring.split_factor(recent, head_count, head_right, object_count)
+
+    def _span_counts(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Keys, counts (occurrences, as of the last decay) and a counted-mask of whole
+        strings: one unit from the exact table, 2..order units from the counter; longer
+        strings are not counted (the mask is False)."""
+        enc, offsets = encode_words(texts, self.config.units)
+        starts = offsets[:-1]
+        lengths = np.diff(offsets)
+        keys = span_keys(enc.mixed, starts, offsets[1:])
+        out = np.zeros(len(texts), dtype=np.int64)
+        one = lengths == 1
+        if one.any():
+            out[one] = self._count_keys(1, keys[one], enc.ids[starts[one]])
+        many = (lengths >= 2) & (lengths <= self.config.order)
+        if many.any():
+            out[many] = self.counter.query(keys[many])
+        got = one | many
+        return keys, np.asarray(self.clock.occurrences(out), dtype=np.float64), got
 
     def _trend(self, slots: np.ndarray, now: float) -> np.ndarray:
         """scoring.trend of each slot's word (standard deviations); 0 without decay.

@@ -273,6 +273,11 @@ class Lexicon:
         entry = self._index.get(word)
         return entry is not None and self._measure[entry & (MAX_TAGS - 1)]
 
+    def is_verb(self, word: str) -> bool:
+        """The word's tag is v: a verb, not a verbal noun (vn), an intransitive (vi), an
+        adverbial use (vd) or a bare morpheme (vg). False without a tag."""
+        return self.tag(word) == "v"
+
     def is_morpheme(self, word: str) -> bool:
         """The word's tag is a bare morpheme of no word class (zg, ng, vg, ag, tg: a tag
         ending in g whose first letter is not a function class): its tag tells

@@ -29,7 +29,7 @@ from streamer.cli.discover import discover
 from streamer.core.engine import EngineConfig
 from streamer.core.lexicon import DEFAULT_KNOWN, Lexicon, load_known
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FIELDS = ["word", "count", "score", "pmi", "left_entropy", "right_entropy", "known"]
 PLANTED_MIXED = {"区块链", "俄罗斯", "元宇宙", "b站", "u盘", "iphone手机"}
 

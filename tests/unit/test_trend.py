@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from helpers import BURST, HANDFUL, MADE_UP, STEADY, STEADY_FREQUENT, VOCAB, stream
 
+from streamer.core import scoring
 from streamer.core.decay import ExposureLog
 from streamer.core.engine import Engine, EngineConfig
 from streamer.core.lexicon import Lexicon
@@ -33,8 +34,9 @@ def test_trend_reproduces_the_worked_example() -> None:
     assert word[0] == pytest.approx(3.153, abs=1e-3)
     assert join[0] ** 2 == pytest.approx(11.042, abs=1e-3)
     assert join[0] == pytest.approx(3.323, abs=1e-3)
-    assert word[0] * 2.0 == pytest.approx(6.31, abs=0.01)
-    assert join[0] * 0.5 == pytest.approx(1.66, abs=0.01)
+    # emergence = min(z, 3) * score
+    assert scoring.emergence(word, np.array([2.0]))[0] == pytest.approx(6.0)
+    assert scoring.emergence(join, np.array([0.5]))[0] == pytest.approx(1.5)
     assert handful[0] ** 2 == pytest.approx(1.426, abs=1e-3)
     assert TREND_PRIOR == 5.0
 
@@ -147,3 +149,14 @@ def test_batch_run_has_no_emergence() -> None:
 # --------------------------------------------------------------------------- the service
 
 
+
+
+def test_emergence_caps_the_evidence_at_three_standard_deviations() -> None:
+    """The README's example (z = 3.153 and 3.323, scores 2.0 and 0.5) and the reason for
+    the cap: a frequent join of a new genre (z = 15, score 0.40) no longer leads a surely
+    rising word of a tenth of its count (z = 6, score 1.43); a handful (z = 1.19) keeps
+    its weak evidence."""
+    e = scoring.emergence(np.array([3.153, 3.323, 15.0, 6.0, 1.19]),
+                          np.array([2.0, 0.5, 0.40, 1.43, 2.0]))
+    assert np.allclose(e, [6.0, 1.5, 1.2, 4.29, 2.38])
+    assert e[3] > e[2]
