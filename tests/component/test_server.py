@@ -13,6 +13,7 @@ import io
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -511,7 +512,11 @@ def test_top_watch_exits_0_on_ctrl_c() -> None:
              "import sys; from streamer.cli.main import main; sys.exit(main(sys.argv[1:]))",
              "top", "--url", url, "-n", "3", "--watch", "0.2"],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": str(ROOT)}, text=True)
+            env={**os.environ, "PYTHONPATH": str(ROOT)}, text=True,
+            # a terminal's Ctrl-C reaches a program whose SIGINT is not ignored; a suite
+            # started in the background by a non-interactive shell ignores it, and
+            # Python then installs no KeyboardInterrupt handler in its children
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         assert proc.stdout is not None
         seen = []
         deadline = time.monotonic() + 60
