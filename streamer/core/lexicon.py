@@ -78,6 +78,9 @@ def fold(words: Sequence[str]) -> list[str]:
 #: a word's entry packs its frequency and tag id: freq << TAG_BITS | tag id
 TAG_BITS = 8
 MAX_TAGS = 1 << TAG_BITS
+#: the largest frequency kept (2**53: above it a float no longer holds every whole number);
+#: larger ones are clipped to it, so that an entry always fits in 64 bits
+MAX_FREQ = 1 << 53
 
 #: version of LexiconColumns; part of parser_fingerprint, so a stored form of another
 #: version is never read back
@@ -258,22 +261,31 @@ class Lexicon:
         """
         units = _UNIT.findall(word)
         n = len(units)
-        unknown = -self.log_total
+        # log_prob inlined (the same arithmetic, so the same floats): this loop runs for
+        # every candidate of every rescore, ~8 lookups a word
+        get = self._index.get
+        log = math.log
+        log_total = self.log_total
+        unknown = -log_total
         best = [0.0] + [-math.inf] * n
         back = [0] * (n + 1)
         for i in range(1, n + 1):
             text = ""
+            top, arg = -math.inf, 0
             for j in range(i - 1, -1, -1):
                 text = units[j] + text
                 if len(text) > MAX_PART and j < i - 1:
                     break
-                lp = self.log_prob(text)
-                if lp is None:
+                entry = get(text)
+                if entry is None:
                     if j < i - 1:
                         continue
                     lp = unknown
-                if best[j] + lp > best[i]:
-                    best[i], back[i] = best[j] + lp, j
+                else:
+                    lp = log(entry >> TAG_BITS) - log_total
+                if best[j] + lp > top:
+                    top, arg = best[j] + lp, j
+            best[i], back[i] = top, arg
         parts: list[str] = []
         i = n
         while i > 0:
@@ -341,8 +353,8 @@ class Lexicon:
         """The lexicon as flat arrays (LexiconColumns), for a cache to store.
 
         Raises ValueError when it has no such form: a word holding a line break (only a
-        Lexicon built from words in code can have one) or an entry past int64 (a
-        frequency over 2**55). O(words)."""
+        Lexicon built from words in code can have one) or an entry past int64 (none
+        can: frequencies are clipped to MAX_FREQ). O(words)."""
         words = list(self._index)
         text = "\n".join(words)
         if text.count("\n") != max(len(words) - 1, 0):
@@ -406,9 +418,9 @@ class Lexicon:
         """Read every file; raises OSError/UnicodeDecodeError naming the file.
 
         A second column that is a positive number is the word's frequency (rounded to a
-        whole number, at least 1; summed over files), a third of one to four lower-case
-        letters its tag (the first file's tag wins). Without a frequency a word counts as
-        seen once.
+        whole number, at least 1, at most MAX_FREQ; summed over files), a third of one to
+        four lower-case letters its tag (the first file's tag wins). Without a frequency a
+        word counts as seen once.
         """
         lex = cls.__new__(cls)
         lex._tag_names = [""]
@@ -456,7 +468,10 @@ class Lexicon:
                                 ids[tag] = tid
                                 if tid:
                                     lex._tag_names.append(tag)
-                entry = (max(round(f), 1) << TAG_BITS) | tid
+                whole = round(f)
+                if whole > MAX_FREQ:
+                    whole = MAX_FREQ
+                entry = (max(whole, 1) << TAG_BITS) | tid
                 index[word] = shared.setdefault(entry, entry)
         lex._index = index
         lex.sources = tuple(names)
@@ -471,7 +486,7 @@ class Lexicon:
 
 def _pack(freq: float, tag_id: int) -> int:
     """A lexicon entry: the frequency as a whole number >= 1, and the tag id."""
-    return max(round(freq), 1) << TAG_BITS | tag_id
+    return min(max(round(freq), 1), MAX_FREQ) << TAG_BITS | tag_id
 
 
 # --------------------------------------------------------------------------- names
