@@ -160,8 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if m.returncode != 0:
             bc.log(f"warming the lexicon cache failed:\n{m.stderr[-2000:]}")
             return 1
-        report["lexicon"] = ("warm: read from the cache of parsed lexicons, "
-                             f"{m.stderr.strip()} (warmed by an untimed `{bc.display_cmd(warm)}`)")
+        report["lexicon"] = ("warm: read from the cache of parsed lexicons "
+                             f"({m.stderr.strip()}), loaded once untimed before the runs")
     for (path, nbytes, han), size in zip(inputs, sizes, strict=True):
         cmd = [python, "-m", "streamer", "discover", "--no-progress", "-o", "/dev/null",
                *extra, str(path)]
