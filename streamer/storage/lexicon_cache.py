@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -94,7 +95,8 @@ class LexiconFileCache:
 
     ``get`` hashes the files and remembers the digests, so that ``put`` stores the
     lexicon under the content it was parsed from even if a file changes meanwhile (the
-    next ``get`` then misses)."""
+    next ``get`` then misses). ``put`` writes only after a ``get`` of the same paths that
+    hashed them (load_known's order): files that are not regular are never cached."""
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
@@ -115,9 +117,14 @@ class LexiconFileCache:
                 "paths": list(self._names(paths)), "sha256": digests}
 
     def get(self, paths: Sequence[Path]) -> Lexicon | None:
-        """The cached Lexicon of these files as they are now, or None (a miss)."""
+        """The cached Lexicon of these files as they are now, or None (a miss). Only
+        regular files are cached: hashing a pipe (``--known <(...)``) would consume what
+        the parser must read."""
         names = self._names(paths)
         try:
+            if not all(stat.S_ISREG(os.stat(p).st_mode) for p in paths):
+                log.debug("lexicon cache: not used for %s (not all regular files)", names)
+                return None
             digests = [_digest(Path(p)) for p in paths]
         except OSError as exc:  # Lexicon.load reports it, naming the file
             log.debug("lexicon cache: cannot hash %s: %s", names, exc)
@@ -153,8 +160,11 @@ class LexiconFileCache:
         directory cannot be written or the lexicon has no columns."""
         names = self._names(paths)
         target = self.file_for(paths)
+        digests = self._digests.pop(names, None)
+        if digests is None:  # no get() before, or get() found a file that is not regular
+            log.debug("lexicon cache: not writing %s (no digest of %s)", target, names)
+            return
         try:
-            digests = self._digests.pop(names, None) or [_digest(Path(p)) for p in paths]
             cols = lexicon.columns()
             header = {**self._header(paths, digests), "tag_names": list(cols.tag_names),
                       "has_freq": cols.has_freq}

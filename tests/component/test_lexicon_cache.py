@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -208,3 +209,19 @@ def test_default_cache_follows_the_environment(monkeypatch: pytest.MonkeyPatch,
     assert cache is not None and cache.directory == tmp_path
     monkeypatch.setenv("STREAMER_NO_CACHE", "1")
     assert default_cache() is None
+
+
+def test_a_pipe_is_read_not_cached(tmp_path: Path) -> None:
+    """``--known <(...)``: hashing the pipe would consume it; a pipe is never cached."""
+    fifo = tmp_path / "words.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_text, args=("管道词 5 n\n",),
+                              kwargs={"encoding": "utf-8"})
+    writer.start()
+    cache = LexiconFileCache(tmp_path / "cache")
+    try:
+        lex = load_known([fifo], cache=cache)
+    finally:
+        writer.join(timeout=10)
+    assert set(lex.words) == {"管道词"} and lex.freq("管道词") == 5
+    assert not (tmp_path / "cache").exists()
