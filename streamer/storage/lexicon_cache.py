@@ -11,8 +11,10 @@ Where: one file per list of lexicon files,
 
 with dir = $STREAMER_CACHE_DIR, else $XDG_CACHE_HOME/streamer, else ~/.cache/streamer
 (default_cache). STREAMER_NO_CACHE=1 turns the cache off. A file is ~6 MB for jieba's
-dict.txt; one list of files has one cache file, rewritten when the lexicon changes, so
-the directory holds as many files as lists of lexicons were loaded.
+dict.txt; one list of files has one cache file, rewritten when the lexicon changes, and
+the directory keeps at most MAX_FILES of them: after a write, the least recently used
+beyond that are deleted (a hit touches its file), so lexicons loaded once from temporary
+paths do not pile up.
 
 The file is an uncompressed .npz (numpy's zip of arrays, read without pickle): a JSON
 header (format, parser fingerprint, the paths, the sha256 of every file's bytes) and
@@ -42,7 +44,8 @@ import numpy as np
 from streamer.core.lexicon import Lexicon, LexiconColumns, parser_fingerprint
 from streamer.storage.atomic import remove_leftover_temps, write_bytes
 
-__all__ = ["ENV_DIR", "ENV_OFF", "FORMAT", "LexiconFileCache", "cache_dir", "default_cache"]
+__all__ = ["ENV_DIR", "ENV_OFF", "FORMAT", "MAX_FILES", "LexiconFileCache", "cache_dir",
+           "default_cache"]
 
 log = logging.getLogger("streamer.storage.lexicon_cache")
 
@@ -54,6 +57,9 @@ ENV_OFF = "STREAMER_NO_CACHE"
 FORMAT = "streamer-lexicon-cache/1"
 #: temporary files of atomic_write in the cache directory (their writer's pid inside)
 _TEMP = re.compile(r"\.lexicon-[0-9a-f]{16}\.npz\.(?P<pid>\d+)\.[0-9a-f]+\.tmp$")
+#: cache files kept in the directory (least recently used deleted first): ~6 MB each for
+#: a lexicon of jieba's size
+MAX_FILES = 16
 _ARRAYS = ("words", "entries", "alone_cps", "alone_rates", "final_cps", "final_rates")
 
 
@@ -98,8 +104,11 @@ class LexiconFileCache:
     next ``get`` then misses). ``put`` writes only after a ``get`` of the same paths that
     hashed them (load_known's order): files that are not regular are never cached."""
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str], max_files: int = MAX_FILES) -> None:
+        if max_files < 1:
+            raise ValueError(f"max_files must be at least 1, not {max_files}")
         self.directory = Path(directory)
+        self.max_files = max_files
         self._digests: dict[tuple[str, ...], list[str]] = {}
 
     def file_for(self, paths: Sequence[Path]) -> Path:
@@ -153,6 +162,10 @@ class LexiconFileCache:
             log.debug("lexicon cache: ignoring %s: %s: %s", target, type(exc).__name__, exc)
             return None
         log.debug("lexicon cache: %d words from %s", len(lexicon), target)
+        try:
+            os.utime(target)  # used now: the last to be pruned
+        except OSError:
+            pass
         return lexicon
 
     def put(self, paths: Sequence[Path], lexicon: Lexicon) -> None:
@@ -178,3 +191,25 @@ class LexiconFileCache:
             log.debug("lexicon cache: not writing %s: %s", target, exc)
             return
         log.debug("lexicon cache: wrote %s (%d words)", target, len(lexicon))
+        self._prune(keep=target)
+
+    def _prune(self, keep: Path) -> None:
+        """Delete the least recently used cache files beyond max_files (never ``keep``)."""
+        try:
+            files = []
+            for path in self.directory.glob("lexicon-*.npz"):
+                try:
+                    files.append((path.stat().st_mtime_ns, path))
+                except FileNotFoundError:  # pruned by another process meanwhile
+                    continue
+        except OSError:
+            return
+        files.sort(reverse=True)
+        for _, path in files[self.max_files:]:
+            if path == keep:
+                continue
+            try:
+                path.unlink()
+                log.debug("lexicon cache: removed %s (least recently used)", path)
+            except OSError:
+                continue

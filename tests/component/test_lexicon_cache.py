@@ -50,12 +50,12 @@ def test_first_load_writes_the_cache_and_the_second_uses_it(tmp_path: Path,
     assert not target.exists()
     first = load_known([lexicon_file], cache=cache)
     assert target.is_file()
-    written = target.stat().st_mtime_ns, target.stat().st_ino
+    written = target.stat().st_ino, target.read_bytes()
     hit = cache.get([lexicon_file])
     assert hit is not None
     second = load_known([lexicon_file], cache=LexiconFileCache(tmp_path / "cache"))
-    # a hit is read, not written again
-    assert (target.stat().st_mtime_ns, target.stat().st_ino) == written
+    # a hit is read, not written again (a write replaces the file: a new inode)
+    assert (target.stat().st_ino, target.read_bytes()) == written
     parsed = Lexicon.load([lexicon_file])
     for lex in (first, hit, second):
         same(lex, parsed)
@@ -225,3 +225,23 @@ def test_a_pipe_is_read_not_cached(tmp_path: Path) -> None:
         writer.join(timeout=10)
     assert set(lex.words) == {"管道词"} and lex.freq("管道词") == 5
     assert not (tmp_path / "cache").exists()
+
+
+def test_the_cache_keeps_at_most_max_files(tmp_path: Path) -> None:
+    """Lexicons loaded once from passing paths do not pile up: the least recently used
+    cache files beyond max_files are deleted after a write; a hit counts as a use."""
+    cache = LexiconFileCache(tmp_path / "cache", max_files=3)
+    files = []
+    for k in range(5):
+        path = tmp_path / f"lex{k}.txt"
+        path.write_text(f"词{k} {k + 1} n\n", encoding="utf-8")
+        files.append(path)
+    for k in range(3):
+        load_known([files[k]], cache=cache)
+        os.utime(cache.file_for([files[k]]), ns=(k * 10**9, k * 10**9))  # distinct ages
+    assert cache.get([files[0]]) is not None  # lex0 is now the most recently used
+    load_known([files[3]], cache=cache)       # a fourth: lex1, the least recent, goes
+    kept = {p.name for p in (tmp_path / "cache").glob("lexicon-*.npz")}
+    assert kept == {cache.file_for([files[k]]).name for k in (0, 2, 3)}
+    with pytest.raises(ValueError):
+        LexiconFileCache(tmp_path, max_files=0)
