@@ -162,6 +162,7 @@ class LexiconFileCache:
             log.debug("lexicon cache: ignoring %s: %s: %s", target, type(exc).__name__, exc)
             return None
         log.debug("lexicon cache: %d words from %s", len(lexicon), target)
+        del self._digests[names]  # a hit: nothing to put
         try:
             os.utime(target)  # used now: the last to be pruned
         except OSError:
