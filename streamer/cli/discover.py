@@ -38,6 +38,7 @@ from streamer.core.segmentation import min_pmi_for
 from streamer.input.batch_reader import Decoded, ReadStats, decode_block, iter_raw_blocks
 from streamer.service.config import parse_size
 from streamer.storage.atomic import atomic_write
+from streamer.storage.lexicon_cache import default_cache
 
 T = TypeVar("T")
 FORMATS = ("tsv", "jsonl", "csv", "jieba")
@@ -320,7 +321,7 @@ def run(args: argparse.Namespace) -> int:
 
     def known() -> Lexicon | None:
         try:
-            return load_known(paths) if paths else None
+            return load_known(paths, cache=default_cache()) if paths else None
         except LexiconError as exc:
             raise UsageError(f"--known {exc}") from None
         except (OSError, UnicodeDecodeError) as exc:

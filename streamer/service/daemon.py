@@ -55,6 +55,7 @@ from streamer.service.publisher import Publisher
 from streamer.service.shard_view import ShardConfigError, ShardView
 from streamer.service.state import Snapshots, StateError, StateStore
 from streamer.service.telemetry import Counters, LoopLag, Telemetry
+from streamer.storage.lexicon_cache import default_cache
 
 if TYPE_CHECKING:  # aiohttp is imported only when the service starts (cli imports us)
     from streamer.service.server import Metric, WordDetail
@@ -200,7 +201,7 @@ class Daemon:
             return None
         started = time.perf_counter()
         try:
-            lex = load_known(paths)
+            lex = load_known(paths, cache=default_cache())
         except LexiconError as exc:
             if startup:
                 raise StartupError(f"{self.cfg.where('engine.known')}: {exc}") from None

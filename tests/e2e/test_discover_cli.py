@@ -27,7 +27,8 @@ import pytest
 
 from streamer.cli.discover import discover
 from streamer.core.engine import EngineConfig
-from streamer.core.lexicon import DEFAULT_KNOWN, Lexicon, load_known
+from streamer.core.lexicon import DEFAULT_KNOWN, Lexicon, load_known, resolve_known
+from streamer.storage.lexicon_cache import LexiconFileCache
 
 ROOT = Path(__file__).resolve().parents[2]
 FIELDS = ["word", "count", "score", "pmi", "left_entropy", "right_entropy", "known"]
@@ -35,8 +36,8 @@ PLANTED_MIXED = {"区块链", "俄罗斯", "元宇宙", "b站", "u盘", "iphone�
 
 
 def run(args: list[str], cwd: Path, stdin: bytes | None = None,
-        timeout: float = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
+        timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env or {})}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return subprocess.run([sys.executable, "-m", "streamer", "discover", *args], cwd=cwd,
                           env=env, capture_output=True, timeout=timeout,
@@ -218,6 +219,33 @@ def test_default_lexicon_is_jieba_and_no_known_turns_it_off(
     assert {w for w, _ in none} == PLANTED_MIXED
     proc = run([str(corpus), "--known", "jieba", "--no-known"], tmp_path)
     assert proc.returncode == 2 and "--no-known" in proc.stderr.decode()
+
+
+def test_lexicon_cache_is_written_used_rewritten_and_optional(
+        corpus: Path, tmp_path: Path) -> None:
+    """The default lexicon through the cache of parsed lexicons (storage.lexicon_cache):
+    the first run writes it, the next reads it, a damaged one is rewritten, and without a
+    usable cache the output is the same."""
+    cache = tmp_path / "cache"
+    args = [str(corpus), "--format", "jsonl"]
+    first = out(run(args, tmp_path, env={"STREAMER_CACHE_DIR": str(cache)}))
+    (written,) = cache.glob("lexicon-*.npz")
+    stamp = written.stat().st_ino, written.read_bytes()
+    assert out(run(args, tmp_path, env={"STREAMER_CACHE_DIR": str(cache)})) == first
+    # read, not written again (a write replaces the file: a new inode)
+    assert (written.stat().st_ino, written.read_bytes()) == stamp
+    written.write_bytes(stamp[1][: len(stamp[1]) // 3])
+    assert out(run(args, tmp_path, env={"STREAMER_CACHE_DIR": str(cache)})) == first
+    assert written.stat().st_ino != stamp[0]  # rewritten, and whole again:
+    assert LexiconFileCache(cache).get([resolve_known("jieba")]) is not None
+    off = tmp_path / "off"
+    proc = run(args, tmp_path, env={"STREAMER_CACHE_DIR": str(off), "STREAMER_NO_CACHE": "1"})
+    assert out(proc) == first and not off.exists()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory\n")
+    proc = run(args, tmp_path, env={"STREAMER_CACHE_DIR": str(blocker / "cache")})
+    assert out(proc) == first
+    assert len(err_lines(proc)) == 1 and err_lines(proc)[0].startswith("streamer discover:")
 
 
 def test_stdin(corpus: Path, expected: list[tuple[str, int]]) -> None:

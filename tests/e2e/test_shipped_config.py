@@ -18,6 +18,9 @@ from typing import Any
 import pytest
 from helpers import INJECTED, VOCAB, DaemonProcess, append_lines, background
 
+from streamer.core.lexicon import resolve_known
+from streamer.storage.lexicon_cache import LexiconFileCache
+
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "config" / "streamer.toml"
 COMMON = ("酒店", "服务", "房间", "喜欢")
@@ -63,7 +66,11 @@ def shipped(tmp_path: Path) -> Iterator[ShippedService]:
         svc.cleanup()
 
 
-def test_shipped_configuration_lists_no_common_word_as_new(shipped: ShippedService) -> None:
+def test_shipped_configuration_lists_no_common_word_as_new(
+        shipped: ShippedService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a cache of parsed lexicons of its own (storage.lexicon_cache): the service writes it
+    cache = tmp_path / "lexicon-cache"
+    monkeypatch.setenv("STREAMER_CACHE_DIR", str(cache))
     shipped.start()
     rng = random.Random(11)
     # the common words in every line, the invented one in every third
@@ -98,3 +105,7 @@ def test_shipped_configuration_lists_no_common_word_as_new(shipped: ShippedServi
     check()
     assert "known lexicons: " in shipped.log() and "jieba (" in shipped.log()
     assert shipped.stop() == 0
+    # the service wrote the parsed lexicon at start: one file, valid for jieba as it is
+    assert len(list(cache.glob("lexicon-*.npz"))) == 1
+    hit = LexiconFileCache(cache).get([resolve_known("jieba")])
+    assert hit is not None and len(hit) > 349_000
