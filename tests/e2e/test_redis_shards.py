@@ -69,10 +69,6 @@ def total_lines(services: list[LiveService]) -> int:
     return sum(s.lines() for s in services)
 
 
-def overlap(a: list[str], b: list[str]) -> float:
-    return len(set(a) & set(b)) / max(1, len(set(a) | set(b)))
-
-
 # =========================================================================== the same counts
 
 
@@ -83,12 +79,14 @@ def test_three_shards_and_a_view_count_what_one_service_counts(
     units; the n-gram and unigram tables of their snapshots are equal), the shards' lines
     add up to the entries', nothing is left pending.
 
-    The published lists differ a little (each shard cuts pieces with the counts it has:
-    docs/architecture.md, "What the merged list is"): the injected words are published by
-    both with the same pmi, every word both publish has the same pmi; over ten runs the
-    whole lists shared 0.86-0.93 of their words and the top 20 by score 0.82-1.00 (which
-    entries each shard reads changes from run to run). Asserted: pmi equality and the
-    injected words, not an overlap figure that depends on the split."""
+    The published lists are not equal (each shard cuts pieces with the counts it has:
+    docs/architecture.md, "What the merged list is"). What holds, and is asserted: every
+    word the single service publishes (74 here, each seen >= 250 times) the view
+    publishes, with the same pmi, and the injected words are among them; the view adds
+    27-39 rare pieces (counts 6-24) that the shards, at min_count 6 / 3 = 2, cut out.
+    Measured over 14 runs (which entries each shard reads changes from run to run): the
+    whole lists share 0.65-0.73 of the words in either, the top 20 by score 0.45-0.65
+    (scores use candidate tallies and neighbour tables, which are not shard-exact)."""
     rng = random.Random(20261203)
     texts = entries_of(background(rng, 3000, INJECTED), rng)
     total = lines_of(texts)
@@ -131,11 +129,12 @@ def test_three_shards_and_a_view_count_what_one_service_counts(
             n = sum(t.count(word) for t in texts)
             assert 0 < view_words[word]["count"] <= n
             assert 0 < single_words[word]["count"] <= n
-        top_view = [w["word"] for w in merged.words(limit=20)]
-        top_single = [w["word"] for w in single.words(limit=20)]
-        print(f"\nlists: {len(view_words)} / {len(single_words)} words, shared / either "
-              f"{overlap(list(view_words), list(single_words)):.2f}, top 20 "
-              f"{len(set(top_view) & set(top_single)) / 20:.2f}; shards {parts}")
+        # every word one service publishes the view publishes; the view's others are
+        # rare pieces a shard (min_count 2) cut out where the single service did not
+        assert set(single_words) <= set(view_words)
+        extra = set(view_words) - set(single_words)
+        assert all(view_words[w]["count"] < min(w["count"] for w in single_words.values())
+                   for w in extra)
 
         assert merged.stop() == 0 and single.stop() == 0
         a, b = engine_state(single.root / "state"), engine_state(merged.root / "state")
