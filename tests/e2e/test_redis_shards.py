@@ -154,16 +154,29 @@ def test_three_shards_and_a_view_count_what_one_service_counts(
 def test_kill9_of_random_shards_at_random_moments_loses_and_doubles_nothing(
         tmp_path: Path, redis_server: RedisServer) -> None:
     """20 SIGKILLs of a random shard at a random moment (restarted each time) while
-    entries keep arriving: at the end the shards' snapshots together count every line
-    once, the view agrees, nothing is pending. A restarted shard re-reads its own pending
-    entries (claim_idle stays at its default, far above the test's length)."""
+    entries keep arriving (a feeder adds them until the last kill): at the end the
+    shards' snapshots together count every line once, the view agrees, nothing is
+    pending. A restarted shard re-reads its own pending entries (claim_idle stays at its
+    default, far above the test's length, so no claims are involved)."""
     rng = random.Random(13)
-    texts = entries_of(background(rng, 4000, INJECTED), rng)
+    texts = entries_of(background(rng, 6000, INJECTED), rng)
     total = lines_of(texts)
     shards = [shard(tmp_path, redis_server, k) for k in range(N_SHARDS)]
     merged = view(tmp_path, shards)
-    # ~25 s of feed (the rounds below take about as long): 10 entries every 0.15 s
-    feeder = threading.Thread(target=xadd, args=(redis_server, texts, 0.15, 10))
+    kills_done = threading.Event()
+    added: list[int] = [0]
+
+    def feed() -> None:
+        """10 entries every 0.2 s until the kills are over (the entries last ~60 s,
+        more than the kills take); the rest is added afterwards."""
+        for i in range(0, len(texts), 10):
+            if kills_done.is_set():
+                return
+            xadd(redis_server, texts[i:i + 10])
+            added[0] = i + 10
+            time.sleep(0.2)
+
+    feeder = threading.Thread(target=feed)
     killed_counting = 0  # kills of a shard that had counted entries in that run
     try:
         for s in shards:
@@ -179,7 +192,10 @@ def test_kill9_of_random_shards_at_random_moments_loses_and_doubles_nothing(
                 time.sleep(rng.uniform(0.0, 1.0))
             s.kill9()
             s.spawn()
+        kills_done.set()
         feeder.join()
+        fed_during_kills = min(added[0], len(texts))
+        xadd(redis_server, texts[fed_during_kills:])
         for s in shards:
             s.wait_for(lambda s=s: s.health_status() == 200, "the shard to be healthy")
         shards[0].wait_for(lambda: total_lines(shards) >= total, f"{total} lines counted")
@@ -191,7 +207,9 @@ def test_kill9_of_random_shards_at_random_moments_loses_and_doubles_nothing(
         stats = merged.wait_for(lambda: (st := merged.stats())["lines_ingested"] >= total
                                 and st, "the view to hold every shard's lines")
     finally:
-        feeder.join()
+        kills_done.set()
+        if feeder.is_alive():
+            feeder.join()
         for s in (*shards, merged):
             s.cleanup()
     assert counted == total
@@ -205,6 +223,7 @@ def test_kill9_of_random_shards_at_random_moments_loses_and_doubles_nothing(
     # the kills left work to redo: entries delivered but in no snapshot were re-read
     assert "pending entr(ies) of consumer" in logs
     assert killed_counting >= 5
+    assert fed_during_kills < len(texts)  # entries kept arriving until the last kill
 
 
 # =========================================================================== dead for good
