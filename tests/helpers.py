@@ -542,3 +542,96 @@ class RedisServer:
         import redis
 
         return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True)
+
+
+# ------------------------------------------------------------------- a Redis stream's entries
+
+#: the stream and consumer group of the Redis tests unless a test names others
+REDIS_STREAM = "news"
+REDIS_GROUP = "streamers"
+
+
+def entries(rng: random.Random, n: int) -> list[str]:
+    """n entry texts of 1-3 lines (sentences) each."""
+    return ["\n".join(sentence(rng) for _ in range(rng.randint(1, 3))) for _ in range(n)]
+
+
+def entries_of(lines: Sequence[str], rng: random.Random) -> list[str]:
+    """*lines* in order, grouped into entry texts of 1-3 lines each."""
+    out, i = [], 0
+    while i < len(lines):
+        k = rng.randint(1, 3)
+        out.append("\n".join(lines[i:i + k]))
+        i += k
+    return out
+
+
+def lines_of(texts: Sequence[str]) -> int:
+    """Lines in entry texts (each holds no empty line)."""
+    return sum(t.count("\n") + 1 for t in texts)
+
+
+def chars_of(texts: Sequence[str]) -> int:
+    """Characters of entry texts without the line breaks (the service's chars_ingested)."""
+    return sum(len(t) - t.count("\n") for t in texts)
+
+
+def xadd(server: RedisServer, texts: Sequence[str], pause: float = 0.0, chunk: int = 50,
+         stream: str = REDIS_STREAM) -> None:
+    """Add entries (field ``text``) in pipelined chunks, optionally pausing between chunks
+    (a live feed)."""
+    r = server.client()
+    for i in range(0, len(texts), chunk):
+        pipe = r.pipeline(transaction=False)
+        for t in texts[i:i + chunk]:
+            pipe.xadd(stream, {"text": t})
+        pipe.execute()
+        if pause:
+            time.sleep(pause)
+
+
+def pending(server: RedisServer, group: str = REDIS_GROUP, stream: str = REDIS_STREAM,
+            consumer: str | None = None) -> int:
+    """Entries in the group's pending list (XPENDING), of one consumer if given."""
+    r = server.client()
+    if consumer is None:
+        return int(r.xpending(stream, group)["pending"])
+    return sum(int(c["pending"]) for c in r.xpending(stream, group)["consumers"]
+               if c["name"] == consumer)
+
+
+def redis_service(root: Path, server: RedisServer, *, snapshot_every: str = "300ms",
+                  config: Mapping[str, Mapping[str, Any]] | None = None,
+                  **redis: Any) -> LiveService:
+    """A service (not started) whose one source is *server*'s stream ``news`` in group
+    ``streamers`` (``[redis]`` keys override), exact counters, snapshots every
+    *snapshot_every*; *config* sections merged over that."""
+    section = {"url": server.url, "stream": REDIS_STREAM, "group": REDIS_GROUP,
+               "block": "100ms", "retry_max": "500ms", **redis}
+    cfg = merged({"sources": {"globs": []}, "engine": {"exact": True},
+                  "intervals": {"snapshot": snapshot_every}, "redis": section}, config)
+    return LiveService(root, cfg)
+
+
+def redis_status(svc: LiveService) -> dict[str, Any]:
+    """The Redis source's row of the service's /stats sources."""
+    return next(s for s in svc.stats()["sources"] if s.get("kind") == "redis")
+
+
+# =========================================================================== snapshots on disk
+
+
+def durable_lines(state_dir: Path) -> int:
+    """Lines counted by the newest snapshot in *state_dir* (0 without one)."""
+    from streamer.storage import snapshot
+
+    result = snapshot.load_latest(state_dir)
+    return 0 if result is None else int(result.state["engine"]["lines_ingested"])
+
+
+def engine_state(state_dir: Path) -> dict[str, Any]:
+    """The engine state of the newest snapshot file in *state_dir*."""
+    from streamer.storage import snapshot
+
+    newest = snapshot.list_snapshots(state_dir)[-1]
+    return snapshot.load_file(newest).state["engine"]

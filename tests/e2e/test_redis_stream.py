@@ -16,53 +16,25 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from helpers import LiveService, RedisServer, sentence
+from helpers import (
+    REDIS_GROUP,
+    REDIS_STREAM,
+    LiveService,
+    RedisServer,
+    chars_of,
+    durable_lines,
+    entries,
+    lines_of,
+    pending,
+    redis_service,
+    redis_status,
+    xadd,
+)
 
 from streamer.storage import snapshot
 
-STREAM = "news"
-GROUP = "streamers"
-
-
-def entries(rng: random.Random, n: int) -> list[str]:
-    """n entry texts of 1-3 lines each."""
-    return ["\n".join(sentence(rng) for _ in range(rng.randint(1, 3))) for _ in range(n)]
-
-
-def lines_of(texts: list[str]) -> int:
-    return sum(t.count("\n") + 1 for t in texts)
-
-
-def chars_of(texts: list[str]) -> int:
-    return sum(len(t) - t.count("\n") for t in texts)
-
-
-def xadd(server: RedisServer, texts: list[str], pause: float = 0.0, chunk: int = 50) -> None:
-    """Add entries in pipelined chunks, optionally pausing between chunks (a live feed)."""
-    r = server.client()
-    for i in range(0, len(texts), chunk):
-        pipe = r.pipeline(transaction=False)
-        for t in texts[i:i + chunk]:
-            pipe.xadd(STREAM, {"text": t})
-        pipe.execute()
-        if pause:
-            time.sleep(pause)
-
-
-def pending(server: RedisServer) -> int:
-    return int(server.client().xpending(STREAM, GROUP)["pending"])
-
-
-def redis_service(root: Path, server: RedisServer, *, snapshot_every: str = "300ms",
-                  **redis: Any) -> LiveService:
-    section = {"url": server.url, "stream": STREAM, "group": GROUP, "block": "100ms",
-               "retry_max": "500ms", **redis}
-    return LiveService(root, {"sources": {"globs": []}, "engine": {"exact": True},
-                              "intervals": {"snapshot": snapshot_every}, "redis": section})
-
-
-def redis_status(svc: LiveService) -> dict[str, Any]:
-    return next(s for s in svc.stats()["sources"] if s.get("kind") == "redis")
+STREAM = REDIS_STREAM
+GROUP = REDIS_GROUP
 
 
 def metric(svc: LiveService, name: str) -> float:
@@ -71,12 +43,6 @@ def metric(svc: LiveService, name: str) -> float:
             if line.startswith(name + "{") or line.startswith(name + " "):
                 return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"no metric {name}")
-
-
-def durable_lines(state_dir: Path) -> int:
-    """Lines counted by the newest snapshot on disk (0 without one)."""
-    result = snapshot.load_latest(state_dir)
-    return 0 if result is None else int(result.state["engine"]["lines_ingested"])
 
 
 def all_logs(root: Path) -> str:

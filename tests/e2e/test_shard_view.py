@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import INJECTED, LiveService, append_lines, background
+from helpers import INJECTED, LiveService, append_lines, background, engine_state
 
 from streamer.storage import snapshot
 
@@ -31,11 +31,6 @@ EXACT = {"engine": {"exact": True, "half_life": 0, "min_count": 5},
 def view_config(shards: list[Path], extra: dict | None = None) -> dict:
     cfg = {**EXACT, "view": {"shards": [str(s) for s in shards], "interval": "200ms"}}
     return {**cfg, **(extra or {})}
-
-
-def engine_state(directory: Path) -> dict:
-    newest = snapshot.list_snapshots(directory)[-1]
-    return snapshot.load_file(newest).state["engine"]
 
 
 @pytest.fixture
