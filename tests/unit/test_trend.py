@@ -160,3 +160,59 @@ def test_emergence_caps_the_evidence_at_three_standard_deviations() -> None:
                           np.array([2.0, 0.5, 0.40, 1.43, 2.0]))
     assert np.allclose(e, [6.0, 1.5, 1.2, 4.29, 2.38])
     assert e[3] > e[2]
+
+
+# --------------------------------------------------------------------------- novelty
+
+
+def _novelty(before: float, since: float, units: list[tuple[int, int]],
+             x: float = 743_079.0, b_text: float = 1_606_385.0) -> float:
+    """scoring.novelty of one word: its occurrences before / since it was first seen, its
+    first and last unit's (before, since), text since (x) and before (b_text)."""
+    unit_before = np.array([[float(u[0]) for u in units]])
+    unit_now = np.array([[float(u[0] + u[1]) for u in units]])
+    return float(scoring.novelty(np.array([before + since]), np.array([before]), unit_now,
+                                 unit_before, np.array([x]), x + b_text)[0])
+
+
+def test_novelty_reproduces_the_worked_example() -> None:
+    # People's Daily then 20% of the reviews, counted on the raw texts (the docstring's)
+    assert _novelty(72, 687, [(634, 1933), (5265, 9909)]) == 0.0           # 让我
+    assert _novelty(85, 532, [(634, 1933), (12586, 6904)]) == pytest.approx(0.42, abs=0.01)
+    assert _novelty(26, 662, [(1745, 7927), (12962, 3816)]) == pytest.approx(0.886, abs=0.01)
+    assert _novelty(0, 55, [(69, 101), (4658, 5848)]) == 1.0                # 绘本
+
+
+def test_novelty_is_one_without_a_record_and_zero_without_new_occurrences() -> None:
+    # no text before the word was first seen: nothing to compare with
+    assert _novelty(30, 300, [(10, 100), (10, 100)], b_text=0.0) == 1.0
+    # baselines unknown (a state saved before they were kept)
+    nan = scoring.novelty(np.array([330.0]), np.array([30.0]), np.array([[110.0, 110.0]]),
+                          np.array([[np.nan, np.nan]]), np.array([100.0]), 200.0)
+    assert nan[0] == 1.0
+    # nothing since it was first seen
+    assert _novelty(30, 0, [(10, 100), (10, 100)]) == 0.0
+    # a word whose units did not rise but which did: new usage
+    assert _novelty(10, 500, [(1000, 463), (1000, 463)]) > 0.95
+
+
+def test_emergence_is_weighed_by_novelty() -> None:
+    e = scoring.emergence(np.array([5.0, 5.0]), np.array([1.0, 1.0]), np.array([1.0, 0.25]))
+    assert np.allclose(e, [3.0, 0.75])
+
+
+def test_a_state_saved_without_the_novelty_baselines_still_ranks_the_burst() -> None:
+    eng = replay(stream(), 3600.0)
+    state = eng.state_dict()
+    for name in ("before", "edges"):
+        del state["candidates"][name]
+    again = Engine.from_state(state, Lexicon(VOCAB))
+    assert np.isnan(again.candidates.edges[again.candidates.used]).all()
+    pub = again.rescore(eng.published.stream_time)
+    assert max(pub.words, key=lambda w: w.emergence).word == BURST
+    # the baselines survive a snapshot
+    back = Engine.from_state(eng.state_dict(), Lexicon(VOCAB))
+    used = eng.candidates.used
+    assert np.array_equal(back.candidates.edges[used], eng.candidates.edges[used])
+    assert np.array_equal(back.candidates.before[used], eng.candidates.before[used])
+
