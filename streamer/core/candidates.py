@@ -13,12 +13,8 @@ arrays, into the texts, the example pool and the neighbour table.
 
 Per slot, here: key, total (all-time count), recent (count decayed with the
 half-life), slow (count decayed with 16 half-lives, the long-run baseline of the
-trend test), before (its occurrences before it was first cut out, decayed with the
-half-life: its n-gram count when admitted), edges (the recent counts of its first and
-last unit when it was admitted, decayed with the half-life; float32 — ``before`` and
-``edges`` let the novelty test compare its rise with its units', scoring.novelty),
-first_seen and last_seen (stream seconds), a used flag, its place in the sorted key index
-and in the free-slot stack (77 bytes). Its text is kept by a
+trend test), first_seen and last_seen (stream seconds), a used flag, its place in
+the sorted key index and in the free-slot stack (65 bytes). Its text is kept by a
 :class:`~streamer.core.texts.TextStore` (``text``), its example contexts by an
 :class:`~streamer.core.examples.ExamplePool` (``pool``); each states its own cost.
 
@@ -50,8 +46,6 @@ class CandidateTable:
         self.total = resident(capacity, np.int64)
         self.recent = resident(capacity, np.float64)
         self.slow = resident(capacity, np.float64)
-        self.before = resident(capacity, np.float32)
-        self.edges = resident((capacity, 2), np.float32)
         self.first_seen = resident(capacity, np.float64)
         self.last_seen = resident(capacity, np.float64)
         self.used = resident(capacity, bool)
@@ -83,8 +77,7 @@ class CandidateTable:
 
     @property
     def nbytes(self) -> int:
-        arrays = (self.keys, self.total, self.recent, self.slow, self.before, self.edges,
-                  self.first_seen,
+        arrays = (self.keys, self.total, self.recent, self.slow, self.first_seen,
                   self.last_seen, self.used, self._sorted_keys_buf, self._sorted_slots_buf,
                   self._free)
         return int(sum(a.nbytes for a in arrays)) + self.text.nbytes + self.pool.nbytes
@@ -125,8 +118,6 @@ class CandidateTable:
             self.total[s] = 0
             self.recent[s] = 0.0
             self.slow[s] = 0.0
-            self.before[s] = 0.0
-            self.edges[s] = 0.0
             self.first_seen[s] = now
             self.last_seen[s] = now
             self.used[s] = True
@@ -209,11 +200,8 @@ class CandidateTable:
     # ------------------------------------------------------------------ decay, state
 
     def decay(self, fast: float, slow: float) -> None:
-        """Multiply recent counts (and ``before``, ``edges``) by ``fast`` and baseline
-        counts by ``slow``."""
+        """Multiply recent counts by ``fast`` and baseline counts by ``slow``."""
         self.recent *= fast
-        self.before *= np.float32(fast)
-        self.edges *= np.float32(fast)
         self.slow *= slow
 
     def state(self) -> dict[str, Any]:
@@ -223,8 +211,7 @@ class CandidateTable:
         text = self.text.state()
         return {
             "capacity": self.capacity, "keys": self.keys, "total": self.total,
-            "recent": self.recent, "slow": self.slow, "before": self.before,
-            "edges": self.edges, "first_seen": self.first_seen,
+            "recent": self.recent, "slow": self.slow, "first_seen": self.first_seen,
             "last_seen": self.last_seen, "used": self.used,
             "text": text["text"], "overflow": text["overflow"],
             "long_dropped": text["long_dropped"], "evicted": self.evicted,
@@ -243,13 +230,6 @@ class CandidateTable:
         for name in ("keys", "total", "recent", "slow", "first_seen", "last_seen", "used"):
             arr = getattr(t, name)
             arr[...] = np.asarray(st[name], dtype=arr.dtype).reshape(arr.shape)
-        # a state saved before the novelty test: no history on record (before 0) and
-        # unknown unit baselines (NaN): novelty() then says 1, the trend test alone ranks
-        t.before[...] = np.asarray(st.get("before", 0.0), dtype=np.float32)
-        if "edges" in st:
-            t.edges[...] = np.asarray(st["edges"], dtype=np.float32).reshape(t.edges.shape)
-        else:
-            t.edges[...] = np.nan
         t.text.load(st)
         t.evicted = int(st.get("evicted", 0))
         free = np.asarray(st["free"], dtype=np.int32)

@@ -270,7 +270,6 @@ class Engine(EngineState):
             texts = enc.span_texts(s[occ], e[occ])
             new = table.admit(c.uniq[missing], texts, now, protect=slots[slots >= 0])
             slots[missing] = new
-            self._edge_baselines(new, enc.ids[s[occ]], enc.ids[e[occ] - 1], now)
             if seed:
                 self._seed_counts(new, c.uniq[missing], c.counts[missing],
                                   (e - s)[first_occ[missing]], now)
@@ -302,21 +301,6 @@ class Engine(EngineState):
             table.add_examples(slots[pick], [enc.context(int(s[o]), int(e[o])) for o in occ],
                                cfg.examples, protect=self._listed_slots)
 
-    def _edge_baselines(self, slots: np.ndarray, head: np.ndarray, tail: np.ndarray,
-                        now: float) -> None:
-        """Record, for newly admitted slots, the recent counts of their first and last
-        unit (occurrences as of now, with the forward weight of a recent count): what
-        scoring.novelty compares those units' later counts with. The batch being
-        recorded is included (it was counted first); one batch is a small share of a
-        unit's count."""
-        ok = slots >= 0
-        if not ok.any() or math.isinf(self.config.half_life):
-            return
-        fast, _ = self._forward(now)
-        for col, ids in enumerate((head, tail)):
-            units = self.unigrams[dense_index(ids[ok])]
-            self.candidates.edges[slots[ok], col] = self.clock.occurrences(units) * fast
-
     def _seed_counts(self, slots: np.ndarray, keys: np.ndarray, batch: np.ndarray,
                      lengths: np.ndarray, now: float) -> None:
         ok = (slots >= 0) & (lengths <= self.config.order)
@@ -330,8 +314,6 @@ class Engine(EngineState):
         fast, slow = self._forward(now)
         t.recent[slots[ok]] += prior * fast
         t.slow[slots[ok]] += prior * slow
-        # occurrences before it was first cut out: its history (scoring.novelty)
-        t.before[slots[ok]] += prior * fast
 
     def ingest(self, lines: Sequence[str], now: float) -> None:
         """Count and cut one batch (the daemon's step)."""
@@ -481,8 +463,7 @@ class Engine(EngineState):
         score = scoring.score(recent, left, right, parts, pmi,
                               float(self.clock.occurrences(self.total_units)),
                               self._split(words, recent, parts, counts))
-        emergence = scoring.emergence(self._trend(slots, now), score,
-                                      self._novelty(slots, words, now))
+        emergence = scoring.emergence(self._trend(slots, now), score)
         order = np.arange(len(words))
         if cfg.max_words is not None and len(order) > cfg.max_words:
             order = np.argpartition(-score, cfg.max_words - 1)[: cfg.max_words]
@@ -584,32 +565,6 @@ class Engine(EngineState):
         since_fast, _ = self.exposure.since(first, now, hl)
         since_slow, all_slow = self.exposure.since(first, now, 16 * hl)
         return scoring.trend(t.recent[slots], t.slow[slots], since_fast, since_slow, all_slow)
-
-    def _novelty(self, slots: np.ndarray, words: list[str], now: float) -> np.ndarray:
-        """scoring.novelty of each slot's word (a share, 0..1); 1 without decay.
-
-        Fast-weighted throughout: the word's recent count and its history (``before``),
-        its first and last unit's recent counts now (the unigram table) and when it was
-        admitted (``edges``), and the text before and since it was first seen (the
-        exposure log). Counts are as of ``now`` (rescore has decayed them).
-        """
-        hl = self.config.half_life
-        if math.isinf(hl) or len(slots) == 0:
-            return np.ones(len(slots))
-        t = self.candidates
-        since, total = self.exposure.since(t.first_seen[slots], now, hl)
-        enc, offsets = encode_words(words, self.config.units)
-        head = dense_index(enc.ids[offsets[:-1]])
-        tail = dense_index(enc.ids[offsets[1:] - 1])
-        unit_now = np.stack([self.clock.occurrences(self.unigrams[head].astype(np.float64)),
-                             self.clock.occurrences(self.unigrams[tail].astype(np.float64))],
-                            axis=1)
-        # a piece is cut out only once its n-gram is cohesive, which takes min_count
-        # occurrences: that many of its seeded occurrences are the cutter's lag (a new
-        # word's first uses), not history
-        history = np.maximum(t.before[slots].astype(np.float64) - self.config.min_count, 0.0)
-        return scoring.novelty(t.recent[slots] - (t.before[slots] - history), history,
-                               unit_now, t.edges[slots].astype(np.float64), since, total)
 
     # ------------------------------------------------------------------ known, state
 

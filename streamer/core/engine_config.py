@@ -19,13 +19,13 @@ from streamer.core.segmentation import min_pmi_for
 from streamer.core.sketch import blocks_for_bytes
 
 #: resident bytes of a candidate slot, all in arrays allocated (and touched) at start:
-#: 48 for counts and times (6 x 8), 12 for the novelty baselines (3 x float32), 2 flags, 12 for the sorted index (key 8, slot 4),
+#: 48 for counts and times (6 x 8), 2 flags, 12 for the sorted index (key 8, slot 4),
 #: 4 for the free-slot stack, 49 for the text (48 bytes of UTF-8 + length), 8 for the
 #: bounded overflow of longer texts, 128 for 2 x 32 uint16 neighbour buckets, 4 for
 #: the slot's example entry, 49 for its share of the example pool (one entry of
 #: 3 x 128 bytes + lengths + owner + free stack per 8 slots), 16 for the once-listed
-#: registry (key and time, one per slot). discover keeps no examples: 279 there.
-SLOT_RESIDENT_BYTES = 332
+#: registry (key and time, one per slot). discover keeps no examples: 267 there.
+SLOT_RESIDENT_BYTES = 320
 #: bytes a slot is budgeted at (the candidate half of `memory` / SLOT_BYTES = capacity):
 #: its resident arrays plus its share of what the daemon holds at peaks, ~245 for the
 #: private copy of its state while a snapshot is written (the texts and examples packed)

@@ -105,10 +105,6 @@ class EngineState:
         dst.total[mine] += src.total[theirs]
         dst.recent[mine] += src.recent[theirs]
         dst.slow[mine] += src.slow[theirs]
-        # the history and the units' baselines add as the counts do (the merged unit
-        # table is the sum); a side saved without baselines (NaN) leaves them unknown
-        dst.before[mine] += src.before[theirs]
-        dst.edges[mine] += src.edges[theirs]
         dst.first_seen[mine] = np.minimum(dst.first_seen[mine], src.first_seen[theirs])
         dst.last_seen[mine] = np.maximum(dst.last_seen[mine], src.last_seen[theirs])
         # their examples, oldest first, one round per position (slots are distinct)

@@ -455,59 +455,8 @@ def trend(recent: np.ndarray, slow: np.ndarray, since_fast: np.ndarray,
     return np.sqrt(g_new + g_rise)
 
 
-def novelty(recent: np.ndarray, before: np.ndarray, unit_now: np.ndarray,
-            unit_before: np.ndarray, since: np.ndarray, total: float) -> np.ndarray:
-    """Share of a word's occurrences since it was first seen that neither its own
-    history nor the rise of its units explains (0..1): the genre guard of the trend.
-
-    All counts are occurrences decayed with the half-life h (the recent window), text in
-    units of text with the same decay. Per word: F = ``recent``, b = ``before`` (its
-    occurrences before it was first cut out as a piece: its n-gram count then), so
-    O = F - b occurred since; for its first and last unit u (``unit_now`` and
-    ``unit_before``, columns 0 and 1: the unit's count now and when the word was first
-    seen) o_u = max(U_u - b_u, 0) occurred since; X = ``since`` is the text since the
-    word was first seen and B = ``total`` - X the text before. Each unit's rise is the
-    ratio of its rates (one occurrence added to each side) and the null hypothesis is
-    that the word rose with its units (its association with them unchanged: a join's
-    rate is proportional to the product of its parts' rates):
-
-        rho_u = ((o_u + 1) / X) / ((b_u + 1) / B)
-        E     = b * (X / B) * rho_first * rho_last    occurrences expected since
-        nu    = max(0, 1 - E / O)
-
-    A word absent before it was first seen (b = 0) has nu = 1 however much its units
-    rose; a join whose rise its units predict has nu = 0. nu is 1 where nothing is on
-    record (no text before the word was first seen, B = 0, or a state saved before the
-    units' counts were kept: NaN) and 0 where nothing occurred since (O <= 0).
-
-    Example (People's Daily, B = 1,606,385 Han characters, then 20% of the reviews,
-    X = 743,079; decay left out): 让我 occurred b = 72 times before and O = 687 since;
-    让 634 before, 1,933 since (rho = 1934 / 635 / 0.4626 = 6.58), 我 5,265 -> 9,909
-    (rho = 4.07): E = 72 * 0.4626 * 6.58 * 4.07 = 892 > 687, nu = 0 (a genre's join: 让
-    and 我 rose with colloquial text). 让人: b = 85, O = 532, rho(人) = 1.19: E = 307,
-    nu = 0.42. 书中: b = 26, O = 662, rho(书) = 9.82, rho(中) = 0.64: E = 75, nu = 0.89.
-    绘本: b = 0, nu = 1 (绘 and 本 rose 3.15 and 2.71 times, but 绘本 was absent).
-    """
-    f = np.asarray(recent, dtype=np.float64)
-    b = np.maximum(np.asarray(before, dtype=np.float64), 0.0)
-    x = np.asarray(since, dtype=np.float64)
-    bt = np.maximum(total - x, 0.0)
-    ub = np.asarray(unit_before, dtype=np.float64)
-    un = np.asarray(unit_now, dtype=np.float64)
-    o_u = np.maximum(un - ub, 0.0)
-    known = (bt > 0) & (x > 0) & ~np.isnan(ub).any(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rise = ((o_u + 1.0) * bt[:, None]) / ((ub + 1.0) * x[:, None])
-        expected = b * (x / bt) * rise[:, 0] * rise[:, 1]
-        o = f - b
-        nu = np.where(o > 0, np.clip(1.0 - expected / o, 0.0, 1.0), 0.0)
-    return np.where(known & (b > 0), nu, 1.0)
-
-
-def emergence(z: np.ndarray, score: np.ndarray, novel: np.ndarray | None = None,
-              cap: float = TREND_CAP) -> np.ndarray:
-    """The value ``sort=emergence`` ranks by: min(z, cap) * score * nu (nu = ``novel``,
-    novelty() above; 1 when not given).
+def emergence(z: np.ndarray, score: np.ndarray, cap: float = TREND_CAP) -> np.ndarray:
+    """The value ``sort=emergence`` ranks by: min(z, cap) * score.
 
     z (trend) is the evidence that a word is rising; up to ``cap`` standard deviations
     it weighs the word score, so a handful of occurrences (z ~ 1) stays below a word that
@@ -517,5 +466,4 @@ def emergence(z: np.ndarray, score: np.ndarray, novel: np.ndarray | None = None,
     (很喜欢: z = 15, score 0.40) led words of a tenth of their count (绘本: z = 6, score
     1.43). Measured on the trending benchmark (docs/benchmarks.md).
     """
-    nu = 1.0 if novel is None else np.asarray(novel, dtype=np.float64)
-    return np.minimum(np.asarray(z, dtype=np.float64), cap) * score * nu
+    return np.minimum(np.asarray(z, dtype=np.float64), cap) * score
