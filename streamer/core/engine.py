@@ -110,6 +110,11 @@ class Engine(EngineState):
         # unigram counts), and how often the unit was cut out as a 1-unit piece
         self.unigrams = np.zeros(DENSE_SIZE, dtype=np.int64)
         self.alone = np.zeros(DENSE_SIZE, dtype=np.int64)
+        # the long run of each unit: occurrences decayed with 16 half-lives (forward
+        # weighted between decays, as the candidates' slow counts): with the unigram
+        # table (the recent window) it gives each unit's rise, which the trend test
+        # expects a join to share (scoring.parts_rise)
+        self.unigrams_slow = np.zeros(DENSE_SIZE, dtype=np.float64)
         # counts of units and n-grams are in clock units (decay.CountClock): an
         # occurrence adds clock.weight() units, the same for every table in a batch
         self.clock = CountClock.for_half_life(cfg.half_life)
@@ -214,6 +219,7 @@ class Engine(EngineState):
         self._advance_clock(now)
         w = self._weight = self.clock.weight()
         self.unigrams += p.unit_counts * w if w != 1 else p.unit_counts
+        self.unigrams_slow += p.unit_counts * self._forward(now)[1]
         self.counter.add(p.count_keys, weight=w)
         self.total_units += len(p.enc.ids) * w
         self.units_ingested += len(p.enc.ids)
@@ -356,6 +362,7 @@ class Engine(EngineState):
         if dt <= 0:
             return
         self.candidates.decay(0.5 ** (dt / hl), 0.5 ** (dt / (16 * hl)))
+        self.unigrams_slow *= 0.5 ** (dt / (16 * hl))
         self.last_decay = now
 
     def _advance_clock(self, now: float) -> None:
@@ -463,7 +470,7 @@ class Engine(EngineState):
         score = scoring.score(recent, left, right, parts, pmi,
                               float(self.clock.occurrences(self.total_units)),
                               self._split(words, recent, parts, counts))
-        emergence = scoring.emergence(self._trend(slots, now), score)
+        emergence = scoring.emergence(self._trend(slots, words, now), score)
         order = np.arange(len(words))
         if cfg.max_words is not None and len(order) > cfg.max_words:
             order = np.argpartition(-score, cfg.max_words - 1)[: cfg.max_words]
@@ -551,11 +558,13 @@ class Engine(EngineState):
         got = one | many
         return keys, np.asarray(self.clock.occurrences(out), dtype=np.float64), got
 
-    def _trend(self, slots: np.ndarray, now: float) -> np.ndarray:
+    def _trend(self, slots: np.ndarray, words: list[str], now: float) -> np.ndarray:
         """scoring.trend of each slot's word (standard deviations); 0 without decay.
 
         The spans since first seen come from the exposure log; the recent and
-        baseline counts are as of ``now`` (rescore has decayed them).
+        baseline counts are as of ``now`` (rescore has decayed them), and so are the
+        units' recent (unigram table) and long-run (``unigrams_slow``) counts that give
+        the rise its units predict (scoring.parts_rise).
         """
         hl = self.config.half_life
         if math.isinf(hl) or len(slots) == 0:
@@ -564,7 +573,13 @@ class Engine(EngineState):
         first = t.first_seen[slots]
         since_fast, _ = self.exposure.since(first, now, hl)
         since_slow, all_slow = self.exposure.since(first, now, 16 * hl)
-        return scoring.trend(t.recent[slots], t.slow[slots], since_fast, since_slow, all_slow)
+        all_fast = float(self.exposure.since(np.empty(0), now, hl)[1])
+        enc, offsets = encode_words(words, self.config.units)
+        idx = dense_index(enc.ids)
+        rise = scoring.parts_rise(self.clock.occurrences(self.unigrams[idx].astype(np.float64)),
+                                  self.unigrams_slow[idx], offsets, all_fast, all_slow)
+        return scoring.trend(t.recent[slots], t.slow[slots], since_fast, since_slow, all_slow,
+                             parts=rise)
 
     # ------------------------------------------------------------------ known, state
 
@@ -588,7 +603,7 @@ class Engine(EngineState):
             "sketch_error_bound": float(self.clock.occurrences(self.counter.error_bound())),
             "memory_bytes": {
                 "counter": self.counter.nbytes,
-                "unigrams": int(self.unigrams.nbytes),
+                "unigrams": int(self.unigrams.nbytes + self.unigrams_slow.nbytes),
                 "candidates": self.candidates.nbytes,
                 "neighbours": self.neighbours.nbytes,
                 "discovered": self.listed.nbytes,

@@ -35,6 +35,7 @@ class EngineState:
     config: EngineConfig
     counter: NgramCounter
     unigrams: np.ndarray
+    unigrams_slow: np.ndarray
     alone: np.ndarray
     clock: CountClock
     exposure: ExposureLog
@@ -85,6 +86,7 @@ class EngineState:
         seed_keys, seed_units = self._one_sided_seeds(other)  # before the counters add
         self.counter.merge(other.counter)  # type: ignore[arg-type]
         self.unigrams += other.unigrams
+        self.unigrams_slow += other.unigrams_slow  # both as of the same last decay now
         self.alone += other.alone
         for name in ("total_units", "units_ingested", "units_cut", "lines_ingested",
                      "chars_ingested"):
@@ -211,6 +213,7 @@ class EngineState:
                        else self.config.half_life},
             "counter": self.counter.state(),
             "unigrams": self.unigrams,
+            "unigrams_slow": self.unigrams_slow,
             "alone": self.alone,
             "total_units": self.total_units,
             "units_ingested": self.units_ingested,
@@ -240,6 +243,14 @@ class EngineState:
         eng.counter = counter_from_state(state["counter"])
         eng.unigrams = np.array(state["unigrams"], dtype=np.int64)
         eng.alone = np.array(state["alone"], dtype=np.int64)
+        if "unigrams_slow" in state:
+            eng.unigrams_slow = np.array(state["unigrams_slow"], dtype=np.float64)
+        else:
+            # a state saved before the long-run unit table: its recent counts stand for
+            # the long run (every unit's rise is 1 until the two windows part)
+            eng.unigrams_slow = np.asarray(
+                CountClock.from_state(state["clock"]).occurrences(
+                    eng.unigrams.astype(np.float64)), dtype=np.float64)
         eng.total_units = int(state["total_units"])
         eng.units_ingested = int(state["units_ingested"])
         eng.units_cut = int(state.get("units_cut", 0))

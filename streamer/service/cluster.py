@@ -121,6 +121,7 @@ def add_counts(a: Counts, b: Counts) -> Counts:
 def _with_counts(engine: Engine, counts: Counts) -> Engine:
     engine.counter = counter_from_state(counts.counter)
     engine.unigrams = counts.unigrams
+    engine.unigrams_slow = counts.unigrams.astype(np.float64)  # no decay: the same counts
     engine.total_units = counts.total_units
     engine.units_ingested = sum(counts.units)
     return engine
@@ -143,6 +144,7 @@ def cut_run(config: EngineConfig, counts: Counts, run: list[ByteRange], offset: 
     # and the summed ones are added back once, at the end
     engine.counter = ExactCounter()
     engine.unigrams = np.zeros_like(engine.unigrams)
+    engine.unigrams_slow = np.zeros_like(engine.unigrams_slow)
     engine.total_units = engine.units_ingested = 0
     return engine.state_dict()
 

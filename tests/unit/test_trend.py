@@ -5,10 +5,11 @@ tests/e2e/test_trending.py checks the real service's /words?sort=emergence."""
 from __future__ import annotations
 
 import math
+import random
 
 import numpy as np
 import pytest
-from helpers import BURST, HANDFUL, MADE_UP, STEADY, STEADY_FREQUENT, VOCAB, stream
+from helpers import BURST, HANDFUL, MADE_UP, STEADY, STEADY_FREQUENT, VOCAB, sentence, stream
 
 from streamer.core import scoring
 from streamer.core.decay import ExposureLog
@@ -160,3 +161,87 @@ def test_emergence_caps_the_evidence_at_three_standard_deviations() -> None:
                           np.array([2.0, 0.5, 0.40, 1.43, 2.0]))
     assert np.allclose(e, [6.0, 1.5, 1.2, 4.29, 2.38])
     assert e[3] > e[2]
+
+
+# --------------------------------------------------------------------------- parts' rise
+
+
+def test_parts_rise_is_the_product_of_the_units_rises_and_at_least_one() -> None:
+    # units: word 0 = (a, b), word 1 = (c, d); text: N_f = 100, N_s = 200 (rate ratio of
+    # the text itself 1 : a unit with U_f / U_s = 1/2 did not rise)
+    fast = np.array([99.0, 49.0, 9.0, 49.0])
+    slow = np.array([99.0, 99.0, 99.0, 99.0])
+    rise = scoring.parts_rise(fast, slow, np.array([0, 2, 4]), 100.0, 200.0)
+    # a: (100 / 100) / (100 / 200) = 2, b: 1 -> 2; c: 0.2, d: 1 -> 0.2, held at 1
+    assert rise[0] == pytest.approx(2.0)
+    assert rise[1] == 1.0
+    assert len(scoring.parts_rise(fast, slow, np.array([0]), 100.0, 200.0)) == 0
+    # no text on record: no rise
+    assert scoring.parts_rise(fast, slow, np.array([0, 4]), 0.0, 0.0)[0] == 1.0
+
+
+def test_a_join_that_rose_with_its_parts_is_not_rising() -> None:
+    # the README's example: seen since the start (X = N), S = 700, F = 660, X_f / X_s = 0.8;
+    # the text turned to its parts' genre: they rose 1.2 and 1.05 times
+    f, s, xf, xs = (np.array([v]) for v in (660.0, 700.0, 0.8, 1.0))
+    alone = trend(f, s, xf, xs, 1.0)
+    with_parts = trend(f, s, xf, xs, 1.0, parts=np.array([1.2 * 1.05]))
+    assert alone[0] ** 2 == pytest.approx(15.147, abs=1e-3)  # g(660, 560 + 5)
+    assert alone[0] == pytest.approx(3.892, abs=1e-3)
+    assert with_parts[0] == 0.0  # 660 < 700 * 0.8 * 1.26 + 5 = 710.6
+
+
+def genre_stream(rng: np.random.Generator, n: int = 4000) -> list[str]:
+    """Background text; the join 甲乙 in a tenth of the lines from the start, 甲 and 乙
+    alone as often; in the last quarter all three are five times as frequent, and a new
+    word (BURST) appears in every sixth line."""
+    r = random.Random(int(rng.integers(1 << 30)))
+    lines = []
+    for i in range(n):
+        late = i >= 3 * n // 4
+        inject = []
+        if r.random() < (0.5 if late else 0.1):
+            inject.append("甲乙")
+        for unit in "甲乙":
+            if r.random() < (0.5 if late else 0.1):
+                inject.append(unit)
+        if late and i % 6 == 1:
+            inject.append(BURST)
+        lines.append("".join(sentence(r, w) for w in inject) + sentence(r))
+    return lines
+
+
+def test_engine_explains_a_genre_join_by_its_parts() -> None:
+    eng = replay(genre_stream(np.random.default_rng(5)), 20.0)
+    words = {w.word: w for w in eng.published.words}
+    assert "甲乙" in words and BURST in words, sorted(words)
+    slot = eng.candidates.lookup(eng._word_key("甲乙"))
+    now = eng.published.stream_time
+    z_parts = eng._trend(slot, ["甲乙"], now)[0]
+    # without the units' rise the join is rising (its count rose five times)
+    t = eng.candidates
+    hl = eng.config.half_life
+    first = t.first_seen[slot]
+    xf, _ = eng.exposure.since(first, now, hl)
+    xs, ns = eng.exposure.since(first, now, 16 * hl)
+    z_alone = trend(t.recent[slot], t.slow[slot], xf, xs, ns)[0]
+    assert z_alone > 3.0 and z_parts < z_alone / 2, (z_alone, z_parts)
+    assert max(eng.published.words, key=lambda w: w.emergence).word == BURST
+
+
+def test_the_long_run_unit_table_is_state() -> None:
+    eng = replay(stream(), 20.0)
+    state = eng.state_dict()
+    back = Engine.from_state(state, Lexicon(VOCAB))
+    assert np.array_equal(back.unigrams_slow, eng.unigrams_slow)
+    assert eng.unigrams_slow.sum() > 0
+    # a state saved before the table: derived from the recent counts (no rise yet)
+    del state["unigrams_slow"]
+    old = Engine.from_state(state, Lexicon(VOCAB))
+    assert np.allclose(old.unigrams_slow, eng.clock.occurrences(eng.unigrams))
+    pub = old.rescore(eng.published.stream_time)
+    assert max(pub.words, key=lambda w: w.emergence).word == BURST
+    # shards add their tables
+    a = Engine.from_state(eng.state_dict(), Lexicon(VOCAB))
+    a.merge(Engine.from_state(eng.state_dict(), Lexicon(VOCAB)))
+    assert np.allclose(a.unigrams_slow, 2 * eng.unigrams_slow)
