@@ -34,8 +34,7 @@ from bench_common import (
     add_cache_python_args,
     discover_cmd,
     fmt_bytes,
-    lines_bytes,
-    load_reviews,
+    input_or_reviews,
     log,
     machine_info,
     machine_line,
@@ -43,7 +42,6 @@ from bench_common import (
     parse_tsv,
     run_measured,
     this_command,
-    write_if_changed,
     write_json_report,
 )
 
@@ -63,10 +61,7 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     cache = args.cache.resolve()
-    if args.input is None:
-        path = write_if_changed(cache / "reviews_raw.txt", lines_bytes(load_reviews(cache)))
-    else:
-        path = args.input.resolve()
+    path = input_or_reviews(args.input, cache)
     extra = shlex.split(args.extra_args)
     modes = [("sketch", [])] + ([] if args.no_exact else [("exact", ["--exact"])])
     runs: dict[tuple[str, int], dict] = {}

@@ -230,6 +230,14 @@ def write_if_changed(path: Path, data: bytes) -> Path:
     return path
 
 
+def input_or_reviews(path: Path | None, cache: Path) -> Path:
+    """The text a benchmark reads: ``--input`` as given, else the reviews corpus (written
+    into the cache once, one review per line)."""
+    if path is not None:
+        return path.resolve()
+    return write_if_changed(cache / "reviews_raw.txt", lines_bytes(load_reviews(cache)))
+
+
 def lines_bytes(lines: Iterable[str]) -> bytes:
     return "".join(line + "\n" for line in lines).encode("utf-8")
 

@@ -55,14 +55,12 @@ from bench_common import (  # noqa: E402
     add_cache_python_args,
     default_python,
     fmt_bytes,
-    lines_bytes,
-    load_reviews,
+    input_or_reviews,
     log,
     machine_info,
     machine_line,
     md_table,
     this_command,
-    write_if_changed,
     write_json_report,
 )
 
@@ -271,10 +269,7 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     cache = args.cache.resolve()
-    if args.input is None:
-        path = write_if_changed(cache / "reviews_raw.txt", lines_bytes(load_reviews(cache)))
-    else:
-        path = args.input.resolve()
+    path = input_or_reviews(args.input, cache)
     lines = [x for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
     python = args.python or default_python()
     info = machine_info(python)

@@ -635,3 +635,37 @@ def engine_state(state_dir: Path) -> dict[str, Any]:
 
     newest = snapshot.list_snapshots(state_dir)[-1]
     return snapshot.load_file(newest).state["engine"]
+
+
+def assert_counts_equal(view: LiveService, single: LiveService) -> None:
+    """The merged view counts exactly what one service counts: the totals (from /stats)
+    and, after both stop, the n-gram and unigram tables of their newest snapshots."""
+    import numpy as np
+
+    mine, one = view.stats(), single.stats()
+    for key in ("lines_ingested", "chars_ingested", "units_ingested"):
+        assert mine[key] == one[key], key
+    assert view.stop() == 0 and single.stop() == 0
+    a, b = engine_state(single.root / "state"), engine_state(view.root / "state")
+    for key in ("keys", "counts"):
+        assert np.array_equal(a["counter"][key], b["counter"][key]), key
+    assert np.array_equal(a["unigrams"], b["unigrams"])
+    assert a["total_units"] == b["total_units"]
+
+
+def shared_words(view: LiveService, single: LiveService, texts: Sequence[str],
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Both published lists, word -> row, after checking what holds for every pair: the
+    injected words are in both, every word in both has the same pmi (the same exact
+    counts), and no injected word is counted more often than it occurs in *texts*."""
+    view_words = {w["word"]: w for w in view.words(limit=10_000)}
+    single_words = {w["word"]: w for w in single.words(limit=10_000)}
+    both = set(view_words) & set(single_words)
+    assert set(INJECTED) <= both
+    assert all(view_words[w]["pmi"] == single_words[w]["pmi"] for w in both)
+    for word in INJECTED:
+        n = sum(t.count(word) for t in texts)
+        assert 0 < view_words[word]["count"] <= n
+        assert 0 < single_words[word]["count"] <= n
+    return view_words, single_words
+

@@ -17,9 +17,15 @@ import shutil
 import signal
 from pathlib import Path
 
-import numpy as np
 import pytest
-from helpers import INJECTED, LiveService, append_lines, background, engine_state
+from helpers import (
+    INJECTED,
+    LiveService,
+    append_lines,
+    assert_counts_equal,
+    background,
+    shared_words,
+)
 
 from streamer.storage import snapshot
 
@@ -68,34 +74,17 @@ def test_three_shards_and_a_view_count_what_one_service_counts(tmp_path: Path,
         stats = view.wait_for(lambda: (s := view.stats())["lines_ingested"] == len(lines)
                               and s, "the view to hold every shard's lines")
         view.rescored()
-        one = single.stats()
-        for key in ("lines_ingested", "chars_ingested", "units_ingested"):
-            assert stats[key] == one[key], key
         rows = stats["view"]["shards"]
         assert [r["lines_ingested"] for r in rows] == [len(lines[k::3]) for k in range(3)]
         assert all(r["problem"] is None and r["snapshot"] for r in rows)
-
-        merged_words = {w["word"]: w for w in view.words(limit=10_000)}
-        single_words = {w["word"]: w for w in single.words(limit=10_000)}
-        both = set(merged_words) & set(single_words)
-        assert set(INJECTED) <= both
-        assert all(merged_words[w]["pmi"] == single_words[w]["pmi"] for w in both)
-        for word in INJECTED:
-            n = sum(line.count(word) for line in lines)
-            assert 0 < merged_words[word]["count"] <= n
-            assert 0 < single_words[word]["count"] <= n
+        shared_words(view, single, lines)
 
         status, metrics = view.http("GET", "/metrics")[0], view.http("GET", "/metrics")[2]
         text = metrics.decode()
         assert status == 200 and "streamer_view_shards 3" in text
         assert text.count("streamer_view_shard_snapshot_age_seconds{") == 3
 
-        assert view.stop() == 0 and single.stop() == 0
-        a, b = engine_state(single.root / "state"), engine_state(view.root / "state")
-        for key in ("keys", "counts"):
-            assert np.array_equal(a["counter"][key], b["counter"][key]), key
-        assert np.array_equal(a["unigrams"], b["unigrams"])
-        assert a["total_units"] == b["total_units"]
+        assert_counts_equal(view, single)
     finally:
         for s in services:
             s.cleanup()
