@@ -116,6 +116,7 @@ import gc
 import hashlib
 import math
 import os
+import re
 import struct
 import time
 import zlib
@@ -147,6 +148,8 @@ TUPLE_EXT_CODE = 2
 BIGINT_EXT_CODE = 3
 #: Array data starts at file offsets that are multiples of this (bytes).
 ALIGN = 64
+#: the form of a dtype the writer stores (numpy's dtype.str): byte order, kind, size
+_DTYPE_STR = re.compile(r"[<>|][biufcmMSUV][0-9]+(\[[a-zA-Z0-9]+\])?")
 #: Largest header accepted (bytes); guards against allocating garbage lengths.
 MAX_HEADER_LENGTH = 16 * 2**20
 _PREFIX = struct.Struct(">8sII")  # magic, header length, header crc32
@@ -624,9 +627,11 @@ def _ext_hook(data_start: int, raw_length: int,
         if not (isinstance(dtype_str, str) and isinstance(shape, list)
                 and all(type(n) is int and n >= 0 for n in shape)):
             raise ValueError("malformed array descriptor")
+        if not _DTYPE_STR.fullmatch(dtype_str):
+            # the writer stores dtype.str ("<u4", "|u1", "|S12"); anything else is damage
+            # (and np.dtype would accept deprecated aliases or object types)
+            raise ValueError(f"dtype {dtype_str!r} in array descriptor")
         dt = np.dtype(dtype_str)
-        if dt.hasobject:
-            raise ValueError(f"object dtype {dtype_str!r} in array descriptor")
         if offset != expected or nbytes != dt.itemsize * math.prod(shape):
             raise ValueError("array descriptor disagrees with the file layout")
         if data_start + offset + nbytes > raw_length:
