@@ -26,16 +26,19 @@ import os
 import platform
 import re
 import shlex
+import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
 import unicodedata
+import urllib.request
 import zipfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 #: $STREAMER_BENCH_CACHE lets every checkout (and tests/test_readme.py's fresh clones)
@@ -500,6 +503,19 @@ def fmt_bytes(n: float) -> str:
 
 
 # --------------------------------------------------------------------------- command line
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now (for a service or a redis-server the script starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get_json(port: int, path: str, timeout: float = 30.0) -> Any:
+    """GET http://127.0.0.1:PORT/PATH and decode its JSON body."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+        return json.loads(r.read())
 
 
 def add_cache_python_args(ap: argparse.ArgumentParser) -> None:

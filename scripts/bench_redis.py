@@ -41,12 +41,10 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,18 +58,6 @@ STREAM = "bench"
 #: the entries are added here first, then renamed to STREAM once every service waits
 STAGING = "bench-staging"
 GROUP = "streamer"
-DEFAULT_TEXT = Path("/work/bench-cache/pd_199801_raw.txt")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http_json(port: int, path: str) -> Any:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
-        return json.loads(r.read())
 
 
 # --------------------------------------------------------------------------- redis-server
@@ -79,7 +65,7 @@ def http_json(port: int, path: str) -> Any:
 
 def start_redis(root: Path) -> tuple[subprocess.Popen[bytes], int]:
     """A redis-server without persistence on a free loopback port, answering PING."""
-    port = free_port()
+    port = bc.free_port()
     log = open(root / "redis.log", "wb")  # noqa: SIM115 (kept open for the child)
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
                              "--save", "", "--appendonly", "no", "--dir", str(root)],
@@ -148,7 +134,7 @@ class Service:
 
     def lines(self) -> int:
         try:
-            return int(http_json(self.port, "/stats")["lines_ingested"])
+            return int(bc.get_json(self.port, "/stats", timeout=10)["lines_ingested"])
         except OSError:
             return 0
 
@@ -174,7 +160,7 @@ def config_text(source: dict[str, Any]) -> str:
 def start_service(root: Path, python: str, source: dict[str, Any]) -> Service:
     root.mkdir(parents=True, exist_ok=True)
     (root / "streamer.toml").write_text(config_text(source), encoding="utf-8")
-    port = free_port()
+    port = bc.free_port()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         p for p in (str(bc.REPO), os.environ.get("PYTHONPATH")) if p))
     with open(root / "daemon.log", "wb") as log:
@@ -269,8 +255,9 @@ def median(values: Sequence[float]) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--entries", type=int, default=200_000)
-    ap.add_argument("--text", type=Path, default=DEFAULT_TEXT,
-                    help="UTF-8 text whose non-empty lines are the entries (repeated)")
+    ap.add_argument("--text", type=Path, default=None,
+                    help="UTF-8 text whose non-empty lines are the entries (repeated; "
+                         "default: People's Daily 1998-01 raw text from --cache)")
     ap.add_argument("--batch-entries", type=int, default=1000, help="redis.batch_entries")
     ap.add_argument("--services", type=int, nargs="+", default=[1, 2],
                     help="numbers of services reading the stream as one consumer group "
@@ -279,12 +266,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="measure every number of services this many times (medians)")
     ap.add_argument("--no-file", action="store_true",
                     help="leave out the file-source baseline")
-    ap.add_argument("--python", default=bc.default_python())
+    bc.add_cache_python_args(ap)
     ap.add_argument("--timeout", type=float, default=1800.0)
     args = ap.parse_args(argv)
+    args.python = args.python or bc.default_python()
     if shutil.which("redis-server") is None:
         print("bench_redis: redis-server is not on PATH", file=sys.stderr)
         return 2
+    if args.text is None:
+        args.text = bc.write_if_changed(args.cache.resolve() / "pd_199801_raw.txt", bc.lines_bytes(
+            bc.load_peoples_daily(args.cache.resolve()).lines))
     base = [ln for ln in args.text.read_text(encoding="utf-8").splitlines() if ln.strip()]
     lines = [base[i % len(base)] for i in range(args.entries)]
     han = sum(bc.count_han(ln) for ln in lines)

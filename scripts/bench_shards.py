@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import signal
@@ -41,7 +40,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +53,8 @@ from bench_common import (  # noqa: E402
     add_cache_python_args,
     default_python,
     fmt_bytes,
+    free_port,
+    get_json,
     input_or_reviews,
     log,
     machine_info,
@@ -206,19 +206,6 @@ def write_shards(lines: list[str], n: int, root: Path) -> list[Path]:
     return dirs
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get(port: int, path: str) -> Any:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as r:
-        return json.loads(r.read())
-
-
 def vm(pid: int, key: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(key + ":"):
@@ -242,7 +229,7 @@ def view_cost(python: str, dirs: list[Path], work: Path) -> dict[str, Any]:
             if proc.poll() is not None:
                 raise RuntimeError((work / "view.log").read_text()[-3000:])
             try:
-                stats = get(port, "/stats")
+                stats = get_json(port, "/stats")
                 if stats.get("view", {}).get("merges", 0) >= 1 and stats.get("rescores"):
                     break
             except OSError:

@@ -49,7 +49,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -66,12 +65,6 @@ import bench_common as bc  # noqa: E402
 
 MIB = 2**20
 POLL = 0.02
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def build_feed(path: Path, mib: int, cache: Path) -> int:
@@ -231,7 +224,7 @@ def start_daemon(root: Path, args: argparse.Namespace, state_extra: str,
                  engine_extra: str = "") -> tuple[subprocess.Popen[bytes], int, Path]:
     """`streamer run` on root/inbox/*.txt with the benchmark's memory and snapshot interval,
     HTTP on a free loopback port, its log in root/daemon.log: (process, port, log path)."""
-    port = free_port()
+    port = bc.free_port()
     config = root / "streamer.toml"
     config.write_text(
         f'[sources]\nglobs = ["inbox/*.txt"]\n[engine]\nmemory = "{args.memory}"\n'
