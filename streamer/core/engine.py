@@ -467,10 +467,11 @@ class Engine(EngineState):
         recent = counts[slots].astype(np.float64)
         parts = scoring.part_features(words, self.alone, self.unigrams, self.known,
                                       self.config.units)
-        score = scoring.score(recent, left, right, parts, pmi,
-                              float(self.clock.occurrences(self.total_units)),
-                              self._split(words, recent, parts, counts))
-        emergence = scoring.emergence(self._trend(slots, words, now), score)
+        quality = scoring.quality(recent, left, right, parts, pmi,
+                                  float(self.clock.occurrences(self.total_units)),
+                                  self._split(words, recent, parts, counts))
+        score = np.log1p(recent) * quality  # scoring.score
+        emergence = scoring.emergence(self._trend(slots, words, now), quality)
         order = np.arange(len(words))
         if cfg.max_words is not None and len(order) > cfg.max_words:
             order = np.argpartition(-score, cfg.max_words - 1)[: cfg.max_words]

@@ -39,9 +39,10 @@ class Word:
     score          ranking score (see streamer.core.scoring); higher is better.
     emergence      trending value: evidence that the word is rising now, z in standard
                    deviations (scoring.trend: new to the stream, or recent count above
-                   what its long-run rate predicts) up to 3, times score
-                   (scoring.emergence); 0 = not rising, and 0 in a batch run. The value
-                   sort=emergence ranks by.
+                   what its long-run rate predicts) up to 3, times the word's
+                   quality, its score without the evidence factor ln(1 + count), in
+                   [0, 1] (scoring.emergence), so at most 3; 0 = not rising, and 0 in
+                   a batch run. The value sort=emergence ranks by.
     pmi            cohesion: minimum-split pointwise mutual information, nats.
     left_entropy   entropy of the unit left of the word, nats.
     right_entropy  entropy of the unit right of the word, nats.

@@ -16,7 +16,7 @@ buckets) and min-split pmi (nats) in a text of N units is
 
     evidence   ln(1 + c): more occurrences, more certainty, with diminishing returns
     freedom    min(H_l, H_r) / ln B in [0, 1]: both outer boundaries are free
-    cohesion   min(1, pmi / P) * min(1, pmi_lex / P_lex), where
+    cohesion   min(1, pmi / P) * min(1, pmi_lex / P_lex)^2, where
 
                    P = max(1, ln(sqrt(N) / 15))
 
@@ -37,7 +37,14 @@ buckets) and min-split pmi (nats) in a text of N units is
                corpus (jieba's dict.txt: N_lex = 60.0 M, P_lex = 6.25 nats). Joins of
                words common in the text's domain reach 4-5.6 nats (书|中 5.6, 让|人
                4.7, 率|达 5.0), new words 6-12 (当当 5.9, 官网 6.4, 独显 9.5, 常昊
-               10.5). Without lexicon frequencies the factor is 1.
+               10.5). The lexicon's ratio counts twice, being two pieces of evidence:
+               the string's cohesion judged against the lexicon's corpus, and its
+               novelty: a string the user's lexicon predicts as often as the text
+               uses it is a regular combination of words the user has, however it is
+               spelled (the known filter removes what the lexicon lists, this what it
+               implies). Squaring it moved joins of common characters (书中, 让人, 不懂)
+               down and kept every word with pmi_lex >= P_lex where it was; measured in
+               docs/benchmarks.md. Without lexicon frequencies the factor is 1.
     binding    1 - L(edge part), L = how likely the edge part is a word by itself
                joined to the rest (below)
     phrase     K = 1 when the parts are known words only, >= 2 of them of >= 2
@@ -60,7 +67,8 @@ standalone rate: freq(p) / sum over lexicon words containing p of their freq):
     a function word (lexicon tag c d e f k m p q r u y: conjunction,
       adverb, interjection, localiser, suffix, numeral, preposition,
       classifier, pronoun, particle, modal) of >= 2 characters, or
-      joined to a rest that is a known word                            L = 1
+      joined to a rest that is a known word (a classifier only at the
+      head: 个|小时; at the end it heads a noun, 驱动|盘, 短篇|集)        L = 1
     another one-character function word, or a bare morpheme (zg ...)   L = max(a(u), b(p))
     anything else                                                      L = a(u)
 
@@ -81,15 +89,15 @@ jieba's dict.txt):
     常昊    常|昊: 常 is tagged d (adverb) but the rest, 昊, is no known word of two
             characters, so L(常) = max(a = 0.18, b = 0.10) = 0.18; L(昊) = a = 0.22.
             c = 18, min H = 2.03, pmi = 6.94, pmi_lex = 10.5 (above P and P_lex):
-            ln 19 * (2.03 / ln 32) * 1 * 1 * 0.82 * 0.78 = 1.11, rank 6.
+            ln 19 * (2.03 / ln 32) * 1 * 1 * 0.82 * 0.78 = 1.11, rank 4.
     这一    这|一 (r, m; the rest of each is one character): L(这) = max(0.21, b =
             0.45), L(一) = max(0.33, b = 0.17); c = 545, min H = 3.24, pmi = 2.32,
-            pmi_lex = 3.05: ln 546 * 0.93 * (2.32 / 4.44) * (3.05 / 6.25) * 0.55 *
-            0.67 = 0.55, rank 49, below 常昊 although 30 times as frequent.
+            pmi_lex = 3.05: ln 546 * 0.93 * (2.32 / 4.44) * (3.05 / 6.25)^2 * 0.55 *
+            0.67 = 0.27, rank 122, below 常昊 although 30 times as frequent.
     记者李  记者|李: 李 beside the known 记者, a(李) = 0.39: L = 1 - 0.61^2 = 0.62;
             and 记者 is followed by 李 in 29 of its 2,158 uses while its right
             entropy as a piece is 3.27 nats: split = 29 / 2158 * e^3.27 = 0.35.
-    记者毛磊 记者|毛|磊: split = 9 / 2158 * e^3.27 = 0.11: rank 271 (15 before).
+    记者毛磊 记者|毛|磊: split = 9 / 2158 * e^3.27 = 0.11: rank 220 (15 before the split test).
     包饺子  包|饺子: 包 is tagged v, 饺子 n, two syllables, and 28% of the uses of 饺子
             follow 包 (below OBJECT_SHARE): split = 0, as 装|系统 (9%) in the reviews;
             没|办法 (办法 follows 没 in 39% of its uses) keeps its score.
@@ -233,7 +241,11 @@ def edge_rule(part: str, rest: str, lexicon: Lexicon,
         return 1.0, 0.0, False
     rest_known = len(rest) > 1 and rest in lexicon
     if lexicon.is_function(part):
-        if len(part) > 1 or rest_known:
+        # a classifier binds to what follows it (三|本|书, 这|个): at the end, after a
+        # word, a classifier character is the head of a noun (驱动|盘, 短篇|集, 无烟|层;
+        # 书本, 纸张, 车辆 are built so), and the text's rates judge it
+        trailing_classifier = not head and lexicon.tag(part).startswith("q")
+        if len(part) > 1 or (rest_known and not trailing_classifier):
             return 1.0, 0.0, False
         return 0.0, lexicon.alone_rate(part), False
     b = lexicon.alone_rate(part) if len(part) == 1 and lexicon.is_morpheme(part) else 0.0
@@ -355,30 +367,41 @@ def split_factor(count: np.ndarray, head_count: np.ndarray, head_right: np.ndarr
     return np.where(np.isnan(opened), 1.0, opened) * ~free
 
 
-def score(count: np.ndarray, left: np.ndarray, right: np.ndarray,
-          parts: PartFeatures | None = None, pmi: np.ndarray | None = None,
-          total: float = 0.0, split: np.ndarray | None = None) -> np.ndarray:
-    """The ranking score of the module docstring (higher is better).
+def quality(count: np.ndarray, left: np.ndarray, right: np.ndarray,
+            parts: PartFeatures | None = None, pmi: np.ndarray | None = None,
+            total: float = 0.0, split: np.ndarray | None = None) -> np.ndarray:
+    """How much a candidate looks like a word, in [0, 1]: the score of the module
+    docstring without its evidence factor,
 
-    ``total`` is N, the units of text counted; without ``pmi`` (or N) the cohesion
-    factor is 1, without ``parts`` binding and phrase are, without ``split``
-    (split_factor) the split tests are.
+        quality = freedom * cohesion * binding(first) * binding(last) * (1 - K) * split
+
+    What it says about a string does not grow with how often the string occurs (only
+    pmi_lex, through c / N, reads the count). ``total`` is N, the units of text counted;
+    without ``pmi`` (or N) the cohesion factor is 1, without ``parts`` binding and phrase
+    are, without ``split`` (split_factor) the split tests are.
     """
-    evidence = np.log1p(count)
-    freedom = np.minimum(left, right) / math.log(BUCKETS)
-    out = evidence * freedom
+    c = np.asarray(count, dtype=np.float64)
+    out = np.minimum(left, right) / math.log(BUCKETS)
     if pmi is not None and total > 1:
         level = cohesion_level(total)
         out = out * np.clip(pmi / level, 0.0, 1.0)
         if parts is not None and parts.log_parts is not None and parts.nparts is not None:
-            lex_pmi = ((np.log(np.maximum(count, 1.0) / total) - parts.log_parts)
+            lex_pmi = ((np.log(np.maximum(c, 1.0) / total) - parts.log_parts)
                        / np.maximum(parts.nparts - 1, 1))
-            out = out * np.clip(lex_pmi / max(level, parts.lexicon_level), 0.0, 1.0)
+            out = out * np.clip(lex_pmi / max(level, parts.lexicon_level), 0.0, 1.0) ** 2
     if split is not None:
         out = out * split
     if parts is None:
         return out
     return out * (1.0 - parts.first) * (1.0 - parts.last) * ~parts.phrase
+
+
+def score(count: np.ndarray, left: np.ndarray, right: np.ndarray,
+          parts: PartFeatures | None = None, pmi: np.ndarray | None = None,
+          total: float = 0.0, split: np.ndarray | None = None) -> np.ndarray:
+    """The ranking score of the module docstring (higher is better):
+    evidence ln(1 + c) times quality() (the same arguments)."""
+    return np.log1p(count) * quality(count, left, right, parts, pmi, total, split)
 
 
 # ---------------------------------------------------------------------- trending
@@ -469,17 +492,17 @@ def trend(recent: np.ndarray, slow: np.ndarray, since_fast: np.ndarray,
 
     A word steady since the stream began has X_s = N_s and F = S X_f / X_s: both tests
     are 0. The ranking value (``emergence``) is min(z, TREND_CAP) times the word's
-    ``score`` (emergence() below).
+    ``quality`` (emergence() below).
 
     Example: a word first seen when 80% of the slow-weighted text had gone by
     (X_s / N_s = 0.2), S = 20, F = 19, X_f / X_s = 0.95: G_new = g(20, 4 + 5) =
     2 (20 ln(20 / 9) - 11) = 9.940, G_rise = g(19, 19 + 5) = 0, z = 3.153. A function-word
     join seen since the start (X_s = N_s) with S = 600, F = 560 while X_f / X_s = 0.8:
     G_new = g(600, 605) = 0, G_rise = g(560, 480 + 5) = 2 (560 ln(560 / 485) - 75) =
-    11.042, z = 3.323. With scores 2.0 (the word) and 0.5 (the join): emergence
-    min(3.153, 3) * 2.0 = 6.0 against 3 * 0.5 = 1.5. With 8 occurrences, all in the last 1%
+    11.042, z = 3.323. With qualities 0.6 (the word) and 0.15 (the join): emergence
+    min(3.153, 3) * 0.6 = 1.8 against 3 * 0.15 = 0.45. With 8 occurrences, all in the last 1%
     of the text: G_new = g(8, 0.08 + 5) = 1.426, z = 1.19: a handful cannot lead (1.19 * its
-    score). A join seen since the start, S = 700, F = 660, X_f / X_s = 0.8: alone G_rise =
+    quality). A join seen since the start, S = 700, F = 660, X_f / X_s = 0.8: alone G_rise =
     g(660, 560 + 5) = 2 (660 ln(660 / 565) - 95) = 15.147, z = 3.892; but its units rose
     1.2 and 1.05 times (rho_w = 1.26): G_rise = g(660, 705.6 + 5) = 0, z = 0.
     """
@@ -498,15 +521,22 @@ def trend(recent: np.ndarray, slow: np.ndarray, since_fast: np.ndarray,
     return np.sqrt(g_new + g_rise)
 
 
-def emergence(z: np.ndarray, score: np.ndarray, cap: float = TREND_CAP) -> np.ndarray:
-    """The value ``sort=emergence`` ranks by: min(z, cap) * score.
+def emergence(z: np.ndarray, quality: np.ndarray, cap: float = TREND_CAP) -> np.ndarray:
+    """The value ``sort=emergence`` ranks by: min(z, cap) * quality.
 
     z (trend) is the evidence that a word is rising; up to ``cap`` standard deviations
-    it weighs the word score, so a handful of occurrences (z ~ 1) stays below a word that
-    is surely rising. Past the cap every word is surely rising and the word score alone
-    orders them: the significance of a rise grows with the count (z ~ sqrt(count) for a
-    word new to the stream), so without the cap the most frequent joins of a new genre
-    (很喜欢: z = 15, score 0.40) led words of a tenth of their count (绘本: z = 6, score
-    1.43). Measured on the trending benchmark (docs/benchmarks.md).
+    it weighs the word's quality (quality(): the score without its evidence factor
+    ln(1 + c)), so a handful of occurrences (z ~ 1) stays below a word that is surely
+    rising. Past the cap every word is surely rising and how much it looks like a word
+    orders them.
+
+    Why the count is not counted again: the significance of a rise already grows with
+    the count (z ~ sqrt(count) for a word new to the stream), and so does the score's
+    evidence ln(1 + c). Each let the most frequent strings of a new genre, which are its
+    joins, lead words of a tenth of their count: with z uncapped, 很喜欢 (z = 15, score
+    0.40) led 绘本 (z = 6, score 1.43); with z capped but the score's evidence kept, the
+    joins 书中 (565 occurrences, quality 0.14, score 0.86) and 拿到书 led 商务房 (18
+    occurrences, quality 0.30, score 0.88) when book and hotel reviews followed a
+    newspaper. Measured on the trending benchmark (docs/benchmarks.md).
     """
-    return np.minimum(np.asarray(z, dtype=np.float64), cap) * score
+    return np.minimum(np.asarray(z, dtype=np.float64), cap) * quality

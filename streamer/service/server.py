@@ -13,7 +13,7 @@ GET  /healthz             200 {"status": "ok", "last_rescore_age_s": ...} | 503 
 GET  /words               ranked words; query: limit (1..10000, default 100),
                           new (true|false|1|0), min_count (number >= 0),
                           sort (score|count|emergence|first_seen|word), history (true|false);
-                          emergence = rising now (scoring.trend, up to 3) times score
+                          emergence = rising now (scoring.trend, up to 3) times quality
 GET  /words/{word}        one word: fields + rank + history + examples; 404 if unknown
 GET  /stats               view.stats() plus server_time, a summary of the published list
                           and ingest_rate (chars/s, lines/s and their recent history)

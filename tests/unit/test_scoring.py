@@ -24,3 +24,23 @@ def test_no_lexicon_gives_what_the_rules_give_for_unknown_words() -> None:
     assert np.allclose(fast.first, rules.first) and np.allclose(fast.last, rules.last)
     assert fast.phrase.tolist() == rules.phrase.tolist()
     assert fast.first.max() == 1.0  # numbers at the head are there and demoted
+
+
+def test_a_classifier_binds_to_what_follows_it() -> None:
+    """A one-character classifier (tag q) beside a known word: at the head it is a
+    measure word before a noun (个|小时: L = 1 whatever the text says); at the end, after
+    a word, it is the head of a noun (驱动|盘, 短篇|集: judged by the rates, as any other
+    one-character function word)."""
+    lex = Lexicon(freq={"驱动": 900, "盘": 500, "个": 80000, "小时": 5000, "短篇": 300,
+                        "集": 2000, "光盘": 400},
+                  tags={"驱动": "v", "盘": "q", "个": "q", "小时": "n", "短篇": "n",
+                        "集": "q", "光盘": "n"})
+    assert scoring.edge_rule("个", "小时", lex, head=True)[0] == 1.0
+    hard, b, attached = scoring.edge_rule("盘", "驱动", lex)
+    assert hard == 0.0 and not attached
+    assert b == lex.alone_rate("盘") > 0  # 盘 alone against its uses in 光盘
+    assert scoring.edge_rule("集", "短篇", lex)[0] == 0.0
+    alone = np.zeros(DENSE_SIZE)
+    unigrams = np.full(DENSE_SIZE, 10.0)
+    parts = scoring.part_features(["驱动盘", "个小时"], alone, unigrams, lex, "mixed")
+    assert parts.last[0] < 1.0 and parts.first[1] == 1.0

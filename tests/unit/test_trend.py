@@ -35,9 +35,9 @@ def test_trend_reproduces_the_worked_example() -> None:
     assert word[0] == pytest.approx(3.153, abs=1e-3)
     assert join[0] ** 2 == pytest.approx(11.042, abs=1e-3)
     assert join[0] == pytest.approx(3.323, abs=1e-3)
-    # emergence = min(z, 3) * score
-    assert scoring.emergence(word, np.array([2.0]))[0] == pytest.approx(6.0)
-    assert scoring.emergence(join, np.array([0.5]))[0] == pytest.approx(1.5)
+    # emergence = min(z, 3) * quality
+    assert scoring.emergence(word, np.array([0.6]))[0] == pytest.approx(1.8)
+    assert scoring.emergence(join, np.array([0.15]))[0] == pytest.approx(0.45)
     assert handful[0] ** 2 == pytest.approx(1.426, abs=1e-3)
     assert TREND_PRIOR == 5.0
 
@@ -153,14 +153,26 @@ def test_batch_run_has_no_emergence() -> None:
 
 
 def test_emergence_caps_the_evidence_at_three_standard_deviations() -> None:
-    """The README's example (z = 3.153 and 3.323, scores 2.0 and 0.5) and the reason for
-    the cap: a frequent join of a new genre (z = 15, score 0.40) no longer leads a surely
-    rising word of a tenth of its count (z = 6, score 1.43); a handful (z = 1.19) keeps
-    its weak evidence."""
+    """The README's example (z = 3.153 and 3.323, qualities 0.6 and 0.15) and the reason
+    for the cap: a frequent join of a new genre (z = 15) no longer leads a surely rising
+    word of a tenth of its count (z = 6) of better quality; a handful (z = 1.19) keeps its
+    weak evidence."""
     e = scoring.emergence(np.array([3.153, 3.323, 15.0, 6.0, 1.19]),
-                          np.array([2.0, 0.5, 0.40, 1.43, 2.0]))
-    assert np.allclose(e, [6.0, 1.5, 1.2, 4.29, 2.38])
+                          np.array([0.6, 0.15, 0.14, 0.30, 0.6]))
+    assert np.allclose(e, [1.8, 0.45, 0.42, 0.90, 0.714])
     assert e[3] > e[2]
+
+
+def test_emergence_does_not_count_the_count_twice() -> None:
+    """Two surely rising words of the same quality rank equal whatever their counts (the
+    count is in z, which is capped); their scores differ by ln(1 + c) only."""
+    left = right = np.array([3.0, 3.0])
+    count = np.array([565.0, 18.0])
+    q = scoring.quality(count, left, right)
+    assert q[0] == q[1] == pytest.approx(3.0 / math.log(32))
+    assert np.allclose(scoring.score(count, left, right), np.log1p(count) * q)
+    e = scoring.emergence(np.array([27.8, 3.3]), q)
+    assert e[0] == e[1]
 
 
 # --------------------------------------------------------------------------- parts' rise

@@ -202,17 +202,18 @@ function fillRow(tr, w, place, prevPlace) {
   else if (w.known) word.appendChild(el("span", "badge known", "known"));
   const trend = el("td", "trend");
   trend.appendChild(sparkline(w.history));
-  // emergence = min(z, 3) × score, z the evidence of a rise in standard deviations: "hot"
-  // at the cap (3 or more)
+  // emergence = min(z, 3) × quality, z the evidence of a rise in standard deviations, quality
+  // = score / ln(1 + count) (the score without its evidence factor): "hot" at the cap (3 or
+  // more)
   const em = Number(w.emergence);
-  const z = em / Number(w.score);
+  const z = em / (Number(w.score) / Math.log1p(Number(w.count)));
   const hot = Number.isFinite(z) && z >= 3 - 1e-9;
   const emCell = el("td", "num");
   const emSpan = el("span", "em" + (hot ? " hot" : em === 0 ? " cool" : ""),
     Number.isFinite(em) ? em.toFixed(2) + (hot ? " ↑" : "") : "—");
   emSpan.title = !Number.isFinite(z) ? ""
-    : hot ? "rising: 3 or more standard deviations (capped at 3) × score"
-    : "rising: " + z.toFixed(1) + " standard deviations × score";
+    : hot ? "rising: 3 or more standard deviations (capped at 3) × quality"
+    : "rising: " + z.toFixed(1) + " standard deviations × quality";
   emCell.appendChild(emSpan);
   tr.className = [w.known ? "known" : "", tr.classList.contains("fresh") ? "fresh" : ""]
     .filter(Boolean).join(" ");
