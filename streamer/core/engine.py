@@ -474,11 +474,14 @@ class Engine(EngineState):
         emergence = scoring.emergence(self._trend(slots, words, now), quality)
         order = np.arange(len(words))
         if cfg.max_words is not None and len(order) > cfg.max_words:
-            order = np.argpartition(-score, cfg.max_words - 1)[: cfg.max_words]
-        # best first; ties by the word itself, so the order never depends on slots
+            # the best max_words; among equal scores (most often 0: a phrase, a join the
+            # rules zero) the more frequent, not whichever a partition happens to keep
+            order = np.lexsort((-recent, -score))[: cfg.max_words]
+        # best first; ties by count, then by the word itself, so the order never depends
+        # on slots
         if len(order):
             order = order[np.lexsort((np.array([words[i] for i in order.tolist()]),
-                                      -score[order]))]
+                                      -recent[order], -score[order]))]
         listed = slots[order]
         # the strings of every scored candidate are dropped before the published words
         # are made, and the listed ones decoded afresh: the long-lived Word objects then

@@ -1,5 +1,7 @@
-"""scoring.part_features without a lexicon equals the lexicon rules run on a lexicon that
-knows none of the words (the fast path is the same function, not an approximation)."""
+"""Rules of the ranking (streamer.core.scoring) on small inputs: part_features without a
+lexicon equals the lexicon rules run on a lexicon that knows none of the words (the fast
+path is the same function, not an approximation); a classifier binds to what follows it;
+equally scored words are kept and listed by count."""
 
 from __future__ import annotations
 
@@ -44,3 +46,32 @@ def test_a_classifier_binds_to_what_follows_it() -> None:
     unigrams = np.full(DENSE_SIZE, 10.0)
     parts = scoring.part_features(["驱动盘", "个小时"], alone, unigrams, lex, "mixed")
     assert parts.last[0] < 1.0 and parts.first[1] == 1.0
+
+
+def test_the_list_keeps_the_more_frequent_of_equally_scored_words() -> None:
+    """A number with a measure word scores 0 (1997|年: the number at the edge, L = 1).
+    When max_words leaves room for only some such strings, the more frequent are kept and
+    listed first, not whichever a partition of the scores happens to keep."""
+    from helpers import VOCAB, sentence
+
+    from streamer.core.engine import Engine, EngineConfig
+
+    years = {"1997年": 60, "2008年": 40, "1999年": 20}
+    rng = random.Random(11)
+    lines = [sentence(rng, y) for y, n in years.items() for _ in range(n)]
+    lines += [sentence(rng) for _ in range(600)]
+    rng.shuffle(lines)
+
+    def listed(max_words: int | None) -> list:
+        eng = Engine(EngineConfig(min_count=5, memory=8 * 2**20, exact=True,
+                                  max_words=max_words), Lexicon(VOCAB))
+        eng.ingest(lines, 0.0)
+        return list(eng.rescore(0.0).words)
+
+    every = listed(None)
+    zero = [w.word for w in every if w.word in years]
+    assert zero == list(years), [(w.word, w.score, w.count) for w in every]
+    assert all(w.score == 0 for w in every if w.word in years)
+    scored = sum(w.score > 0 for w in every)
+    kept = [w.word for w in listed(scored + 2) if w.score == 0]
+    assert kept == ["1997年", "2008年"], kept
