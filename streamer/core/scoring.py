@@ -50,7 +50,9 @@ buckets) and min-split pmi (nats) in a text of N units is
     phrase     K = 1 when the parts are known words only, >= 2 of them of >= 2
                characters, each one-character part a function word or inside, between
                words of >= 2 characters (宾馆|反馈, 尊敬|的|宾客, 研究|新|情况); or when
-               they hold a number followed by a measure word (第|2|天, 到|2000|年); else 0
+               they hold a number followed by a measure word (第|2|天, 到|2000|年); or
+               when an aspect marker or 的 lies between two parts (冒|着|严寒,
+               xp|的|驱动); else 0
     split      what the text says about the first boundary and a verb's object
                (split_factor, counted by the engine): min(1, (c / c_h) * exp(H_r(h)))
                for a known head h of >= 2 characters that the cutter also cuts out
@@ -170,11 +172,16 @@ def is_phrase(parts: tuple[str, ...], lexicon: Lexicon) -> bool:
     """True when ``parts`` are known words only, >= 2 of them of >= 2 characters, and
     each one-character part is a function word (宾馆|反馈, 尊敬|的|宾客) or lies between
     words of >= 2 characters at both ends (研究|新|情况); or when they hold a number
-    followed by a measure word (第|2|天, 到|2000|年). 锦江|之|星 (星 ends it, no function
-    word) and 杜|拉拉|升职|记 are no phrases."""
+    followed by a measure word (第|2|天, 到|2000|年); or an aspect marker or 的
+    (EDGE_PARTICLE_TAGS) between two parts: it inflects the verb before it or links a
+    modifier to its head, a phrase boundary inside the string (冒|着|严寒, 开|着|窗户,
+    xp|的|驱动, 小|了|点; of 24 such judged strings, 23 are labelled phrases).
+    锦江|之|星 (星 ends it, no function word) and 杜|拉拉|升职|记 are no phrases."""
     if any(is_number(a) and lexicon.is_measure(b)
            for a, b in zip(parts, parts[1:], strict=False)):
         return True
+    if any(lexicon.tag(p) in EDGE_PARTICLE_TAGS for p in parts[1:-1]):
+        return True  # a verb with its aspect, a modifier with 的: 冒|着|严寒, xp|的|驱动
     if len(parts) >= 3 and len(parts[0]) >= 2 and len(parts[-1]) >= 2 and all(
             p in lexicon for p in parts):
         return True  # known words at both ends, known words between: 研究|新|情况

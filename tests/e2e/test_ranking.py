@@ -12,6 +12,7 @@ lexicon) carrying, in turns, a made-up new word (蓝鲸币) and one string of ea
     anonymised name       张某     某 is a pronoun (tag r) that the lexicon mostly uses
                                    alone
     traditional spelling  服務     of the known 服务
+    verb phrase           开着灯   the verb 开, the aspect marker 着 (tag uz), the noun 灯
 
 Each must rank below 蓝鲸币 or not be listed at all, while 蓝鲸币 is listed.
 """
@@ -38,7 +39,7 @@ TAGGED = {
     "森林": (3000, "n"), "里": (60000, "f"), "年": (200000, "m"), "记者": (20000, "n"),
     "李": (9000, "nr"), "张": (20000, "q"), "紧张": (15000, "a"), "主张": (10000, "v"),
     "某": (8000, "r"), "某某": (400, "r"),
-    "服务": (30000, "vn"),
+    "服务": (30000, "vn"), "开": (20000, "v"), "着": (90000, "uz"), "灯": (2000, "n"),
 }
 
 
@@ -46,7 +47,7 @@ def corpus_lines(seed: int = 7, lines: int = 900) -> list[str]:
     """Background sentences; every third line carries the new word or a demoted
     string, in turns, so each occurs ~40 times."""
     rng = random.Random(seed)
-    carried = [NEW_WORD, "森林里", "1997年", None, "张某", "服務", NEW_WORD]
+    carried = [NEW_WORD, "森林里", "1997年", None, "张某", "服務", NEW_WORD, "开着灯"]
     out = []
     for i in range(lines):
         if i % 3:
@@ -109,6 +110,7 @@ def test_the_new_word_leads(tagged_new: list[dict]) -> None:
     pytest.param("记者李", id="fragment"),
     pytest.param("张某", id="anonymised-name"),
     pytest.param("服務", id="traditional-spelling-of-a-known-word"),
+    pytest.param("开着灯", id="aspect-marker-inside"),
 ])
 def test_demoted_below_the_new_word(tagged_new: list[dict], demoted: str) -> None:
     at = rank(tagged_new, demoted)
@@ -150,3 +152,14 @@ def test_a_word_list_with_odd_columns_loads(corpus: Path, tmp_path: Path) -> Non
     assert words and not set(words) & set(VOCAB) and "服務" not in words
     # 里 has no tag here (DataColumn is none), so 森林里 is judged by the text alone
     assert next(r["score"] for r in records if r["word"] == "森林里") > 0
+
+
+@pytest.mark.parametrize("zeroed", ["森林里", "1997年", "开着灯"])
+def test_what_the_lexicon_marks_a_phrase_or_join_scores_zero(tagged_new: list[dict],
+                                                             zeroed: str) -> None:
+    """A localiser joined to a known word, a number with its measure word, and an aspect
+    marker inside (开|着|灯): the lexicon's tags alone mark these, whatever the text's
+    statistics say, so each is listed (it is cohesive and free) with score 0."""
+    at = rank(tagged_new, zeroed)
+    assert at is not None, [r["word"] for r in tagged_new]
+    assert tagged_new[at]["score"] == 0.0
