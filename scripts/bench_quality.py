@@ -285,7 +285,15 @@ class Runner:
             self.ref_opts = reference_options(self.extra)
 
     def corpus_file(self, corpus: str) -> Path:
+        if corpus == "manpages":
+            assert self.args.held_out is not None
+            return self.args.held_out
         return self.data.pd_file if corpus == "pd" else self.data.reviews_file
+
+    def corpus_lines(self, corpus: str) -> list[str]:
+        if corpus == "manpages":
+            return self.corpus_file(corpus).read_text(encoding="utf-8").splitlines()
+        return self.data.pd.lines if corpus == "pd" else self.data.reviews
 
     def run(self, corpus: str, min_count: int | None, known: bool) -> Run:
         """Ranked output on ``corpus``; with ``known``: --known jieba --new-only."""
@@ -308,7 +316,7 @@ class Runner:
         o = self.ref_opts
         mc = min_count if min_count is not None else (o.min_count or 8)
         if corpus not in self._refs:
-            lines = self.data.pd.lines if corpus == "pd" else self.data.reviews
+            lines = self.corpus_lines(corpus)
             bc.log(f"reference: counting {corpus} (order {o.order}, units {o.units})")
             self._refs[corpus] = Reference(lines, order=o.order, units=o.units)
         ref = self._refs[corpus]
@@ -326,7 +334,8 @@ class Runner:
         return Run(label, words, ref.count_seconds + res.seconds)
 
 
-CORPUS_NAMES = {"reviews": "reviews", "pd": "People's Daily"}
+CORPUS_NAMES = {"reviews": "reviews", "pd": "People's Daily",
+                "manpages": "manpages (held out)"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -354,6 +363,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help=f"judged label files, {{corpus: {{word: 0|1}}}} (repeatable; default "
                          f"{bc.DEV_LABELS} then {bc.PROJECT_LABELS}/*.json); the first is the "
                          f"dev set, reported alone too")
+    ap.add_argument("--no-held-out", action="store_true",
+                    help="skip the held-out corpus of another domain (Linux manual pages, "
+                         "Debian's manpages-zh, fetched with apt-get download)")
     ap.add_argument("--unlabelled-dir", type=Path, default=None,
                     help="write the unlabelled words of the top 50, with contexts, to "
                          "DIR/unlabelled-<corpus>.tsv")
@@ -367,6 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(f"--unlabelled-dir {args.unlabelled_dir}: no such directory")
 
     data = bc.load_all(args.cache)
+    args.held_out = None if args.no_held_out else bc.load_manpages(args.cache.resolve())
     runner = Runner(args, data)
     try:
         report = measure(args, runner, data)
@@ -405,15 +418,21 @@ def measure(args: argparse.Namespace, runner: Runner, data: bc.BenchData) -> dic
         dev = bc.load_labels(args.labels[:1])
         every = bc.load_labels(args.labels)
         report["labels"] = [str(p) for p in args.labels]
-        for corpus in ("reviews", "pd"):
+        corpora = ["reviews", "pd"] + (["manpages"] if args.held_out is not None else [])
+        if args.held_out is not None:
+            lines = runner.corpus_lines("manpages")
+            report["held_out"] = {"name": bc.MANPAGES_DEB, "lines": len(lines),
+                                  "chars": sum(map(len, lines)),
+                                  "han": sum(map(bc.count_han, lines))}
+        for corpus in corpora:
             a = runner.run(corpus, args.new_min_count, known=True)
             listed = judged_words(w for w, _ in a.words)
             counts = {w.lower(): c for w, c in a.words}
-            unlabelled = [w for w in listed[:SHOW_TOP] if w not in every[corpus]]
+            labelled = every.get(corpus, {})
+            unlabelled = [w for w in listed[:SHOW_TOP] if w not in labelled]
             if args.unlabelled_dir is not None:
-                lines = data.pd.lines if corpus == "pd" else data.reviews
                 bc.write_unlabelled(args.unlabelled_dir / f"unlabelled-{corpus}.tsv",
-                                 unlabelled, lines)
+                                    unlabelled, runner.corpus_lines(corpus))
             report["new_words"].append({
                 "corpus": corpus,
                 "command": a.label,
@@ -421,10 +440,11 @@ def measure(args: argparse.Namespace, runner: Runner, data: bc.BenchData) -> dic
                 "max_rss": a.max_rss,
                 "new_words": len(listed),
                 "known_leaked": sum(w in data.known for w in listed),
-                "p_at_dev": precision_at(listed, dev[corpus]),
-                "p_at": precision_at(listed, every[corpus]),
+                # the dev labels judge reviews and People's Daily only
+                "p_at_dev": precision_at(listed, dev[corpus]) if corpus in dev else None,
+                "p_at": precision_at(listed, labelled),
                 "unlabelled_top50": unlabelled,
-                "top": [{"word": w, "count": counts.get(w), "label": every[corpus].get(w)}
+                "top": [{"word": w, "count": counts.get(w), "label": labelled.get(w)}
                         for w in listed[:max(args.show, max(KS))]],
             })
     return report
@@ -439,7 +459,13 @@ def render(report: dict, data: bc.BenchData, show: int) -> str:
            f"- data: People's Daily 1998-01 ({len(data.pd.lines):,} paragraphs, "
            f"{sum(map(len, data.pd.lines)):,} chars), reviews ({len(data.reviews):,} lines, "
            f"{sum(map(len, data.reviews)):,} chars), known = jieba dict.txt "
-           f"({len(data.known):,} words)", ""]
+           f"({len(data.known):,} words)"]
+    if report.get("held_out"):
+        h = report["held_out"]
+        out.append(f"- held-out domain: Linux manual pages, zh_CN pages of Debian's "
+                   f"{h['name']} ({h['lines']:,} paragraphs, {h['chars']:,} chars, "
+                   f"{h['han']:,} Han), new-word lists only; no dev labels exist for it")
+    out.append("")
     if report["vocabulary"]:
         out += ["**Vocabulary, People's Daily** (precision: discovered words that are gold "
                 "types; recall: gold types with gold count >= min_count that were "
@@ -463,7 +489,7 @@ def render(report: dict, data: bc.BenchData, show: int) -> str:
         for n in report["new_words"]:
             d, p = n["p_at_dev"], n["p_at"]
             rows.append([CORPUS_NAMES[n["corpus"]], f"{n['new_words']:,}",
-                         " / ".join(f"{d[str(k)]:.2f}" for k in KS),
+                         " / ".join(f"{d[str(k)]:.2f}" for k in KS) if d else "-",
                          " / ".join(f"{p[str(k)]:.2f}" for k in KS),
                          len(n["unlabelled_top50"]), n["known_leaked"],
                          f"{n['seconds']:.1f} s", f"`{n['command']}`"])
