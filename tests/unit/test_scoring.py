@@ -75,3 +75,21 @@ def test_the_list_keeps_the_more_frequent_of_equally_scored_words() -> None:
     scored = sum(w.score > 0 for w in every)
     kept = [w.word for w in listed(scored + 2) if w.score == 0]
     assert kept == ["1997年", "2008年"], kept
+
+
+def test_a_one_character_verb_beside_a_verb_counts_its_standalone_rate() -> None:
+    """请|注意 and 添加|到 are verb phrases: the one-character verb is a word of its own in
+    the lexicon (b high); 预|编译 is a prefixed verb: 预 is almost never used alone."""
+    lex = Lexicon(freq={"请": 9000, "请求": 3000, "注意": 5000, "添加": 800, "到": 50000,
+                        "得到": 20000, "预": 10, "预计": 4000, "预备": 1000, "编译": 300},
+                  tags={"请": "v", "请求": "v", "注意": "v", "添加": "v", "到": "v",
+                        "得到": "v", "预": "v", "预计": "v", "预备": "v", "编译": "v"})
+    _, b_please, attached = scoring.edge_rule("请", "注意", lex, head=True)
+    assert attached and b_please == lex.alone_rate("请") == 0.75
+    _, b_to, _ = scoring.edge_rule("到", "添加", lex)
+    assert b_to == lex.alone_rate("到") > 0.7
+    _, b_pre, _ = scoring.edge_rule("预", "编译", lex, head=True)
+    assert b_pre < 0.01
+    # beside a noun the verb keeps the text's rate alone (订|房 is a word)
+    lex2 = Lexicon(freq={"订": 900, "房间": 5000}, tags={"订": "v", "房间": "n"})
+    assert scoring.edge_rule("订", "房间", lex2, head=True)[1] == lex2.final_rate("订")
