@@ -117,7 +117,8 @@ def _config(args: argparse.Namespace) -> EngineConfig:
         # for each of hundreds of thousands of candidates is memory for nothing
         return EngineConfig(order=args.order, min_count=args.min_count, min_pmi=min_pmi,
                             min_entropy=args.min_entropy, units=args.units, memory=memory,
-                            exact=args.exact, examples=0, prefault=False)
+                            exact=args.exact, examples=0, prefault=False,
+                            update_threads=1)
     except SettingError as exc:
         raise UsageError(f"--{exc.field.replace('_', '-')} {exc.problem}") from None
     except ValueError as exc:
@@ -242,7 +243,8 @@ def discover(files: list[str], config: EngineConfig,
             return engine.encode_batch([d.text]), d
 
         # pass 1: blocks are decoded and encoded ahead in worker threads; counting
-        # stays in this thread, in input order (the counters have a single writer)
+        # stays in this thread, in input order (the counters have a single writer),
+        # and in this thread only (update_threads=1): the workers keep the other core busy
         for p, d in _ahead(pool, encode_block, first):
             d.count_into(stats)
             engine.count_batch(p)

@@ -105,7 +105,8 @@ class Engine(EngineState):
         cfg = self.config
         blocks, capacity = cfg.layout()
         self.counter: NgramCounter = ExactCounter() if cfg.exact else \
-            CountMinSketch(blocks, cfg.depth, cfg.seed, touch=cfg.prefault)
+            CountMinSketch(blocks, cfg.depth, cfg.seed, touch=cfg.prefault,
+                           threads=cfg.update_threads)
         # per-unit tables (units.dense_index): occurrences (exact for Han units, the
         # unigram counts), and how often the unit was cut out as a 1-unit piece
         self.unigrams = np.zeros(DENSE_SIZE, dtype=np.int64)

@@ -74,7 +74,8 @@ class CountMinSketch:
     kind = "sketch"
 
     def __init__(self, blocks: int, depth: int = 4, seed: int = 0,
-                 table: np.ndarray | None = None, touch: bool = True) -> None:
+                 table: np.ndarray | None = None, touch: bool = True,
+                 threads: int = 2) -> None:
         if blocks < 1 or blocks & (blocks - 1):
             raise ValueError("sketch blocks must be a power of two >= 1")
         if depth not in (1, 2, 4, 8, 16):
@@ -95,6 +96,9 @@ class CountMinSketch:
                 table.fill(0)
         self.table = table
         self.total = 0  # M, the sum of all counts added
+        # threads of a large add(): 2 when a core is otherwise idle (the daemon), 1 when
+        # the caller keeps both cores busy itself (discover's first pass)
+        self.threads = threads
 
     def _params(self) -> tuple[int, int, int, int, int, int]:
         return self.blocks, self._m0, self._m1, self._shift, self.depth, self.bits
@@ -116,7 +120,7 @@ class CountMinSketch:
         keys = np.ascontiguousarray(keys, dtype=np.uint64)
         c = None if counts is None else np.ascontiguousarray(counts, dtype=np.uint64)
         params = self._params()
-        if len(keys) < PARALLEL_MIN or self.blocks < 2:
+        if len(keys) < PARALLEL_MIN or self.blocks < 2 or self.threads < 2:
             _sketch.cu_add(self.table, keys, c, *params, 0, self.blocks, weight)
         else:
             # two threads, each owning half of the blocks: a key's counters are all

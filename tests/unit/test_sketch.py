@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 from streamer.core.engine import EngineConfig
 from streamer.core.ngrams import mix, ngram_keys
 from streamer.core.sketch import (
+    PARALLEL_MIN,
     CountMinSketch,
     ExactCounter,
     aggregate,
@@ -282,6 +283,19 @@ def test_wide_sketch_is_exact_on_few_keys(zipf_keys: np.ndarray) -> None:
     assert sk.query(uniq).tolist() == true.tolist()
     absent = np.setdiff1d(zipf_keys[3000:6000], uniq)
     assert not sk.query(absent).any()
+
+
+def test_update_in_one_thread_or_two_gives_the_same_table(zipf_keys: np.ndarray) -> None:
+    """Two update threads own disjoint halves of the blocks: the table is exactly that of
+    one sequential pass (discover updates in one thread, the daemon in two)."""
+    keys = np.concatenate([zipf_keys] * (2 * PARALLEL_MIN // len(zipf_keys) + 1))
+    assert len(keys) >= PARALLEL_MIN  # large enough to be split
+    one, two = (CountMinSketch(blocks_for_bytes(2**20), 4, seed=3, threads=t) for t in (1, 2))
+    for part in np.array_split(keys, 3):
+        one.add(part)
+        two.add(part)
+    assert np.array_equal(one.table, two.table)
+    assert one.total == two.total == len(keys)
 
 
 def test_sketch_counters_saturate_instead_of_wrapping() -> None:
