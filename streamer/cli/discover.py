@@ -36,7 +36,6 @@ from streamer.core.lexicon import (
 from streamer.core.results import Word
 from streamer.core.segmentation import min_pmi_for
 from streamer.input.batch_reader import Decoded, ReadStats, decode_block, iter_raw_blocks
-from streamer.service.config import parse_size
 from streamer.storage.atomic import atomic_write
 from streamer.storage.lexicon_cache import default_cache
 
@@ -105,6 +104,10 @@ def register(sub: Any) -> None:
 
 
 def _config(args: argparse.Namespace) -> EngineConfig:
+    # imported here: the service's configuration module costs ~35 ms of start-up, and
+    # discover needs only this one parser from it
+    from streamer.service.config import parse_size
+
     try:
         try:
             memory = parse_size(args.memory)
