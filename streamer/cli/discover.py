@@ -121,7 +121,7 @@ def _config(args: argparse.Namespace) -> EngineConfig:
         return EngineConfig(order=args.order, min_count=args.min_count, min_pmi=min_pmi,
                             min_entropy=args.min_entropy, units=args.units, memory=memory,
                             exact=args.exact, examples=0, prefault=False,
-                            update_threads=1)
+                            background_updates=True)
     except SettingError as exc:
         raise UsageError(f"--{exc.field.replace('_', '-')} {exc.problem}") from None
     except ValueError as exc:
@@ -247,7 +247,9 @@ def discover(files: list[str], config: EngineConfig,
 
         # pass 1: blocks are decoded and encoded ahead in worker threads; counting
         # stays in this thread, in input order (the counters have a single writer),
-        # and in this thread only (update_threads=1): the workers keep the other core busy
+        # and the sketch updates run behind it in one more thread, in the same order
+        # (background_updates): this thread only hands work on, and the update (the
+        # largest cost of the pass) and the encoding share the two cores
         for p, d in _ahead(pool, encode_block, first):
             d.count_into(stats)
             engine.count_batch(p)

@@ -106,7 +106,7 @@ class Engine(EngineState):
         blocks, capacity = cfg.layout()
         self.counter: NgramCounter = ExactCounter() if cfg.exact else \
             CountMinSketch(blocks, cfg.depth, cfg.seed, touch=cfg.prefault,
-                           threads=cfg.update_threads)
+                           background=cfg.background_updates)
         # per-unit tables (units.dense_index): occurrences (exact for Han units, the
         # unigram counts), and how often the unit was cut out as a 1-unit piece
         self.unigrams = np.zeros(DENSE_SIZE, dtype=np.int64)

@@ -89,10 +89,11 @@ class EngineConfig:
     prefault     touch the sketch's pages at construction, so a long-running service
                  pays its resident size at start (flat RSS); discover does not (its
                  first pass touches them within seconds, in the update threads)
-    update_threads  threads of a large sketch update, 1 or 2: the two own disjoint halves
-                 of the table (same result); 2 when the caller leaves a core idle (the
-                 daemon), 1 when it keeps both busy itself (discover encodes the next
-                 blocks meanwhile, and a second update thread only contends with them)
+    background_updates  sketch updates run in one background thread, in order, while
+                 the caller goes on (every read of the sketch waits for them; the same
+                 table): discover's first pass, whose encoding keeps the other core busy.
+                 Off (the daemon), a large update is split over two threads that own
+                 disjoint halves of the table, and the caller waits for both
     """
 
     order: int = 4
@@ -109,7 +110,7 @@ class EngineConfig:
     max_words: int | None = None
     examples: int = 3
     prefault: bool = True
-    update_threads: int = 2
+    background_updates: bool = False
 
     def __post_init__(self) -> None:
         def bad(name: str, problem: str) -> SettingError:
@@ -159,7 +160,6 @@ class EngineConfig:
             if getattr(self, name) is not None:
                 at_least(name, 1)
         at_least("examples", 0)
-        at_least("update_threads", 1, 2)
 
     def thresholds(self) -> list[float]:
         """pmi threshold of each order 2..order, nats."""

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import math
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any
 
@@ -42,6 +43,7 @@ from streamer.core.units import HAN_LIMIT
 
 BLOCK = 16  # counters per block: 64 bytes, one cache line
 PARALLEL_MIN = 1 << 15  # keys in one add() before it is split over two threads
+BACKLOG = 2  # background updates queued at most (each holds its batch's keys)
 
 
 @lru_cache(maxsize=1)
@@ -75,7 +77,7 @@ class CountMinSketch:
 
     def __init__(self, blocks: int, depth: int = 4, seed: int = 0,
                  table: np.ndarray | None = None, touch: bool = True,
-                 threads: int = 2) -> None:
+                 background: bool = False) -> None:
         if blocks < 1 or blocks & (blocks - 1):
             raise ValueError("sketch blocks must be a power of two >= 1")
         if depth not in (1, 2, 4, 8, 16):
@@ -96,9 +98,11 @@ class CountMinSketch:
                 table.fill(0)
         self.table = table
         self.total = 0  # M, the sum of all counts added
-        # threads of a large add(): 2 when a core is otherwise idle (the daemon), 1 when
-        # the caller keeps both cores busy itself (discover's first pass)
-        self.threads = threads
+        # background updates (add): run in order in one other thread while the caller
+        # goes on, at most BACKLOG behind; every read waits for them (settle)
+        self.background = background
+        self._pending: deque[Future[None]] = deque()
+        self._settling = threading.Lock()  # readers in several threads may settle at once
 
     def _params(self) -> tuple[int, int, int, int, int, int]:
         return self.blocks, self._m0, self._m1, self._shift, self.depth, self.bits
@@ -114,13 +118,27 @@ class CountMinSketch:
     def add(self, keys: np.ndarray, counts: np.ndarray | None = None,
             weight: int = 1) -> None:
         """Add each key ``weight`` times (or ``counts[i]`` times). Single writer: not
-        thread-safe."""
+        thread-safe.
+
+        In background mode the update is queued to the sketch thread and add returns
+        (waiting only while BACKLOG updates are queued): the updates still run one after
+        another in the order of the calls, so the table ends exactly as after
+        sequential adds, and every method that reads or changes the table first waits
+        for them (settle). Without it, a large add is split over two threads that own
+        disjoint halves of the table, and returns when both are done."""
         if len(keys) == 0:
             return
         keys = np.ascontiguousarray(keys, dtype=np.uint64)
         c = None if counts is None else np.ascontiguousarray(counts, dtype=np.uint64)
         params = self._params()
-        if len(keys) < PARALLEL_MIN or self.blocks < 2 or self.threads < 2:
+        if self.background:
+            self._pending.append(_pool().submit(_sketch.cu_add, self.table, keys, c, *params,
+                                                0, self.blocks, weight))
+            if len(self._pending) > BACKLOG:
+                with self._settling:
+                    while len(self._pending) > BACKLOG:
+                        self._pending.popleft().result()
+        elif len(keys) < PARALLEL_MIN or self.blocks < 2:
             _sketch.cu_add(self.table, keys, c, *params, 0, self.blocks, weight)
         else:
             # two threads, each owning half of the blocks: a key's counters are all
@@ -133,12 +151,21 @@ class CountMinSketch:
             other.result()
         self.total += len(keys) * weight if c is None else int(c.sum())
 
+    def settle(self) -> None:
+        """Wait for the background updates still queued (re-raising their error).
+        Thread-safe: the readers of discover's second pass all call it."""
+        if self._pending:
+            with self._settling:
+                while self._pending:
+                    self._pending.popleft().result()
+
     def query(self, keys: np.ndarray) -> np.ndarray:
         """Estimated counts (int64), never below the true counts. Thread-safe for
         concurrent readers while nobody adds."""
         out = np.empty(len(keys), np.uint32)
         if len(keys) == 0:
             return out.astype(np.int64)
+        self.settle()
         keys = np.ascontiguousarray(keys, dtype=np.uint64)
         _sketch.query(self.table, keys, out, *self._params())
         return out.astype(np.int64)
@@ -156,6 +183,7 @@ class CountMinSketch:
         n = len(mixed)
         out = np.zeros((order - 1, n), dtype=bool)
         if n:
+            self.settle()
             _sketch.cohesive(self.table, *self._params(),
                              np.ascontiguousarray(unit_counts, dtype=np.int64),
                              np.ascontiguousarray(mixed, dtype=np.uint64),
@@ -169,6 +197,7 @@ class CountMinSketch:
 
         Unbiased: E[new] = factor * old. Done in slices to keep temporaries small.
         """
+        self.settle()
         flat = self.table.reshape(-1)
         step = 1 << 22
         for a in range(0, len(flat), step):
@@ -186,6 +215,8 @@ class CountMinSketch:
         temporaries of a few MB, not two uint64 copies of itself."""
         if (other.blocks, other.depth, other.seed) != (self.blocks, self.depth, self.seed):
             raise ValueError("sketches differ in size, depth or seed")
+        self.settle()
+        other.settle()
         if not self.table.flags.writeable:  # e.g. a table read from a snapshot's buffer
             self.table = self.table.copy()
         mine, theirs = self.table.reshape(-1), other.table.reshape(-1)
@@ -198,6 +229,7 @@ class CountMinSketch:
         self.total += other.total
 
     def state(self) -> dict[str, Any]:
+        self.settle()
         return {"kind": self.kind, "blocks": self.blocks, "depth": self.depth,
                 "seed": self.seed, "total": self.total, "table": self.table}
 

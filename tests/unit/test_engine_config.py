@@ -25,8 +25,6 @@ from streamer.core.engine_config import EngineConfig, SettingError
     ({"capacity": 0}, "capacity", ">= 1"),
     ({"max_words": 0}, "max_words", ">= 1"),
     ({"examples": -1}, "examples", ">= 0"),
-    ({"update_threads": 0}, "update_threads", ">= 1"),
-    ({"update_threads": 3}, "update_threads", "<= 2"),
 ])
 def test_impossible_value_names_its_field(kwargs: dict, field: str, words: str) -> None:
     with pytest.raises(SettingError) as info:

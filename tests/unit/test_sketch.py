@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -32,6 +33,7 @@ from hypothesis import strategies as st
 from streamer.core.engine import EngineConfig
 from streamer.core.ngrams import mix, ngram_keys
 from streamer.core.sketch import (
+    BACKLOG,
     PARALLEL_MIN,
     CountMinSketch,
     ExactCounter,
@@ -285,17 +287,29 @@ def test_wide_sketch_is_exact_on_few_keys(zipf_keys: np.ndarray) -> None:
     assert not sk.query(absent).any()
 
 
-def test_update_in_one_thread_or_two_gives_the_same_table(zipf_keys: np.ndarray) -> None:
-    """Two update threads own disjoint halves of the blocks: the table is exactly that of
-    one sequential pass (discover updates in one thread, the daemon in two)."""
+def test_background_updates_give_the_table_of_sequential_updates(zipf_keys: np.ndarray) -> None:
+    """Updates queued to the background thread run in call order (conservative update is
+    order-dependent): the table, the total and every read equal those of a sketch updated
+    in the caller's thread (whose large adds are split over two threads), with reads
+    between the adds and from several threads at once."""
     keys = np.concatenate([zipf_keys] * (2 * PARALLEL_MIN // len(zipf_keys) + 1))
-    assert len(keys) >= PARALLEL_MIN  # large enough to be split
-    one, two = (CountMinSketch(blocks_for_bytes(2**20), 4, seed=3, threads=t) for t in (1, 2))
-    for part in np.array_split(keys, 3):
-        one.add(part)
-        two.add(part)
-    assert np.array_equal(one.table, two.table)
-    assert one.total == two.total == len(keys)
+    assert len(keys) >= PARALLEL_MIN  # large enough to be split in the caller's mode
+    plain, queued = (CountMinSketch(blocks_for_bytes(2**20), 4, seed=3, background=b)
+                     for b in (False, True))
+    parts = np.array_split(keys, 2 * BACKLOG + 3)  # more than the backlog holds
+    for i, part in enumerate(parts):
+        plain.add(part, weight=i % 3 + 1)
+        queued.add(part, weight=i % 3 + 1)
+        if i == 1:  # a read in between waits for the updates queued so far
+            assert queued.query(zipf_keys).tolist() == plain.query(zipf_keys).tolist()
+    assert queued.total == plain.total
+    with ThreadPoolExecutor(4) as pool:  # readers settle concurrently
+        got = list(pool.map(queued.query, [zipf_keys] * 8))
+    assert all(g.tolist() == plain.query(zipf_keys).tolist() for g in got)
+    assert np.array_equal(queued.table, plain.table)
+    queued.add(parts[0])
+    plain.add(parts[0])
+    assert np.array_equal(queued.state()["table"], plain.state()["table"])
 
 
 def test_sketch_counters_saturate_instead_of_wrapping() -> None:
