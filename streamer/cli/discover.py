@@ -35,7 +35,13 @@ from streamer.core.lexicon import (
 )
 from streamer.core.results import Word
 from streamer.core.segmentation import min_pmi_for
-from streamer.input.batch_reader import Decoded, ReadStats, decode_block, iter_raw_blocks
+from streamer.input.batch_reader import (
+    Decoded,
+    ReadStats,
+    decode_block,
+    decode_text,
+    iter_raw_blocks,
+)
 from streamer.storage.atomic import atomic_write
 from streamer.storage.lexicon_cache import default_cache
 
@@ -258,7 +264,7 @@ def discover(files: list[str], config: EngineConfig,
         blocks = (raw for path in paths for raw in _read_path(path, second))
 
         def cut(raw: tuple[bytes, int]) -> CutBatch:
-            return engine.cut_batch(engine.encode_batch([decode_block(*raw).text], count=False))
+            return engine.cut_batch(engine.encode_batch([decode_text(*raw)], count=False))
 
         # pass 2: the counters are now read-only, so whole blocks are cut in worker
         # threads; recording pieces stays in this thread, in input order
