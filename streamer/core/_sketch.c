@@ -301,10 +301,80 @@ done:
     return result;
 }
 
+/* count_keys(mixed uint64[n], first bool[n], ids int64[n], han_limit, order, P, L,
+ *            out uint64[n * order]) -> number of keys written
+ *
+ * The keys the count phase adds, in its order (streamer/sketch.py, ngram_count_keys):
+ * the key (mixed[i] + L) of every unit whose id is >= han_limit (the unigrams the
+ * exact table does not count), then for n = 2..order the key of every n-gram inside
+ * a clause, by position: sum_j mixed[i+j] * P^j + n * L (mod 2^64), as
+ * streamer/ngrams.py makes it; an n-gram is inside a clause when none of its units
+ * but the first starts one. One pass per order over scratch of n * 9 bytes, where
+ * the numpy expression made and filtered a key and a mask array per order. */
+static PyObject *count_keys(PyObject *self, PyObject *args) {
+    Py_buffer mixedb, firstb, idsb, out;
+    long long han_limit;
+    unsigned int order;
+    unsigned long long P, L;
+    if (!PyArg_ParseTuple(args, "y*y*y*LIKKw*", &mixedb, &firstb, &idsb, &han_limit, &order,
+                          &P, &L, &out))
+        return NULL;
+    PyObject *result = NULL;
+    uint64_t *h = NULL;
+    uint8_t *inside = NULL;
+    Py_ssize_t n = mixedb.len / 8;
+    if (mixedb.len % 8 || firstb.len != n || idsb.len != n * 8 || order < 1 ||
+        out.len < n * (Py_ssize_t)order * 8) {
+        PyErr_SetString(PyExc_ValueError, "count_keys: inconsistent buffer sizes");
+        goto done;
+    }
+    h = PyMem_RawMalloc(sizeof(uint64_t) * (size_t)(n + 1));
+    inside = PyMem_RawMalloc((size_t)(n + 1));
+    if (!h || !inside) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    {
+        const uint64_t *mixed = (const uint64_t *)mixedb.buf;
+        const uint8_t *first = (const uint8_t *)firstb.buf;
+        const int64_t *ids = (const int64_t *)idsb.buf;
+        uint64_t *o = (uint64_t *)out.buf;
+        Py_ssize_t k = 0;
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t i = 0; i < n; i++) {
+            h[i] = mixed[i];
+            inside[i] = 1;
+            if (ids[i] >= han_limit) o[k++] = mixed[i] + L;
+        }
+        uint64_t pj = 1;
+        for (unsigned g = 2; g <= order; g++) {
+            pj *= P;
+            Py_ssize_t m = n - (Py_ssize_t)g + 1;  /* positions of g-grams */
+            const uint64_t salt = (uint64_t)g * L;
+            for (Py_ssize_t i = 0; i < m; i++) {
+                h[i] += mixed[i + g - 1] * pj;
+                inside[i] &= !first[i + g - 1];
+                if (inside[i]) o[k++] = h[i] + salt;
+            }
+        }
+        Py_END_ALLOW_THREADS
+        result = PyLong_FromSsize_t(k);
+    }
+done:
+    PyMem_RawFree(h);
+    PyMem_RawFree(inside);
+    PyBuffer_Release(&mixedb);
+    PyBuffer_Release(&firstb);
+    PyBuffer_Release(&idsb);
+    PyBuffer_Release(&out);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"cu_add", cu_add, METH_VARARGS, "Conservative update of keys (sequential, exact)."},
     {"query", query, METH_VARARGS, "Minimum of each key's counters into out."},
     {"cohesive", cohesive, METH_VARARGS, "Look up every n-gram of a chunk and test cohesion."},
+    {"count_keys", count_keys, METH_VARARGS, "Keys of the count phase, in its order."},
     {NULL, NULL, 0, NULL},
 };
 

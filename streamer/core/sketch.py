@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from streamer.core import _sketch  # C kernels: _sketch.c beside this file
-from streamer.core.ngrams import L, P, ngram_keys
+from streamer.core.ngrams import L, P
 from streamer.core.units import HAN_LIMIT
 
 BLOCK = 16  # counters per block: 64 bytes, one cache line
@@ -251,10 +251,15 @@ def ngram_count_keys(mixed: np.ndarray, first: np.ndarray, ids: np.ndarray,
                      order: int) -> np.ndarray:
     """The keys the count phase adds, in its order (conservative update is
     order-dependent): the unigrams of non-Han units, then every n-gram inside a
-    clause, order by order (ngrams.ngram_keys)."""
-    keys = ngram_keys(mixed, first, order)
-    parts = [keys[0][0][ids >= HAN_LIMIT]] + [k[valid] for k, valid in keys[1:]]
-    return np.concatenate(parts)
+    clause, order by order; the keys of ngrams.ngram_keys, made in one C pass per order
+    (``count_keys`` in _sketch.c) instead of a key and a mask array per order. The
+    result is a view of the first keys of a buffer of ``len(mixed) * order``."""
+    out = np.empty(len(mixed) * order, dtype=np.uint64)
+    k = _sketch.count_keys(np.ascontiguousarray(mixed, dtype=np.uint64),
+                           np.ascontiguousarray(first, dtype=bool),
+                           np.ascontiguousarray(ids, dtype=np.int64), HAN_LIMIT, order,
+                           int(P), int(L), out)
+    return out[:k]
 
 
 class ExactCounter:

@@ -40,8 +40,9 @@ from streamer.core.sketch import (
     aggregate,
     blocks_for_bytes,
     counter_from_state,
+    ngram_count_keys,
 )
-from streamer.core.units import encode
+from streamer.core.units import HAN_LIMIT, encode
 
 U64 = 2**64
 U32_MAX = 2**32 - 1
@@ -403,3 +404,22 @@ def test_engine_gives_the_sketch_at_most_half_the_budget(memory: int, depth: int
     assert isinstance(eng.counter, CountMinSketch)
     assert eng.counter.depth == depth
     assert eng.counter.nbytes <= memory // 2 < 2 * eng.counter.nbytes
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4, 8])
+@pytest.mark.parametrize("n", [0, 1, 2, 5, 1000])
+def test_count_keys_are_the_ngram_keys_inside_clauses_order_by_order(order: int, n: int) -> None:
+    """ngram_count_keys (one C pass per order) gives the keys of ngrams.ngram_keys in
+    the count phase's order: the unigrams of non-Han units, then the valid n-grams of
+    each order by position."""
+    rng = np.random.default_rng(n * 10 + order)
+    ids = np.where(rng.random(n) < 0.2, HAN_LIMIT + rng.integers(0, 1000, n),
+                   rng.integers(0x4E00, 0x4E80, n)).astype(np.int64)
+    first = rng.random(n) < 0.15
+    if n:
+        first[0] = True
+    mixed = mix(ids)
+    keys = ngram_keys(mixed, first, order)
+    model = np.concatenate([keys[0][0][ids >= HAN_LIMIT]]
+                           + [k[valid] for k, valid in keys[1:]])
+    assert ngram_count_keys(mixed, first, ids, order).tolist() == model.tolist()
