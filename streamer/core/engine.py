@@ -57,7 +57,10 @@ class EncodedBatch:
     enc: Encoded
     n_lines: int
     n_chars: int
-    unit_counts: np.ndarray | None = None  # per dense unit index (encode_batch(count=True))
+    # the units the batch holds (dense unit indices, increasing) and how often each occurs
+    # (encode_batch(count=True)): a few thousand of DENSE_SIZE, so the writer adds only those
+    unit_index: np.ndarray | None = None
+    unit_counts: np.ndarray | None = None
     count_keys: np.ndarray | None = None   # keys the count phase adds, in its order
 
 
@@ -206,21 +209,24 @@ class Engine(EngineState):
         # characters of the text, not counting line breaks (a block of many lines,
         # as discover passes, counts the same as the lines one by one)
         n_chars = sum(len(x) - x.count("\n") for x in lines)
-        units = keys = None
+        index = units = keys = None
         if count:
             units = np.bincount(dense_index(enc.ids), minlength=DENSE_SIZE)
+            index = np.flatnonzero(units)
+            units = units[index]
             keys = ngram_count_keys(enc.mixed, enc.first, enc.ids, self.config.order)
-        return EncodedBatch(enc, len(lines), n_chars, units, keys)
+        return EncodedBatch(enc, len(lines), n_chars, index, units, keys)
 
     def count_batch(self, p: EncodedBatch, now: float = 0.0) -> None:
         """Count phase: add the batch's n-grams to the counters at stream time ``now``
         (writes state)."""
-        if p.unit_counts is None or p.count_keys is None:
+        if p.unit_index is None or p.unit_counts is None or p.count_keys is None:
             raise ValueError("batch prepared with count=False")
         self._advance_clock(now)
         w = self._weight = self.clock.weight()
-        self.unigrams += p.unit_counts * w if w != 1 else p.unit_counts
-        self.unigrams_slow += p.unit_counts * self._forward(now)[1]
+        units = p.unit_index  # distinct: each table entry is added to once
+        self.unigrams[units] += p.unit_counts * w if w != 1 else p.unit_counts
+        self.unigrams_slow[units] += p.unit_counts * self._forward(now)[1]
         self.counter.add(p.count_keys, weight=w)
         self.total_units += len(p.enc.ids) * w
         self.units_ingested += len(p.enc.ids)
