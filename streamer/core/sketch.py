@@ -137,7 +137,8 @@ class CountMinSketch:
             if len(self._pending) > BACKLOG:
                 with self._settling:
                     while len(self._pending) > BACKLOG:
-                        self._pending.popleft().result()
+                        self._pending[0].result()
+                        self._pending.popleft()
         elif len(keys) < PARALLEL_MIN or self.blocks < 2:
             _sketch.cu_add(self.table, keys, c, *params, 0, self.blocks, weight)
         else:
@@ -153,11 +154,13 @@ class CountMinSketch:
 
     def settle(self) -> None:
         """Wait for the background updates still queued (re-raising their error).
-        Thread-safe: the readers of discover's second pass all call it."""
+        Thread-safe: the readers of discover's second pass all call it. An update leaves
+        the queue only once it is done, so a reader that finds the queue empty may read."""
         if self._pending:
             with self._settling:
                 while self._pending:
-                    self._pending.popleft().result()
+                    self._pending[0].result()
+                    self._pending.popleft()
 
     def query(self, keys: np.ndarray) -> np.ndarray:
         """Estimated counts (int64), never below the true counts. Thread-safe for

@@ -306,7 +306,15 @@ def test_background_updates_give_the_table_of_sequential_updates(zipf_keys: np.n
     assert queued.total == plain.total
     with ThreadPoolExecutor(4) as pool:  # readers settle concurrently
         got = list(pool.map(queued.query, [zipf_keys] * 8))
-    assert all(g.tolist() == plain.query(zipf_keys).tolist() for g in got)
+        assert all(g.tolist() == plain.query(zipf_keys).tolist() for g in got)
+        # readers that come while an update runs all wait for it (the update is long:
+        # ~2 M keys; the readers ask for keys it adds to)
+        big = np.concatenate([keys] * (2_000_000 // len(keys) + 1))
+        for _ in range(3):
+            plain.add(big)
+            queued.add(big)
+            want = plain.query(zipf_keys).tolist()
+            assert all(g.tolist() == want for g in pool.map(queued.query, [zipf_keys] * 4))
     assert np.array_equal(queued.table, plain.table)
     queued.add(parts[0])
     plain.add(parts[0])
