@@ -68,13 +68,15 @@ class EncodedBatch:
 class CutBatch:
     """A batch cut into pieces, not yet recorded (Engine.cut_batch).
 
-    starts/ends/left/right describe each multi-unit piece occurrence; uniq/counts
+    alone_index/alone the units cut out alone (dense unit indices, increasing) and how
+    often; starts/ends/left/right describe each multi-unit piece occurrence; uniq/counts
     the distinct piece keys; first_occ the first occurrence of each distinct key;
     inverse maps each occurrence to its distinct key.
     """
 
     enc: Encoded  # the batch's text and units (its n-gram keys are dropped: not needed)
     n_chars: int
+    alone_index: np.ndarray
     alone: np.ndarray
     starts: np.ndarray
     ends: np.ndarray
@@ -244,6 +246,7 @@ class Engine(EngineState):
         lengths = pieces.ends - pieces.starts
         alone = np.bincount(dense_index(enc.ids[pieces.starts[lengths == 1]]),
                             minlength=DENSE_SIZE)
+        alone_index = np.flatnonzero(alone)
         multi = np.flatnonzero(lengths >= 2)
         s, e = pieces.starts[multi], pieces.ends[multi]
         pkeys = span_keys(enc.mixed, s, e)
@@ -255,7 +258,8 @@ class Engine(EngineState):
         inverse = np.empty(len(sk), dtype=np.int64)
         inverse[order] = np.cumsum(edge) - 1
         first_occ = np.minimum.reduceat(order, group_start) if len(order) else order
-        return CutBatch(p.enc, p.n_chars, alone, s, e, pieces.left[multi], pieces.right[multi],
+        return CutBatch(p.enc, p.n_chars, alone_index, alone[alone_index], s, e,
+                        pieces.left[multi], pieces.right[multi],
                         uniq=sk[group_start], counts=np.diff(np.append(group_start, len(sk))),
                         first_occ=first_occ, inverse=inverse)
 
@@ -270,7 +274,7 @@ class Engine(EngineState):
         instead of min_count occurrences after that.
         """
         cfg = self.config
-        self.alone += c.alone * self._weight if self._weight != 1 else c.alone
+        self.alone[c.alone_index] += c.alone * self._weight if self._weight != 1 else c.alone
         if len(c.uniq) == 0:
             self.units_cut += len(c.enc)
             return
