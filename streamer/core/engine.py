@@ -464,16 +464,17 @@ class Engine(EngineState):
         # the list is about now, a word is listed while it is used min_count times a
         # half-life, and a faded word leaves the list (total_count keeps the history)
         slots = np.flatnonzero(table.used & (counts >= cfg.min_count))
-        sc = self._back_check(slots)
-        # entropy is evidence: a side seen fewer than twice (a word just admitted in
-        # the daemon, whose earlier occurrences were not yet cut out) is not judged;
-        # its freedom is 0, so it is listed last until its contexts are seen
-        seen = np.minimum(self.neighbours.observations(sc.slots, "left"),
-                          self.neighbours.observations(sc.slots, "right"))
-        keep = (np.minimum(sc.left, sc.right) >= cfg.min_entropy) | (seen < 2)
-        slots = sc.slots[keep]
-        words = [w for w, k in zip(sc.words, keep.tolist(), strict=True) if k]
-        pmi, left, right = sc.pmi[keep], sc.left[keep], sc.right[keep]
+        # the neighbour test before the back-check: both judge each candidate alone, and
+        # this one reads two table rows where the back-check looks up every n-gram of the
+        # word (it leaves about half of the candidates to it). Entropy is evidence: a side
+        # seen fewer than twice (a word just admitted in the daemon, whose earlier
+        # occurrences were not yet cut out) is not judged; its freedom is 0, so it is
+        # listed last until its contexts are seen
+        left, right = self.neighbours.entropies(slots)
+        seen = np.minimum(self.neighbours.observations(slots, "left"),
+                          self.neighbours.observations(slots, "right"))
+        sc = self._back_check(slots[(np.minimum(left, right) >= cfg.min_entropy) | (seen < 2)])
+        slots, words, pmi, left, right = sc.slots, sc.words, sc.pmi, sc.left, sc.right
         known = self.known.known(words)
         recent = counts[slots].astype(np.float64)
         parts = scoring.part_features(words, self.alone, self.unigrams, self.known,
@@ -495,7 +496,6 @@ class Engine(EngineState):
         # do not pin the allocator's arenas those transient strings filled (resident
         # memory would step up at rescores)
         words.clear()
-        sc.words.clear()
         names = table.texts(listed)
         # first_seen of a word when it was first listed; a word is new unless it was
         # listed before it was first seen (it was evicted and came back)
