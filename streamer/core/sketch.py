@@ -18,7 +18,11 @@ CountMinSketch (blocked, conservative update)
     random lines, and memory latency is what a sketch of hundreds of MB costs.
     The kernels are a small C extension (streamer/_sketch.c: exact sequential
     conservative update, one pass, no sort) that releases the GIL, so lookups run
-    in parallel threads.
+    in parallel threads. A large update is either split over two threads that own
+    disjoint halves of the blocks (the caller waits), or, with ``background``, queued
+    to one sketch thread that runs the updates in call order while the caller goes on
+    (discover's first pass; every read waits for the queue). Either way the table is
+    exactly that of sequential updates.
     Costs: add and query O(n d) for n keys, ~one cache miss per key.
 
 ExactCounter
