@@ -259,14 +259,13 @@ def ngram_count_keys(mixed: np.ndarray, first: np.ndarray, ids: np.ndarray,
     """The keys the count phase adds, in its order (conservative update is
     order-dependent): the unigrams of non-Han units, then every n-gram inside a
     clause, order by order; the keys of ngrams.ngram_keys, made in one C pass per order
-    (``count_keys`` in _sketch.c) instead of a key and a mask array per order. The
-    result is a view of the first keys of a buffer of ``len(mixed) * order``."""
-    out = np.empty(len(mixed) * order, dtype=np.uint64)
-    k = _sketch.count_keys(np.ascontiguousarray(mixed, dtype=np.uint64),
-                           np.ascontiguousarray(first, dtype=bool),
-                           np.ascontiguousarray(ids, dtype=np.int64), HAN_LIMIT, order,
-                           int(P), int(L), out)
-    return out[:k]
+    (``count_keys`` in _sketch.c, once to count them and once to write them into an
+    array of exactly that size) instead of a key and a mask array per order."""
+    args = (np.ascontiguousarray(mixed, dtype=np.uint64), np.ascontiguousarray(first, dtype=bool),
+            np.ascontiguousarray(ids, dtype=np.int64), HAN_LIMIT, order, int(P), int(L))
+    out = np.empty(_sketch.count_keys(*args, None), dtype=np.uint64)
+    _sketch.count_keys(*args, out)
+    return out
 
 
 class ExactCounter:
