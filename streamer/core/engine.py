@@ -57,7 +57,10 @@ class EncodedBatch:
     enc: Encoded
     n_lines: int
     n_chars: int
-    unit_counts: np.ndarray | None = None  # per dense unit index (encode_batch(count=True))
+    # the units the batch holds (dense unit indices, increasing) and how often each occurs
+    # (encode_batch(count=True)): a few thousand of DENSE_SIZE, so the writer adds only those
+    unit_index: np.ndarray | None = None
+    unit_counts: np.ndarray | None = None
     count_keys: np.ndarray | None = None   # keys the count phase adds, in its order
 
 
@@ -65,13 +68,15 @@ class EncodedBatch:
 class CutBatch:
     """A batch cut into pieces, not yet recorded (Engine.cut_batch).
 
-    starts/ends/left/right describe each multi-unit piece occurrence; uniq/counts
+    alone_index/alone the units cut out alone (dense unit indices, increasing) and how
+    often; starts/ends/left/right describe each multi-unit piece occurrence; uniq/counts
     the distinct piece keys; first_occ the first occurrence of each distinct key;
     inverse maps each occurrence to its distinct key.
     """
 
     enc: Encoded  # the batch's text and units (its n-gram keys are dropped: not needed)
     n_chars: int
+    alone_index: np.ndarray
     alone: np.ndarray
     starts: np.ndarray
     ends: np.ndarray
@@ -105,7 +110,8 @@ class Engine(EngineState):
         cfg = self.config
         blocks, capacity = cfg.layout()
         self.counter: NgramCounter = ExactCounter() if cfg.exact else \
-            CountMinSketch(blocks, cfg.depth, cfg.seed, touch=cfg.prefault)
+            CountMinSketch(blocks, cfg.depth, cfg.seed, touch=cfg.prefault,
+                           background=cfg.background_updates)
         # per-unit tables (units.dense_index): occurrences (exact for Han units, the
         # unigram counts), and how often the unit was cut out as a 1-unit piece
         self.unigrams = np.zeros(DENSE_SIZE, dtype=np.int64)
@@ -205,21 +211,24 @@ class Engine(EngineState):
         # characters of the text, not counting line breaks (a block of many lines,
         # as discover passes, counts the same as the lines one by one)
         n_chars = sum(len(x) - x.count("\n") for x in lines)
-        units = keys = None
+        index = units = keys = None
         if count:
             units = np.bincount(dense_index(enc.ids), minlength=DENSE_SIZE)
+            index = np.flatnonzero(units)
+            units = units[index]
             keys = ngram_count_keys(enc.mixed, enc.first, enc.ids, self.config.order)
-        return EncodedBatch(enc, len(lines), n_chars, units, keys)
+        return EncodedBatch(enc, len(lines), n_chars, index, units, keys)
 
     def count_batch(self, p: EncodedBatch, now: float = 0.0) -> None:
         """Count phase: add the batch's n-grams to the counters at stream time ``now``
         (writes state)."""
-        if p.unit_counts is None or p.count_keys is None:
+        if p.unit_index is None or p.unit_counts is None or p.count_keys is None:
             raise ValueError("batch prepared with count=False")
         self._advance_clock(now)
         w = self._weight = self.clock.weight()
-        self.unigrams += p.unit_counts * w if w != 1 else p.unit_counts
-        self.unigrams_slow += p.unit_counts * self._forward(now)[1]
+        units = p.unit_index  # distinct: each table entry is added to once
+        self.unigrams[units] += p.unit_counts * w if w != 1 else p.unit_counts
+        self.unigrams_slow[units] += p.unit_counts * self._forward(now)[1]
         self.counter.add(p.count_keys, weight=w)
         self.total_units += len(p.enc.ids) * w
         self.units_ingested += len(p.enc.ids)
@@ -237,6 +246,7 @@ class Engine(EngineState):
         lengths = pieces.ends - pieces.starts
         alone = np.bincount(dense_index(enc.ids[pieces.starts[lengths == 1]]),
                             minlength=DENSE_SIZE)
+        alone_index = np.flatnonzero(alone)
         multi = np.flatnonzero(lengths >= 2)
         s, e = pieces.starts[multi], pieces.ends[multi]
         pkeys = span_keys(enc.mixed, s, e)
@@ -248,7 +258,8 @@ class Engine(EngineState):
         inverse = np.empty(len(sk), dtype=np.int64)
         inverse[order] = np.cumsum(edge) - 1
         first_occ = np.minimum.reduceat(order, group_start) if len(order) else order
-        return CutBatch(p.enc, p.n_chars, alone, s, e, pieces.left[multi], pieces.right[multi],
+        return CutBatch(p.enc, p.n_chars, alone_index, alone[alone_index], s, e,
+                        pieces.left[multi], pieces.right[multi],
                         uniq=sk[group_start], counts=np.diff(np.append(group_start, len(sk))),
                         first_occ=first_occ, inverse=inverse)
 
@@ -263,7 +274,7 @@ class Engine(EngineState):
         instead of min_count occurrences after that.
         """
         cfg = self.config
-        self.alone += c.alone * self._weight if self._weight != 1 else c.alone
+        self.alone[c.alone_index] += c.alone * self._weight if self._weight != 1 else c.alone
         if len(c.uniq) == 0:
             self.units_cut += len(c.enc)
             return
@@ -453,16 +464,17 @@ class Engine(EngineState):
         # the list is about now, a word is listed while it is used min_count times a
         # half-life, and a faded word leaves the list (total_count keeps the history)
         slots = np.flatnonzero(table.used & (counts >= cfg.min_count))
-        sc = self._back_check(slots)
-        # entropy is evidence: a side seen fewer than twice (a word just admitted in
-        # the daemon, whose earlier occurrences were not yet cut out) is not judged;
-        # its freedom is 0, so it is listed last until its contexts are seen
-        seen = np.minimum(self.neighbours.observations(sc.slots, "left"),
-                          self.neighbours.observations(sc.slots, "right"))
-        keep = (np.minimum(sc.left, sc.right) >= cfg.min_entropy) | (seen < 2)
-        slots = sc.slots[keep]
-        words = [w for w, k in zip(sc.words, keep.tolist(), strict=True) if k]
-        pmi, left, right = sc.pmi[keep], sc.left[keep], sc.right[keep]
+        # the neighbour test before the back-check: both judge each candidate alone, and
+        # this one reads two table rows where the back-check looks up every n-gram of the
+        # word (it leaves about half of the candidates to it). Entropy is evidence: a side
+        # seen fewer than twice (a word just admitted in the daemon, whose earlier
+        # occurrences were not yet cut out) is not judged; its freedom is 0, so it is
+        # listed last until its contexts are seen
+        left, right = self.neighbours.entropies(slots)
+        seen = np.minimum(self.neighbours.observations(slots, "left"),
+                          self.neighbours.observations(slots, "right"))
+        sc = self._back_check(slots[(np.minimum(left, right) >= cfg.min_entropy) | (seen < 2)])
+        slots, words, pmi, left, right = sc.slots, sc.words, sc.pmi, sc.left, sc.right
         known = self.known.known(words)
         recent = counts[slots].astype(np.float64)
         parts = scoring.part_features(words, self.alone, self.unigrams, self.known,
@@ -488,7 +500,6 @@ class Engine(EngineState):
         # do not pin the allocator's arenas those transient strings filled (resident
         # memory would step up at rescores)
         words.clear()
-        sc.words.clear()
         names = table.texts(listed)
         # first_seen of a word when it was first listed; a word is new unless it was
         # listed before it was first seen (it was evicted and came back)

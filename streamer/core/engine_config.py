@@ -89,6 +89,11 @@ class EngineConfig:
     prefault     touch the sketch's pages at construction, so a long-running service
                  pays its resident size at start (flat RSS); discover does not (its
                  first pass touches them within seconds, in the update threads)
+    background_updates  sketch updates run in one background thread, in order, while
+                 the caller goes on (every read of the sketch waits for them; the same
+                 table): discover's first pass, whose encoding keeps the other core busy.
+                 Off (the daemon), a large update is split over two threads that own
+                 disjoint halves of the table, and the caller waits for both
     """
 
     order: int = 4
@@ -105,6 +110,7 @@ class EngineConfig:
     max_words: int | None = None
     examples: int = 3
     prefault: bool = True
+    background_updates: bool = False
 
     def __post_init__(self) -> None:
         def bad(name: str, problem: str) -> SettingError:

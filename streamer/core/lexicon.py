@@ -32,6 +32,7 @@ from typing import Protocol
 
 import numpy as np
 
+from streamer.core import _units
 from streamer.core import units as _units_module
 from streamer.core.memory import release_freed_memory
 from streamer.core.units import normalise
@@ -48,9 +49,6 @@ MEASURE_TAGS = frozenset("mqt")
 #: what a part-of-speech tag looks like (jieba: n, nr, nrfg, ul, ...); any other third
 #: column is not taken for a tag
 _TAG = re.compile(r"[a-z]{1,4}")
-#: a unit of a candidate: an ASCII letter/digit run (as streamer.units cuts them) or
-#: one character
-_UNIT = re.compile(r"[a-z0-9]+|.", re.S)
 #: most characters a lexicon part may span in segment(): longer entries are rare and
 #: the segmentation is O(len(word) * MAX_PART)
 MAX_PART = 8
@@ -249,7 +247,8 @@ class Lexicon:
     def segment(self, word: str) -> tuple[str, ...]:
         """The most probable split of ``word`` into lexicon words.
 
-        Units (characters, ASCII runs) are atomic. A part is a lexicon word, with
+        Units (an ASCII letter/digit run [a-z0-9]+, as streamer.units cuts them, or one
+        character) are atomic. A part is a lexicon word, with
         ln P = ln(freq) - ln(total), or a single unit that is not one, with the
         probability of a word seen once (the floor jieba uses too). Dynamic
         programming over split points, parts of at most MAX_PART characters:
@@ -259,39 +258,10 @@ class Lexicon:
         Example (jieba's dict.txt): 这本书 -> 这 | 本书, 1997年 -> 1997 | 年,
         记者李 -> 记者 | 李, 锦江之星 -> 锦江 | 之 | 星.
         """
-        units = _UNIT.findall(word)
-        n = len(units)
-        # log_prob inlined (the same arithmetic, so the same floats): this loop runs for
-        # every candidate of every rescore, ~8 lookups a word
-        get = self._index.get
-        log = math.log
-        log_total = self.log_total
-        unknown = -log_total
-        best = [0.0] + [-math.inf] * n
-        back = [0] * (n + 1)
-        for i in range(1, n + 1):
-            text = ""
-            top, arg = -math.inf, 0
-            for j in range(i - 1, -1, -1):
-                text = units[j] + text
-                if len(text) > MAX_PART and j < i - 1:
-                    break
-                entry = get(text)
-                if entry is None:
-                    if j < i - 1:
-                        continue
-                    lp = unknown
-                else:
-                    lp = log(entry >> TAG_BITS) - log_total
-                if best[j] + lp > top:
-                    top, arg = best[j] + lp, j
-            best[i], back[i] = top, arg
-        parts: list[str] = []
-        i = n
-        while i > 0:
-            parts.append("".join(units[back[i]:i]))
-            i = back[i]
-        return tuple(reversed(parts))
+        # in C (_units.c: segment), the same arithmetic as log_prob in the same order, so
+        # the same floats and parts: this runs for every candidate of every rescore, ~8
+        # lookups a word, and was half the cost of scoring the rules in Python
+        return _units.segment(word, self._index, self.log_total, MAX_PART, TAG_BITS)
 
     def alone_rate(self, char: str) -> float:
         """b(c): the share of the lexicon's uses of character c that are c alone,

@@ -72,7 +72,12 @@ class NeighbourTable:
         return int(self.left.nbytes + self.right.nbytes)
 
     def _buckets(self, units: np.ndarray, salt: np.ndarray) -> np.ndarray:
-        b = (mix(units) % np.uint64(self.buckets)).astype(np.int64)
+        b = mix(units)
+        if self.buckets & (self.buckets - 1) == 0:  # a power of two: & is % without a divide
+            b &= np.uint64(self.buckets - 1)
+        else:
+            b %= np.uint64(self.buckets)
+        b = b.view(np.int64)  # below the bucket count: the same values
         edge = units < 0
         b[edge] = salt[edge] % self.buckets
         return b

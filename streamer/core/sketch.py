@@ -18,7 +18,11 @@ CountMinSketch (blocked, conservative update)
     random lines, and memory latency is what a sketch of hundreds of MB costs.
     The kernels are a small C extension (streamer/_sketch.c: exact sequential
     conservative update, one pass, no sort) that releases the GIL, so lookups run
-    in parallel threads.
+    in parallel threads. A large update is either split over two threads that own
+    disjoint halves of the blocks (the caller waits), or, with ``background``, queued
+    to one sketch thread that runs the updates in call order while the caller goes on
+    (discover's first pass; every read waits for the queue). Either way the table is
+    exactly that of sequential updates.
     Costs: add and query O(n d) for n keys, ~one cache miss per key.
 
 ExactCounter
@@ -30,18 +34,20 @@ from __future__ import annotations
 
 import math
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from streamer.core import _sketch  # C kernels: _sketch.c beside this file
-from streamer.core.ngrams import L, P, ngram_keys
+from streamer.core.ngrams import L, P
 from streamer.core.units import HAN_LIMIT
 
 BLOCK = 16  # counters per block: 64 bytes, one cache line
 PARALLEL_MIN = 1 << 15  # keys in one add() before it is split over two threads
+BACKLOG = 2  # background updates queued at most (each holds its batch's keys)
 
 
 @lru_cache(maxsize=1)
@@ -74,7 +80,8 @@ class CountMinSketch:
     kind = "sketch"
 
     def __init__(self, blocks: int, depth: int = 4, seed: int = 0,
-                 table: np.ndarray | None = None, touch: bool = True) -> None:
+                 table: np.ndarray | None = None, touch: bool = True,
+                 background: bool = False) -> None:
         if blocks < 1 or blocks & (blocks - 1):
             raise ValueError("sketch blocks must be a power of two >= 1")
         if depth not in (1, 2, 4, 8, 16):
@@ -95,6 +102,11 @@ class CountMinSketch:
                 table.fill(0)
         self.table = table
         self.total = 0  # M, the sum of all counts added
+        # background updates (add): run in order in one other thread while the caller
+        # goes on, at most BACKLOG behind; every read waits for them (settle)
+        self.background = background
+        self._pending: deque[Future[None]] = deque()
+        self._settling = threading.Lock()  # readers in several threads may settle at once
 
     def _params(self) -> tuple[int, int, int, int, int, int]:
         return self.blocks, self._m0, self._m1, self._shift, self.depth, self.bits
@@ -110,13 +122,28 @@ class CountMinSketch:
     def add(self, keys: np.ndarray, counts: np.ndarray | None = None,
             weight: int = 1) -> None:
         """Add each key ``weight`` times (or ``counts[i]`` times). Single writer: not
-        thread-safe."""
+        thread-safe.
+
+        In background mode the update is queued to the sketch thread and add returns
+        (waiting only while BACKLOG updates are queued): the updates still run one after
+        another in the order of the calls, so the table ends exactly as after
+        sequential adds, and every method that reads or changes the table first waits
+        for them (settle). Without it, a large add is split over two threads that own
+        disjoint halves of the table, and returns when both are done."""
         if len(keys) == 0:
             return
         keys = np.ascontiguousarray(keys, dtype=np.uint64)
         c = None if counts is None else np.ascontiguousarray(counts, dtype=np.uint64)
         params = self._params()
-        if len(keys) < PARALLEL_MIN or self.blocks < 2:
+        if self.background:
+            self._pending.append(_pool().submit(_sketch.cu_add, self.table, keys, c, *params,
+                                                0, self.blocks, weight))
+            if len(self._pending) > BACKLOG:
+                with self._settling:
+                    while len(self._pending) > BACKLOG:
+                        self._pending[0].result()
+                        self._pending.popleft()
+        elif len(keys) < PARALLEL_MIN or self.blocks < 2:
             _sketch.cu_add(self.table, keys, c, *params, 0, self.blocks, weight)
         else:
             # two threads, each owning half of the blocks: a key's counters are all
@@ -129,12 +156,23 @@ class CountMinSketch:
             other.result()
         self.total += len(keys) * weight if c is None else int(c.sum())
 
+    def settle(self) -> None:
+        """Wait for the background updates still queued (re-raising their error).
+        Thread-safe: the readers of discover's second pass all call it. An update leaves
+        the queue only once it is done, so a reader that finds the queue empty may read."""
+        if self._pending:
+            with self._settling:
+                while self._pending:
+                    self._pending[0].result()
+                    self._pending.popleft()
+
     def query(self, keys: np.ndarray) -> np.ndarray:
         """Estimated counts (int64), never below the true counts. Thread-safe for
         concurrent readers while nobody adds."""
         out = np.empty(len(keys), np.uint32)
         if len(keys) == 0:
             return out.astype(np.int64)
+        self.settle()
         keys = np.ascontiguousarray(keys, dtype=np.uint64)
         _sketch.query(self.table, keys, out, *self._params())
         return out.astype(np.int64)
@@ -152,6 +190,7 @@ class CountMinSketch:
         n = len(mixed)
         out = np.zeros((order - 1, n), dtype=bool)
         if n:
+            self.settle()
             _sketch.cohesive(self.table, *self._params(),
                              np.ascontiguousarray(unit_counts, dtype=np.int64),
                              np.ascontiguousarray(mixed, dtype=np.uint64),
@@ -165,6 +204,7 @@ class CountMinSketch:
 
         Unbiased: E[new] = factor * old. Done in slices to keep temporaries small.
         """
+        self.settle()
         flat = self.table.reshape(-1)
         step = 1 << 22
         for a in range(0, len(flat), step):
@@ -182,6 +222,8 @@ class CountMinSketch:
         temporaries of a few MB, not two uint64 copies of itself."""
         if (other.blocks, other.depth, other.seed) != (self.blocks, self.depth, self.seed):
             raise ValueError("sketches differ in size, depth or seed")
+        self.settle()
+        other.settle()
         if not self.table.flags.writeable:  # e.g. a table read from a snapshot's buffer
             self.table = self.table.copy()
         mine, theirs = self.table.reshape(-1), other.table.reshape(-1)
@@ -194,6 +236,7 @@ class CountMinSketch:
         self.total += other.total
 
     def state(self) -> dict[str, Any]:
+        self.settle()
         return {"kind": self.kind, "blocks": self.blocks, "depth": self.depth,
                 "seed": self.seed, "total": self.total, "table": self.table}
 
@@ -215,10 +258,14 @@ def ngram_count_keys(mixed: np.ndarray, first: np.ndarray, ids: np.ndarray,
                      order: int) -> np.ndarray:
     """The keys the count phase adds, in its order (conservative update is
     order-dependent): the unigrams of non-Han units, then every n-gram inside a
-    clause, order by order (ngrams.ngram_keys)."""
-    keys = ngram_keys(mixed, first, order)
-    parts = [keys[0][0][ids >= HAN_LIMIT]] + [k[valid] for k, valid in keys[1:]]
-    return np.concatenate(parts)
+    clause, order by order; the keys of ngrams.ngram_keys, made in one C pass per order
+    (``count_keys`` in _sketch.c, once to count them and once to write them into an
+    array of exactly that size) instead of a key and a mask array per order."""
+    args = (np.ascontiguousarray(mixed, dtype=np.uint64), np.ascontiguousarray(first, dtype=bool),
+            np.ascontiguousarray(ids, dtype=np.int64), HAN_LIMIT, order, int(P), int(L))
+    out = np.empty(_sketch.count_keys(*args, None), dtype=np.uint64)
+    _sketch.count_keys(*args, out)
+    return out
 
 
 class ExactCounter:

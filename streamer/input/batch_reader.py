@@ -81,6 +81,13 @@ def iter_raw_blocks(stream: BinaryIO, stats: ReadStats,
         yield rest, 1
 
 
+def decode_text(raw: bytes, complete: int) -> str:
+    """The text of a block alone, as decode_block gives it, without counting lines, NUL
+    and replaced bytes (a second pass over input whose first pass counted them).
+    Thread-safe."""
+    return decode_line(raw)[0]
+
+
 def decode_block(raw: bytes, complete: int) -> Decoded:
     """Decode a block of lines; ``complete`` is 1 when it ends a line. Thread-safe."""
     text, replaced = decode_line(raw)

@@ -53,7 +53,7 @@ import numpy as np
 from streamer.core.engine import Engine, EngineConfig
 from streamer.core.lexicon import Lexicon
 from streamer.core.sketch import CountMinSketch, ExactCounter, counter_from_state
-from streamer.input.batch_reader import ReadStats, decode_block
+from streamer.input.batch_reader import ReadStats, decode_block, decode_text
 from streamer.input.ranges import ByteRange, iter_range_blocks, split_ranges
 
 INSTALL_HINT = "pip install 'streamer[dask]'"
@@ -137,7 +137,7 @@ def cut_run(config: EngineConfig, counts: Counts, run: list[ByteRange], offset: 
     stats = ReadStats()
     for r in run:
         for raw in iter_range_blocks(r, stats):
-            p = engine.encode_batch([decode_block(*raw).text], count=False)
+            p = engine.encode_batch([decode_text(*raw)], count=False)
             engine.record_cut(engine.cut_batch(p), now)
     engine.units_cut -= offset
     # the partial states carry only what the cut pass recorded: merging adds counters,

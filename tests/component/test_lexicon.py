@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import math
+import re
 import unicodedata
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 
 from streamer.core.lexicon import (
     DEFAULT_KNOWN,
+    MAX_PART,
     NAMED_LEXICONS,
     Lexicon,
     LexiconError,
@@ -118,3 +121,58 @@ def test_jieba_dict_reads_as_the_per_line_rule() -> None:
 def test_lexicon_load_strips_a_bom(tmp_path: Path) -> None:
     (tmp_path / "bom.txt").write_bytes("\ufeff词一\n词二 1 n\n".encode())
     assert Lexicon.load([tmp_path / "bom.txt"]).words == {"词一", "词二"}
+
+
+def segment_model(lex: Lexicon, word: str) -> tuple[str, ...]:
+    """Lexicon.segment as the Python loop it was before it moved to C (_units.segment):
+    units are ASCII letter/digit runs or single characters; best(i) = max over j of
+    best(j) + ln P(word[j:i]), nearer split points first on ties, parts of at most
+    MAX_PART characters (a single unit always), an unknown single unit at -ln(total)."""
+    units = re.findall(r"[a-z0-9]+|.", word, re.S)
+    n = len(units)
+    best = [0.0] + [-math.inf] * n
+    back = [0] * (n + 1)
+    for i in range(1, n + 1):
+        text, top, arg = "", -math.inf, 0
+        for j in range(i - 1, -1, -1):
+            text = units[j] + text
+            if len(text) > MAX_PART and j < i - 1:
+                break
+            lp = lex.log_prob(text)
+            if lp is None:
+                if j < i - 1:
+                    continue
+                lp = -lex.log_total
+            if best[j] + lp > top:
+                top, arg = best[j] + lp, j
+        best[i], back[i] = top, arg
+    parts: list[str] = []
+    i = n
+    while i > 0:
+        parts.append("".join(units[back[i]:i]))
+        i = back[i]
+    return tuple(reversed(parts))
+
+
+SEGMENT_TEXT = normalise(
+    "这本书是1997年出版的。记者李明在锦江之星酒店采访了中华人民共和国外交部部长，"
+    "他用iPhone手机和Windows XP系统装了office2010，wifi信号很差！"
+    "宾馆反馈说房间的隔音效果一般般，早餐还不错。𠀀𠀁是扩展区的字，abcdefghijk是长串，"
+    "第2天到2000年，杜拉拉升职记好看。\n下一行\t制表符")
+
+
+def test_segment_is_the_dynamic_programme_over_units() -> None:
+    """The C segmentation gives the parts of the Python model on every substring of a
+    text of Han, ASCII runs longer than MAX_PART, digits, punctuation, line breaks and
+    characters beyond the BMP: with jieba's lexicon and with a small one of ties."""
+    jieba = load_known(["jieba"])
+    small = Lexicon(["锦江", "之星", "锦江之星", "ab", "abc", "c"],
+                    freq={"锦江": 4.0, "之星": 4.0, "锦江之星": 16.0, "ab": 2.0, "c": 2.0})
+    words = {SEGMENT_TEXT[a:b] for a in range(len(SEGMENT_TEXT))
+             for b in range(a, min(a + 12, len(SEGMENT_TEXT)) + 1)}
+    words |= {"", "abcdefghijklmnop", "锦江之星", "ab c", "1997年"}
+    for lex in (jieba, small, Lexicon()):
+        for w in sorted(words):
+            assert lex.segment(w) == segment_model(lex, w), (w, lex.sources)
+    assert jieba.segment("这本书") == ("这", "本书")
+    assert jieba.segment("锦江之星") == ("锦江", "之", "星")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -32,13 +33,16 @@ from hypothesis import strategies as st
 from streamer.core.engine import EngineConfig
 from streamer.core.ngrams import mix, ngram_keys
 from streamer.core.sketch import (
+    BACKLOG,
+    PARALLEL_MIN,
     CountMinSketch,
     ExactCounter,
     aggregate,
     blocks_for_bytes,
     counter_from_state,
+    ngram_count_keys,
 )
-from streamer.core.units import encode
+from streamer.core.units import HAN_LIMIT, encode
 
 U64 = 2**64
 U32_MAX = 2**32 - 1
@@ -284,6 +288,39 @@ def test_wide_sketch_is_exact_on_few_keys(zipf_keys: np.ndarray) -> None:
     assert not sk.query(absent).any()
 
 
+def test_background_updates_give_the_table_of_sequential_updates(zipf_keys: np.ndarray) -> None:
+    """Updates queued to the background thread run in call order (conservative update is
+    order-dependent): the table, the total and every read equal those of a sketch updated
+    in the caller's thread (whose large adds are split over two threads), with reads
+    between the adds and from several threads at once."""
+    keys = np.concatenate([zipf_keys] * (2 * PARALLEL_MIN // len(zipf_keys) + 1))
+    assert len(keys) >= PARALLEL_MIN  # large enough to be split in the caller's mode
+    plain, queued = (CountMinSketch(blocks_for_bytes(2**20), 4, seed=3, background=b)
+                     for b in (False, True))
+    parts = np.array_split(keys, 2 * BACKLOG + 3)  # more than the backlog holds
+    for i, part in enumerate(parts):
+        plain.add(part, weight=i % 3 + 1)
+        queued.add(part, weight=i % 3 + 1)
+        if i == 1:  # a read in between waits for the updates queued so far
+            assert queued.query(zipf_keys).tolist() == plain.query(zipf_keys).tolist()
+    assert queued.total == plain.total
+    with ThreadPoolExecutor(4) as pool:  # readers settle concurrently
+        got = list(pool.map(queued.query, [zipf_keys] * 8))
+        assert all(g.tolist() == plain.query(zipf_keys).tolist() for g in got)
+        # readers that come while an update runs all wait for it (the update is long:
+        # ~2 M keys; the readers ask for keys it adds to)
+        big = np.concatenate([keys] * (2_000_000 // len(keys) + 1))
+        for _ in range(3):
+            plain.add(big)
+            queued.add(big)
+            want = plain.query(zipf_keys).tolist()
+            assert all(g.tolist() == want for g in pool.map(queued.query, [zipf_keys] * 4))
+    assert np.array_equal(queued.table, plain.table)
+    queued.add(parts[0])
+    plain.add(parts[0])
+    assert np.array_equal(queued.state()["table"], plain.state()["table"])
+
+
 def test_sketch_counters_saturate_instead_of_wrapping() -> None:
     sk = CountMinSketch(blocks_for_bytes(256), 2)
     k = keys_array([12345])
@@ -375,3 +412,22 @@ def test_engine_gives_the_sketch_at_most_half_the_budget(memory: int, depth: int
     assert isinstance(eng.counter, CountMinSketch)
     assert eng.counter.depth == depth
     assert eng.counter.nbytes <= memory // 2 < 2 * eng.counter.nbytes
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4, 8])
+@pytest.mark.parametrize("n", [0, 1, 2, 5, 1000])
+def test_count_keys_are_the_ngram_keys_inside_clauses_order_by_order(order: int, n: int) -> None:
+    """ngram_count_keys (one C pass per order) gives the keys of ngrams.ngram_keys in
+    the count phase's order: the unigrams of non-Han units, then the valid n-grams of
+    each order by position."""
+    rng = np.random.default_rng(n * 10 + order)
+    ids = np.where(rng.random(n) < 0.2, HAN_LIMIT + rng.integers(0, 1000, n),
+                   rng.integers(0x4E00, 0x4E80, n)).astype(np.int64)
+    first = rng.random(n) < 0.15
+    if n:
+        first[0] = True
+    mixed = mix(ids)
+    keys = ngram_keys(mixed, first, order)
+    model = np.concatenate([keys[0][0][ids >= HAN_LIMIT]]
+                           + [k[valid] for k, valid in keys[1:]])
+    assert ngram_count_keys(mixed, first, ids, order).tolist() == model.tolist()
