@@ -92,8 +92,6 @@ class CutBatch:
 class _Checked:
     slots: np.ndarray
     pmi: np.ndarray
-    left: np.ndarray
-    right: np.ndarray
     words: list[str] = field(default_factory=list)
 
 
@@ -390,22 +388,19 @@ class Engine(EngineState):
         parts = [self._back_check_chunk(slots[a:a + chunk])
                  for a in range(0, max(len(slots), 1), chunk)]
         return _Checked(np.concatenate([p.slots for p in parts]),
-                       np.concatenate([p.pmi for p in parts]),
-                       np.concatenate([p.left for p in parts]),
-                       np.concatenate([p.right for p in parts]),
-                       [w for p in parts for w in p.words])
+                        np.concatenate([p.pmi for p in parts]),
+                        [w for p in parts for w in p.words])
 
     def _back_check_chunk(self, slots: np.ndarray) -> _Checked:
-        """Back-check and neighbour entropies for candidate slots.
+        """Back-check of candidate slots.
 
-        Returns the slots that pass the back-check, with pmi (min split, or for
-        pieces longer than the order the minimum over its order-N windows).
+        Returns the slots that pass the back-check, in their order, with pmi (min split,
+        or for pieces longer than the order the minimum over its order-N windows).
         """
         cfg = self.config
         words = self.candidates.texts(slots)
         if not words:
-            empty = np.empty(0)
-            return _Checked(slots[:0], empty, empty, empty, [])
+            return _Checked(slots[:0], np.empty(0), [])
         enc, offsets = encode_words(words, cfg.units)
         lengths = np.diff(offsets)
         if len(lengths) != len(words):  # a word that no longer encodes to units
@@ -449,8 +444,7 @@ class Engine(EngineState):
             passed[long] = np.logical_and.reduceat(m, bounds)[0::2]
         slots, pmi = slots[passed], pmi[passed]
         words = [w for w, ok in zip(words, passed.tolist(), strict=True) if ok]
-        left, right = self.neighbours.entropies(slots)
-        return _Checked(slots, pmi, left, right, words)
+        return _Checked(slots, pmi, words)
 
     def rescore(self, now: float | None = None) -> Published:
         """Score all candidates and publish an immutable ranked list."""
@@ -474,7 +468,9 @@ class Engine(EngineState):
         seen = np.minimum(self.neighbours.observations(slots, "left"),
                           self.neighbours.observations(slots, "right"))
         sc = self._back_check(slots[(np.minimum(left, right) >= cfg.min_entropy) | (seen < 2)])
-        slots, words, pmi, left, right = sc.slots, sc.words, sc.pmi, sc.left, sc.right
+        # slots are increasing (flatnonzero) and the back-check keeps their order
+        at = np.searchsorted(slots, sc.slots)
+        slots, words, pmi, left, right = sc.slots, sc.words, sc.pmi, left[at], right[at]
         known = self.known.known(words)
         recent = counts[slots].astype(np.float64)
         parts = scoring.part_features(words, self.alone, self.unigrams, self.known,
