@@ -84,7 +84,8 @@ def iter_raw_blocks(stream: BinaryIO, stats: ReadStats,
 def decode_text(raw: bytes, complete: int) -> str:
     """The text of a block alone, as decode_block gives it, without counting lines, NUL
     and replaced bytes (a second pass over input whose first pass counted them).
-    Thread-safe."""
+    ``complete`` is unused: it is taken so that a reader's (raw, complete) pair unpacks
+    into either function. Thread-safe."""
     return decode_line(raw)[0]
 
 
