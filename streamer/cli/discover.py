@@ -77,6 +77,10 @@ def register(sub: Any) -> None:
     p.add_argument("--min-pmi", default=",".join(f"{x:g}" for x in DEFAULTS.thresholds()),
                    help="pmi thresholds for orders 2,3,4,... in nats (missing orders continue "
                         "+2 per order)")
+    p.add_argument("--bound-share", type=float, default=DEFAULTS.bound_share,
+                   help="with a known lexicon, keep a piece of 3..order units whose weak "
+                        "splits have their rarer side inside it in at least this share of "
+                        "its uses (0 = off)")
     p.add_argument("--min-entropy", type=float, default=DEFAULTS.min_entropy,
                    help="minimum left and right neighbour entropy, nats")
     known = p.add_mutually_exclusive_group()
@@ -125,9 +129,9 @@ def _config(args: argparse.Namespace) -> EngineConfig:
         # no example contexts: the batch formats do not carry them, and a context
         # for each of hundreds of thousands of candidates is memory for nothing
         return EngineConfig(order=args.order, min_count=args.min_count, min_pmi=min_pmi,
-                            min_entropy=args.min_entropy, units=args.units, memory=memory,
-                            exact=args.exact, examples=0, prefault=False,
-                            background_updates=True)
+                            bound_share=args.bound_share, min_entropy=args.min_entropy,
+                            units=args.units, memory=memory, exact=args.exact, examples=0,
+                            prefault=False, background_updates=True)
     except SettingError as exc:
         raise UsageError(f"--{exc.field.replace('_', '-')} {exc.problem}") from None
     except ValueError as exc:

@@ -394,6 +394,10 @@ class Engine(EngineState):
     def _back_check_chunk(self, slots: np.ndarray) -> _Checked:
         """Back-check of candidate slots.
 
+        A piece of 3..N units must be cohesive; one longer than N, every N-unit window.
+        With a known lexicon, a piece of 3..N units also passes by the ceiling rule
+        (segmentation.cohesive_masks with ``bound_share``); longer ones never do.
+
         Returns the slots that pass the back-check, in their order, with pmi (min split,
         or for pieces longer than the order the minimum over its order-N windows).
         """
@@ -415,6 +419,18 @@ class Engine(EngineState):
                   for n, (k, _) in enumerate(keys, start=1)]
         # the cutter's own test, so the back-check agrees with how pieces were cut
         masks = self._cohesive(enc, mixed, keys)
+        if cfg.bound_share > 0 and len(self.known):
+            # the ceiling rule (segmentation.cohesive_masks): a piece whose weak splits
+            # are bound is kept for the scorer, whose phrase tests need the lexicon to
+            # tell a compound (大堂|经理) from a phrase of the same shape (发表|讲话).
+            # Only up to N units: a longer chain whose windows are all bound is text
+            # repeated verbatim (a manual page's 完整文档请见), not evidence of a word
+            bound = cohesive_masks(keys, counts, self.total_units,
+                                   self.clock.units(cfg.min_count), cfg.thresholds(),
+                                   cfg.bound_share)
+            short = [m | b for m, b in zip(masks, bound, strict=True)]
+        else:
+            short = masks
         log_total = float(np.log(max(self.total_units, 1)))
         starts = offsets[:-1]
         logs = log_counts(counts)
@@ -426,7 +442,7 @@ class Engine(EngineState):
                 p = pmi_at(logs, n, log_total)
                 pmi[sel] = p[starts[sel]]
                 if n >= 3:
-                    passed[sel] = masks[n - 2][starts[sel]]
+                    passed[sel] = short[n - 2][starts[sel]]
         long = np.flatnonzero(lengths > cfg.order)
         if len(long):
             n = cfg.order

@@ -75,6 +75,10 @@ class EngineConfig:
     min_count    minimum count of a cohesive n-gram and of a listed word, >= 1
     min_pmi      pmi thresholds for orders 2..order, nats, non-decreasing; 1 to order-1
                  values, missing orders continue +2 each; None = 2, 4, 6, ...
+    bound_share  with a known lexicon, the back-check also keeps a piece whose every
+                 split either passes min_pmi or has its rarer side inside the piece in at
+                 least this share of its uses (the ceiling rule, in
+                 segmentation.cohesive_masks); 0..1, 0 = off (the reference's test alone)
     min_entropy  minimum of left and right neighbour entropy, nats, >= 0
     units        "mixed" (Han characters and ASCII runs) or "han" (shape)
     memory       bytes for the counting state: sketch, candidates, neighbours; at least
@@ -99,6 +103,7 @@ class EngineConfig:
     order: int = 4
     min_count: int = 8
     min_pmi: tuple[float, ...] | None = None
+    bound_share: float = 0.9
     min_entropy: float = 0.6
     units: str = "mixed"
     memory: int = 256 * 2**20
@@ -141,6 +146,9 @@ class EngineConfig:
             # less: a falling threshold is a typo (the order of the values), not a choice
             raise bad("min_pmi", "must increase (or stay equal) with the order")
         object.__setattr__(self, "min_pmi", tuple(min_pmi_for(self.order, pmi)))
+        if isinstance(self.bound_share, bool) or not (
+                isinstance(self.bound_share, (int, float)) and 0 <= self.bound_share <= 1):
+            raise bad("bound_share", "must be a number from 0 to 1 (0: off)")
         if not (self.min_entropy >= 0 and math.isfinite(self.min_entropy)):
             raise bad("min_entropy", "must be a number >= 0")
         if self.units not in UNITS:

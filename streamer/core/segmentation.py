@@ -62,7 +62,8 @@ def pmi_at(logs: list[np.ndarray], n: int, log_total: float) -> np.ndarray:
 
 
 def cohesive_masks(keys: list[tuple[np.ndarray, np.ndarray]], counts: list[np.ndarray],
-                   total: int, min_count: int, thresholds: Sequence[float]) -> list[np.ndarray]:
+                   total: int, min_count: int, thresholds: Sequence[float],
+                   bound: float = 0.0) -> list[np.ndarray]:
     """cohesive[n-2][i]: the n-gram at i (n = 2..N) is cohesive.
 
     The pmi test without logarithms: pmi(w) >= t  <=>
@@ -71,6 +72,16 @@ def cohesive_masks(keys: list[tuple[np.ndarray, np.ndarray]], counts: list[np.nd
 
     with the products in uint64 and the comparison in float64, which is what the C
     kernel (CountMinSketch.cohesive) computes too, bit for bit.
+
+    With ``bound`` > 0 a split k that fails the pmi test still holds when its rarer
+    side is bound to the other, c(w) >= bound * min(c(w[:k]), c(w[k:])) (the ceiling
+    rule; the engine's back-check uses it with a lexicon, Engine._back_check_chunk).
+    Why: pmi_k(w) = ln(N / max(c(w[:k]), c(w[k:]))) + ln(c(w) / min(...)), so no count
+    can lift pmi_k above the ceiling ln(N / c(common side)). A 4-gram that starts or
+    ends with a character more frequent than e**-6 = 0.25% of the text can never
+    reach min_pmi[4] = 6 nats: after People's Daily and half of the hotel reviews,
+    大|堂经理 is at 5.1 nats with 堂经理 inside 大堂经理 in all of its 82 uses, the
+    most cohesive that split can be.
     """
     out = []
     for n in range(2, len(keys) + 1):
@@ -82,11 +93,19 @@ def cohesive_masks(keys: list[tuple[np.ndarray, np.ndarray]], counts: list[np.nd
         c = np.minimum(counts[n - 1], _U32)
         # counts as the C kernel holds them: uint32, saturated
         u = [np.minimum(x, _U32).astype(np.uint64) for x in counts[:n - 1]]
-        best = np.zeros(m, dtype=np.uint64)
-        for k in range(1, n):
-            np.maximum(best, u[k - 1][:m] * u[n - k - 1][k:k + m], out=best)
         lhs = float(total) * c.astype(np.float64)
-        ok = lhs >= math.exp(thresholds[n - 2]) * best.astype(np.float64)
+        e = math.exp(thresholds[n - 2])
+        if bound > 0:
+            ok = np.ones(m, dtype=bool)
+            for k in range(1, n):
+                a, b = u[k - 1][:m], u[n - k - 1][k:k + m]
+                ok &= ((lhs >= e * (a * b).astype(np.float64))
+                       | (c >= bound * np.minimum(a, b).astype(np.float64)))
+        else:
+            best = np.zeros(m, dtype=np.uint64)
+            for k in range(1, n):
+                np.maximum(best, u[k - 1][:m] * u[n - k - 1][k:k + m], out=best)
+            ok = lhs >= e * best.astype(np.float64)
         out.append(valid & (c >= min_count) & ok)
     return out
 

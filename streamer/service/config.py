@@ -542,6 +542,7 @@ class EngineSection:
     order: int = setting(_ENGINE.order, _int())
     min_count: int = setting(_ENGINE.min_count, _int())
     min_pmi: tuple[float, ...] | None = setting(None, _list_of(_float()))
+    bound_share: float = setting(_ENGINE.bound_share, _float(0.0))
     min_entropy: float = setting(_ENGINE.min_entropy, _float())
     units: str = setting(_ENGINE.units, _lower)
     memory: int = setting(_ENGINE.memory, parse_size)

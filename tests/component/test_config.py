@@ -73,8 +73,8 @@ def test_engine_defaults_match_the_engine_contract() -> None:
     ours = engine.EngineConfig(**Config().engine.engine_kwargs())
     theirs = engine.EngineConfig()
     assert ours.fingerprint() == theirs.fingerprint()
-    for name in ("order", "min_count", "min_pmi", "min_entropy", "units", "memory", "depth",
-                 "seed", "exact", "capacity"):
+    for name in ("order", "min_count", "min_pmi", "bound_share", "min_entropy", "units",
+                 "memory", "depth", "seed", "exact", "capacity"):
         assert getattr(ours, name) == getattr(theirs, name), name
 
 
@@ -154,6 +154,8 @@ def test_parse_listen_rejects(bad: str) -> None:
     ("[engine]\nmemory = '1KB'\n", "engine.memory", "at least"),
     ("[engine]\nmemory = 'lots'\n", "engine.memory", "size"),
     ("[engine]\nmin_entropy = -1\n", "engine.min_entropy", ">="),
+    ("[engine]\nbound_share = 2\n", "engine.bound_share", "from 0 to 1"),
+    ("[engine]\nbound_share = \"high\"\n", "engine.bound_share", "number"),
     ("[engine]\nunits = 'latin'\n", "engine.units", "'mixed', 'han'"),
     ("[engine]\nhalf_life = -5\n", "engine.half_life", "negative"),
     ("[view]\nshards = 'a/state'\n", "view.shards", "list"),

@@ -459,6 +459,7 @@ BAD_OPTIONS = [
     ("units-latin", ["--units", "latin"], "--units", ARGPARSE_ONE_LINE),
     ("min-count-0", ["--min-count", "0"], "--min-count", None),
     ("min-entropy-negative", ["--min-entropy=-1"], "--min-entropy", None),
+    ("bound-share-above-1", ["--bound-share", "1.5"], "--bound-share", None),
 ]
 
 

@@ -531,6 +531,62 @@ def test_pieces_longer_than_order_pass_back_check_only_if_every_window_is_cohesi
         assert ("甲乙丙丁" in listed(eng)) is passes
 
 
+def ceiling_corpus(piece: str, seed: int = 7) -> list[str]:
+    """``piece`` 30 times in varied contexts, and 大 (its first character) 300 times more
+    in filler: 大 is common, so the split 大|rest has a low pmi ceiling. About 21,000
+    units."""
+    rnd = random.Random(seed)
+    filler = "的了是我你他在有不很"
+    lines = ["".join(rnd.choice(filler) for _ in range(3)) + piece
+             + "".join(rnd.choice(filler) for _ in range(3)) for _ in range(30)]
+    for _ in range(1000):
+        line = [rnd.choice(filler) for _ in range(20)]
+        if len(lines) % 10 < 3:
+            line[rnd.randrange(20)] = "大"
+        lines.append("".join(line))
+    return lines
+
+
+def ceiling_engine(lines: Sequence[str], known: Lexicon | None, **kw) -> Engine:
+    kw.setdefault("memory", 4 * MB)
+    eng = Engine(EngineConfig(min_count=3, **kw), known)
+    count_phase(eng, lines)
+    cut_phase(eng, lines)
+    eng.rescore(0.0)
+    return eng
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_ceiling_rule_keeps_a_bound_four_unit_piece_with_a_lexicon(exact: bool) -> None:
+    """大堂经理 (30 times) with 大 common: pmi(大|堂经理) = ln(N * 30 / (c(大) * 30)) is at
+    its ceiling ln(N / c(大)) < 6 nats, since 堂经理 occurs only there, so the reference
+    back-check drops the piece however often it occurs. The other splits pass. With a
+    lexicon the ceiling rule keeps it; bound_share = 0 or no lexicon is the reference."""
+    lines = ceiling_corpus("大堂经理")
+    orc = Oracle(lines, order=4, min_count=3)
+    n, c_da = orc.total, orc.counts[("大",)]
+    assert orc.counts[tuple("堂经理")] == orc.counts[tuple("大堂经理")] == 30
+    assert math.log(n / c_da) < 6.0 <= math.log(n / 30)
+    assert tuple("大堂经理") in orc.pieces and tuple("大堂经理") not in orc.cohesive
+    lexicon = Lexicon(["你好"])
+    assert "大堂经理" in listed(ceiling_engine(lines, lexicon, exact=exact))
+    assert "大堂经理" not in listed(ceiling_engine(lines, lexicon, exact=exact, bound_share=0))
+    assert "大堂经理" not in listed(ceiling_engine(lines, None, exact=exact))
+
+
+def test_ceiling_rule_does_not_keep_pieces_longer_than_the_order() -> None:
+    """大堂经理人, 人 common too: both of its 4-unit windows miss 6 nats only at a bound
+    split (大|堂经理, 堂经理|人), yet a chain longer than the order is not kept: such
+    chains are text repeated verbatim more often than words."""
+    lines = ceiling_corpus("大堂经理人")
+    lines += ["".join(random.Random(i).choice("的了是我") for _ in range(8)) + "人"
+              for i in range(300)]
+    orc = Oracle(lines, order=4, min_count=3)
+    assert tuple("大堂经理人") in orc.pieces
+    assert not {tuple("大堂经理"), tuple("堂经理人")} & orc.cohesive
+    assert "大堂经理人" not in listed(ceiling_engine(lines, Lexicon(["你好"])))
+
+
 def test_two_unit_candidates_pass_back_check_three_unit_need_cohesion() -> None:
     lines = seeded_corpus(5)
     kw = {"order": 4, "min_count": 3, "min_pmi": (2.0, 4.0, 6.0)}
