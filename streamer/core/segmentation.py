@@ -81,7 +81,9 @@ def cohesive_masks(keys: list[tuple[np.ndarray, np.ndarray]], counts: list[np.nd
     ends with a character more frequent than e**-6 = 0.25% of the text can never
     reach min_pmi[4] = 6 nats: after People's Daily and half of the hotel reviews,
     大|堂经理 is at 5.1 nats with 堂经理 inside 大堂经理 in all of its 82 uses, the
-    most cohesive that split can be.
+    most cohesive that split can be. Since c(a), c(b) >= c(w), every split's pmi is also
+    at most ln(N / c(w)): a 4-gram used more than N * e**-6 times (0.25% of the units)
+    can never reach 6 nats, however tightly bound.
     """
     out = []
     for n in range(2, len(keys) + 1):
