@@ -23,6 +23,9 @@ written so far and a rescore has completed after that, then reads
   occurrences in People's Daily's raw text). Reported at 20% and 50% of the reviews.
   The ceiling printed beside it is the p@20 of the best possible order of every word in
   the new-only list, as labelled: unlabelled words count as misses, as in p@20 itself.
+  The verdict and the exit status judge the figure with every label file (the dev labels
+  and the project's docs/labels, two labellers per word each): with the dev labels alone
+  the target is often out of reach whatever the order, which the verdict then says.
 * **Detection**: of the judged reviews words (value 1) that never occur in People's Daily
   and occur at least 40 times in the reviews, the share listed as new (in the large
   new-only list, any sort) after the first part after which they have occurred 24 times.
@@ -293,13 +296,22 @@ def main(argv: Sequence[str] | None = None) -> int:
            f"- daemon: `{bc.display_cmd(d.cmd)}`, replay mode, known = jieba's dict.txt, "
            f"rescore every {args.rescore_interval}, chars_per_second "
            f"{args.chars_per_second or 'as shipped'}; {wall:.0f} s in all", ""]
+    def verdict(r: Part | None) -> str:
+        """Judged with every label file: the dev labels alone often cannot reach the
+        target whatever the order (their ceiling, which is then said)."""
+        if r is None:
+            return "**NOT met**"
+        out = "met" if r.p_at_k_all >= TARGET_P20 else "**NOT met**"
+        if r.ceiling < TARGET_P20:
+            out += f" (dev labels alone: ceiling {r.ceiling:.2f}, below the target)"
+        return out
+
     rows = []
     for s, r in at.items():
         p = "-" if r is None else f"{r.p_at_k:.2f} (ceiling {r.ceiling:.2f})"
         p_all = "-" if r is None else f"{r.p_at_k_all:.2f} (ceiling {r.ceiling_all:.2f})"
-        ok = r is not None and r.p_at_k >= TARGET_P20
         rows.append([f"trending p@{K} at {s:.0%}", p, p_all, f">= {TARGET_P20}",
-                     "met" if ok else "**NOT met**"])
+                     verdict(r)])
     rows.append(["detection", f"{len(detected)}/{len(detect_set)} = {detection:.2f}", "",
                  f">= {TARGET_DETECT}", "met" if detection >= TARGET_DETECT else "**NOT met**"])
     label_names = ", ".join(path.name for path in args.labels)
@@ -334,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                        "ceiling": r.ceiling, "top": r.top} for r in results],
             "detection": {"words": detect_set, "due": due, "detected": detected,
                           "missed": missed, "share": detection}})
-    met = all(r is not None and r.p_at_k >= TARGET_P20 for r in at.values()) \
+    met = all(r is not None and r.p_at_k_all >= TARGET_P20 for r in at.values()) \
         and detection >= TARGET_DETECT
     return 0 if met else 1
 
