@@ -97,18 +97,16 @@ def cohesive_masks(keys: list[tuple[np.ndarray, np.ndarray]], counts: list[np.nd
         u = [np.minimum(x, _U32).astype(np.uint64) for x in counts[:n - 1]]
         lhs = float(total) * c.astype(np.float64)
         e = math.exp(thresholds[n - 2])
-        if bound > 0:
-            ok = np.ones(m, dtype=bool)
-            for k in range(1, n):
-                a, b = u[k - 1][:m], u[n - k - 1][k:k + m]
-                ok &= ((lhs >= e * (a * b).astype(np.float64))
-                       | (c >= bound * np.minimum(a, b).astype(np.float64)))
-        else:
-            best = np.zeros(m, dtype=np.uint64)
-            for k in range(1, n):
-                np.maximum(best, u[k - 1][:m] * u[n - k - 1][k:k + m], out=best)
-            ok = lhs >= e * best.astype(np.float64)
-        out.append(valid & (c >= min_count) & ok)
+        ok = valid & (c >= min_count)
+        for k in range(1, n):
+            # every split against the threshold is the largest product against it: the
+            # float conversion and the product are monotone
+            a, b = u[k - 1][:m], u[n - k - 1][k:k + m]
+            holds = lhs >= e * (a * b).astype(np.float64)
+            if bound > 0:
+                holds |= c >= bound * np.minimum(a, b).astype(np.float64)
+            ok &= holds
+        out.append(ok)
     return out
 
 
