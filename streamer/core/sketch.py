@@ -138,11 +138,7 @@ class CountMinSketch:
         if self.background:
             self._pending.append(_pool().submit(_sketch.cu_add, self.table, keys, c, *params,
                                                 0, self.blocks, weight))
-            if len(self._pending) > BACKLOG:
-                with self._settling:
-                    while len(self._pending) > BACKLOG:
-                        self._pending[0].result()
-                        self._pending.popleft()
+            self._drain(BACKLOG)
         elif len(keys) < PARALLEL_MIN or self.blocks < 2:
             _sketch.cu_add(self.table, keys, c, *params, 0, self.blocks, weight)
         else:
@@ -160,9 +156,14 @@ class CountMinSketch:
         """Wait for the background updates still queued (re-raising their error).
         Thread-safe: the readers of discover's second pass all call it. An update leaves
         the queue only once it is done, so a reader that finds the queue empty may read."""
-        if self._pending:
+        self._drain(0)
+
+    def _drain(self, backlog: int) -> None:
+        """Wait until at most ``backlog`` background updates are queued (re-raising the
+        error of one that failed). An update leaves the queue only once it is done."""
+        if len(self._pending) > backlog:
             with self._settling:
-                while self._pending:
+                while len(self._pending) > backlog:
                     self._pending[0].result()
                     self._pending.popleft()
 
