@@ -494,7 +494,7 @@ class Engine(EngineState):
         quality = scoring.quality(recent, left, right, parts, pmi,
                                   float(self.clock.occurrences(self.total_units)),
                                   self._split(words, recent, parts, counts))
-        score = np.log1p(recent) * quality  # scoring.score
+        score = scoring.score(recent, quality)
         emergence = scoring.emergence(self._trend(slots, words, now), quality)
         order = np.arange(len(words))
         if cfg.max_words is not None and len(order) > cfg.max_words:

@@ -413,12 +413,10 @@ def quality(count: np.ndarray, left: np.ndarray, right: np.ndarray,
     return out * (1.0 - parts.first) * (1.0 - parts.last) * ~parts.phrase
 
 
-def score(count: np.ndarray, left: np.ndarray, right: np.ndarray,
-          parts: PartFeatures | None = None, pmi: np.ndarray | None = None,
-          total: float = 0.0, split: np.ndarray | None = None) -> np.ndarray:
-    """The ranking score of the module docstring (higher is better):
-    evidence ln(1 + c) times quality() (the same arguments)."""
-    return np.log1p(count) * quality(count, left, right, parts, pmi, total, split)
+def score(count: np.ndarray, quality: np.ndarray) -> np.ndarray:
+    """The ranking score of the module docstring (higher is better): the evidence
+    ln(1 + c) times the candidate's quality()."""
+    return np.log1p(count) * quality
 
 
 # ---------------------------------------------------------------------- trending

@@ -170,7 +170,7 @@ def test_emergence_does_not_count_the_count_twice() -> None:
     count = np.array([565.0, 18.0])
     q = scoring.quality(count, left, right)
     assert q[0] == q[1] == pytest.approx(3.0 / math.log(32))
-    assert np.allclose(scoring.score(count, left, right), np.log1p(count) * q)
+    assert np.allclose(scoring.score(count, q), np.log1p(count) * q)
     e = scoring.emergence(np.array([27.8, 3.3]), q)
     assert e[0] == e[1]
 
